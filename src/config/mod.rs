@@ -1,0 +1,14 @@
+//! Configuration: what a model is ([`ModelSpec`]), its presets and how a user overrides them.
+
+mod error;
+mod preset;
+mod source;
+mod spec;
+
+pub use error::ConfigError;
+pub use preset::{preset, PRESET_NAMES};
+pub use source::{ModelSource, ResolvedModel};
+pub use spec::{
+    Activation, BottleneckConv, Cardinality, LayerPlan, Loss, ModelPatch, ModelSpec, SpatialConv,
+    INPUT_CHANNELS, INPUT_SIDE, MODEL_KEYS,
+};

@@ -1,0 +1,122 @@
+//! Batch normalisation over channels of NCHW tensors, with running statistics.
+
+use candle_core::{Result, Tensor, Var, D};
+use candle_nn::{Init, ModuleT, VarBuilder};
+
+use super::state::{fresh_var, HasState, State, StateTensor};
+use crate::analyze::{trace, Cost, LayerCost};
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct BatchNormConfig {
+    pub eps: f64,
+    /// Weight of the new batch statistic in the running average (PyTorch's 0.1).
+    pub momentum: f64,
+}
+
+impl Default for BatchNormConfig {
+    fn default() -> Self {
+        Self {
+            eps: 1e-5,
+            momentum: 0.1,
+        }
+    }
+}
+
+/// BN with affine weight/bias (trained) and running mean/variance (tracked in training mode).
+#[derive(Debug, Clone)]
+pub struct BatchNorm {
+    name: String,
+    weight: Var,
+    bias: Var,
+    running_mean: Var,
+    running_var: Var,
+    cfg: BatchNormConfig,
+}
+
+impl BatchNorm {
+    pub fn new(channels: usize, cfg: BatchNormConfig, vb: VarBuilder) -> Result<Self> {
+        let get = |name, init| vb.get_with_hints(channels, name, init);
+        Ok(Self {
+            name: vb.prefix(),
+            weight: fresh_var(&get("weight", Init::Const(1.0))?)?,
+            bias: fresh_var(&get("bias", Init::Const(0.0))?)?,
+            running_mean: fresh_var(&get("running_mean", Init::Const(0.0))?)?,
+            running_var: fresh_var(&get("running_var", Init::Const(1.0))?)?,
+            cfg,
+        })
+    }
+
+    pub fn channels(&self) -> usize {
+        self.weight.elem_count()
+    }
+
+    /// A BN over the channels `index` picks (repeats allowed), each with that channel's
+    /// parameters and running statistics; named `name`.
+    pub fn select(&self, name: String, index: &Tensor) -> Result<Self> {
+        let pick = |v: &Var| fresh_var(&v.as_tensor().index_select(index, 0)?);
+        Ok(Self {
+            name,
+            weight: pick(&self.weight)?,
+            bias: pick(&self.bias)?,
+            running_mean: pick(&self.running_mean)?,
+            running_var: pick(&self.running_var)?,
+            cfg: self.cfg,
+        })
+    }
+
+    fn per_channel(t: &Tensor) -> Result<Tensor> {
+        t.reshape((1, (), 1, 1))
+    }
+}
+
+impl ModuleT for BatchNorm {
+    fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
+        let c = x.dim(1)?;
+        trace::record(|| LayerCost::same(&self.name, "bn", Cost::new(0, 2 * c as u64)));
+        let (mean, var) = if train {
+            // Statistics over (N, H, W) per channel.
+            let n = x.elem_count() / c;
+            let xc = x.transpose(0, 1)?.flatten_from(1)?; // [C, N*H*W]
+            let mean = xc.mean(D::Minus1)?;
+            let var = xc
+                .broadcast_sub(&mean.unsqueeze(1)?)?
+                .sqr()?
+                .mean(D::Minus1)?;
+            let m = self.cfg.momentum;
+            let unbiased = (&var * (n as f64 / (n.max(2) - 1) as f64))?;
+            self.running_mean
+                .set(&((self.running_mean.as_tensor() * (1.0 - m))? + (mean.detach() * m)?)?)?;
+            self.running_var
+                .set(&((self.running_var.as_tensor() * (1.0 - m))? + (unbiased.detach() * m)?)?)?;
+            (mean, var)
+        } else {
+            (
+                self.running_mean.as_tensor().clone(),
+                self.running_var.as_tensor().clone(),
+            )
+        };
+        let scale = (self.weight.as_tensor() / (var + self.cfg.eps)?.sqrt()?)?;
+        let shift = (self.bias.as_tensor() - (&mean * &scale)?)?;
+        x.broadcast_mul(&Self::per_channel(&scale)?)?
+            .broadcast_add(&Self::per_channel(&shift)?)
+    }
+}
+
+impl HasState for BatchNorm {
+    fn collect_state(&self, out: &mut State) {
+        let n = &self.name;
+        out.push((
+            format!("{n}.weight"),
+            StateTensor::Param(self.weight.clone()),
+        ));
+        out.push((format!("{n}.bias"), StateTensor::Param(self.bias.clone())));
+        out.push((
+            format!("{n}.running_mean"),
+            StateTensor::RunningStat(self.running_mean.clone()),
+        ));
+        out.push((
+            format!("{n}.running_var"),
+            StateTensor::RunningStat(self.running_var.clone()),
+        ));
+    }
+}

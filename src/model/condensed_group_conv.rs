@@ -1,0 +1,80 @@
+//! Deploy form of a learned group convolution (spec section 3).
+
+use candle_core::{Module, Result, Tensor};
+use candle_nn::ModuleT;
+
+use super::activation::Act;
+use super::batch_norm::BatchNorm;
+use super::conv::{Conv2d, Conv2dConfig};
+use super::state::{HasState, State, StateTensor};
+use crate::analyze::{trace, Cost, LayerCost};
+
+/// index-select of the kept (group, input) pairs -> BN -> act -> 1x1 conv with `G` groups
+/// (each group's outputs contiguous) -> channel shuffle back to the interleaved order.
+#[derive(Debug, Clone)]
+pub struct CondensedGroupConv {
+    name: String,
+    /// u32, `G * Cin/C` input channels, group by group, ascending within a group.
+    index: Tensor,
+    norm: BatchNorm,
+    act: Act,
+    conv: Conv2d,
+    groups: usize,
+}
+
+impl CondensedGroupConv {
+    pub fn new(
+        name: String,
+        index: Tensor,
+        norm: BatchNorm,
+        act: Act,
+        weight: Tensor,
+        groups: usize,
+    ) -> Result<Self> {
+        let cfg = Conv2dConfig {
+            groups,
+            ..Conv2dConfig::pointwise()
+        };
+        let conv = Conv2d::from_weight(format!("{name}.conv"), &weight, cfg)?;
+        Ok(Self {
+            name,
+            index,
+            norm,
+            act,
+            conv,
+            groups,
+        })
+    }
+}
+
+/// Channel shuffle: view `(G, C/G)`, transpose, flatten.
+pub fn channel_shuffle(x: &Tensor, groups: usize) -> Result<Tensor> {
+    let (n, c, h, w) = x.dims4()?;
+    x.reshape((n, groups, c / groups, h, w))?
+        .transpose(1, 2)?
+        .reshape((n, c, h, w))
+}
+
+impl ModuleT for CondensedGroupConv {
+    fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
+        let x = x.index_select(&self.index, 1)?;
+        trace::record(|| {
+            LayerCost::same(&format!("{}.index", self.name), "index-select", Cost::ZERO)
+        });
+        let x = self.act.forward(&self.norm.forward_t(&x, train)?)?;
+        let y = channel_shuffle(&self.conv.forward(&x)?, self.groups)?;
+        trace::record(|| LayerCost::same(&format!("{}.shuffle", self.name), "shuffle", Cost::ZERO));
+        Ok(y)
+    }
+}
+
+impl HasState for CondensedGroupConv {
+    fn collect_state(&self, out: &mut State) {
+        out.push((
+            format!("{}.index", self.name),
+            StateTensor::Index(self.index.clone()),
+        ));
+        self.norm.collect_state(out);
+        self.conv.collect_state(out);
+    }
+}

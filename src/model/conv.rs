@@ -1,0 +1,111 @@
+//! Plain 2-D convolution (no bias), the building block of every conv in the family.
+
+use candle_core::{Module, Result, Tensor, Var};
+use candle_nn::{Init, VarBuilder};
+
+use super::state::{fresh_var, HasState, State, StateTensor};
+use crate::analyze::{conv_flops, conv_op, trace, Cost, LayerCost};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Conv2dConfig {
+    pub kernel: usize,
+    pub padding: usize,
+    pub stride: usize,
+    pub groups: usize,
+}
+
+impl Default for Conv2dConfig {
+    fn default() -> Self {
+        Self {
+            kernel: 3,
+            padding: 1,
+            stride: 1,
+            groups: 1,
+        }
+    }
+}
+
+impl Conv2dConfig {
+    pub fn pointwise() -> Self {
+        Self {
+            kernel: 1,
+            padding: 0,
+            ..Self::default()
+        }
+    }
+
+    pub fn grouped3x3(groups: usize) -> Self {
+        Self {
+            groups,
+            ..Self::default()
+        }
+    }
+}
+
+/// `Conv2d` without bias; weight `[cout, cin/groups, k, k]`.
+#[derive(Debug, Clone)]
+pub struct Conv2d {
+    name: String,
+    weight: Var,
+    cfg: Conv2dConfig,
+}
+
+/// The reference initialisation: N(0, sqrt(2 / (k*k*cout))).
+pub fn conv_init(kernel: usize, cout: usize) -> Init {
+    Init::Randn {
+        mean: 0.0,
+        stdev: (2.0 / (kernel * kernel * cout) as f64).sqrt(),
+    }
+}
+
+impl Conv2d {
+    pub fn new(cin: usize, cout: usize, cfg: Conv2dConfig, vb: VarBuilder) -> Result<Self> {
+        let shape = (cout, cin / cfg.groups, cfg.kernel, cfg.kernel);
+        let weight = vb.get_with_hints(shape, "weight", conv_init(cfg.kernel, cout))?;
+        Self::from_weight(vb.prefix(), &weight, cfg)
+    }
+
+    /// A conv owning a fresh copy of `weight`.
+    pub fn from_weight(name: String, weight: &Tensor, cfg: Conv2dConfig) -> Result<Self> {
+        Ok(Self {
+            name,
+            weight: fresh_var(weight)?,
+            cfg,
+        })
+    }
+
+    pub fn weight(&self) -> &Tensor {
+        self.weight.as_tensor()
+    }
+}
+
+impl Module for Conv2d {
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let Conv2dConfig {
+            kernel,
+            padding,
+            stride,
+            groups,
+        } = self.cfg;
+        let y = x.conv2d(self.weight.as_tensor(), padding, stride, 1, groups)?;
+        trace::record(|| {
+            let (cin, cout) = (x.dim(1).unwrap_or(0), y.dim(1).unwrap_or(0));
+            let side = (y.dim(2).unwrap_or(0), y.dim(3).unwrap_or(0));
+            let cost = Cost::new(
+                conv_flops(cin, cout, kernel, groups, side),
+                self.weight.elem_count() as u64,
+            );
+            LayerCost::same(&self.name, conv_op(kernel, groups, cin), cost)
+        });
+        Ok(y)
+    }
+}
+
+impl HasState for Conv2d {
+    fn collect_state(&self, out: &mut State) {
+        out.push((
+            format!("{}.weight", self.name),
+            StateTensor::Param(self.weight.clone()),
+        ));
+    }
+}

@@ -1,0 +1,180 @@
+//! One dense layer: `concat([x, spatial(bottleneck(x))])`.
+
+use candle_core::{Result, Tensor};
+use candle_nn::{ModuleT, VarBuilder};
+
+use super::condensed_group_conv::CondensedGroupConv;
+use super::conv::Conv2dConfig;
+use super::dropout::Dropout;
+use super::learned_dsc_conv::{LearnedDscConfig, LearnedDscConv};
+use super::learned_group_conv::LearnedGroupConv;
+use super::preact_conv::PreActConv;
+use super::state::{HasState, State};
+use super::PruneReport;
+use crate::config::{BottleneckConv, LayerPlan, ModelSpec, SpatialConv};
+
+/// The Cin -> W conv of a dense layer, in whichever form it is now.
+#[derive(Debug, Clone)]
+pub enum Bottleneck {
+    LearnedGroup(LearnedGroupConv),
+    CondensedGroup(CondensedGroupConv),
+    LearnedDsc(LearnedDscConv),
+    Dense(PreActConv),
+}
+
+/// The W -> k conv of a dense layer.
+#[derive(Debug, Clone)]
+pub enum Spatial {
+    Group(PreActConv),
+    /// Depthwise 3x3 (BN, act before it) then pointwise 1x1 (BN, act before it).
+    Dsc {
+        dw: PreActConv,
+        pw: PreActConv,
+    },
+}
+
+#[derive(Debug, Clone)]
+pub struct DenseLayer {
+    bottleneck: Bottleneck,
+    spatial: Spatial,
+}
+
+impl DenseLayer {
+    /// Sub-layers are named `{prefix}.bottleneck.*` and `{prefix}.spatial.*`.
+    pub fn new(spec: &ModelSpec, plan: &LayerPlan, seed: u64, vb: VarBuilder) -> Result<Self> {
+        let (cin, width, k, act) = (plan.cin, plan.width, plan.growth, spec.activation);
+        let vbb = vb.pp("bottleneck");
+        let dropout = (spec.dropout > 0.0)
+            .then(|| Dropout::new(spec.dropout, seed, &format!("{}.dropout", vbb.prefix())));
+        let bottleneck = match spec.bottleneck_conv {
+            BottleneckConv::LearnedGroup => {
+                let groups = spec.cardinality.resolve(width);
+                Bottleneck::LearnedGroup(LearnedGroupConv::new(
+                    cin, width, groups, spec.p, act, dropout, vbb,
+                )?)
+            }
+            BottleneckConv::LearnedDsc => {
+                let cfg = LearnedDscConfig {
+                    cardinality: spec.cardinality.resolve(width),
+                    p: spec.p,
+                    steps: spec.prune_steps,
+                    until: spec.prune_until,
+                };
+                Bottleneck::LearnedDsc(LearnedDscConv::new(cin, width, cfg, act, dropout, vbb)?)
+            }
+            BottleneckConv::Dense => Bottleneck::Dense(PreActConv::new(
+                cin,
+                width,
+                Conv2dConfig::pointwise(),
+                act,
+                dropout,
+                vbb,
+            )?),
+        };
+        let vbs = vb.pp("spatial");
+        let spatial = match spec.spatial_conv {
+            SpatialConv::Group => Spatial::Group(PreActConv::new(
+                width,
+                k,
+                Conv2dConfig::grouped3x3(spec.spatial_groups),
+                act,
+                None,
+                vbs,
+            )?),
+            SpatialConv::Dsc => Spatial::Dsc {
+                dw: PreActConv::new(
+                    width,
+                    width,
+                    Conv2dConfig::grouped3x3(width),
+                    act,
+                    None,
+                    vbs.pp("dw"),
+                )?,
+                pw: PreActConv::new(width, k, Conv2dConfig::pointwise(), act, None, vbs.pp("pw"))?,
+            },
+        };
+        Ok(Self {
+            bottleneck,
+            spatial,
+        })
+    }
+
+    pub fn bottleneck(&self) -> &Bottleneck {
+        &self.bottleneck
+    }
+
+    pub fn update_progress(&mut self, t: f64) -> Result<PruneReport> {
+        Ok(match &mut self.bottleneck {
+            Bottleneck::LearnedGroup(c) => PruneReport {
+                drops: c.update_progress(t)?,
+                conversions: 0,
+            },
+            Bottleneck::LearnedDsc(c) => c.update_progress(t)?,
+            Bottleneck::CondensedGroup(_) | Bottleneck::Dense(_) => PruneReport::default(),
+        })
+    }
+
+    /// The deploy form; fails unless the schedule has run to its end.
+    pub fn condense(&self) -> Result<Self> {
+        let bottleneck = match &self.bottleneck {
+            Bottleneck::LearnedGroup(c) => Bottleneck::CondensedGroup(c.condense()?),
+            Bottleneck::LearnedDsc(c) if !c.is_separable() => {
+                candle_core::bail!(
+                    "learned-dsc layer has not reached its last drop; finish pruning first"
+                )
+            }
+            other => other.clone(),
+        };
+        Ok(Self {
+            bottleneck,
+            spatial: self.spatial.clone(),
+        })
+    }
+}
+
+impl ModuleT for Bottleneck {
+    fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
+        match self {
+            Self::LearnedGroup(c) => c.forward_t(x, train),
+            Self::CondensedGroup(c) => c.forward_t(x, train),
+            Self::LearnedDsc(c) => c.forward_t(x, train),
+            Self::Dense(c) => c.forward_t(x, train),
+        }
+    }
+}
+
+impl ModuleT for Spatial {
+    fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
+        match self {
+            Self::Group(c) => c.forward_t(x, train),
+            Self::Dsc { dw, pw } => pw.forward_t(&dw.forward_t(x, train)?, train),
+        }
+    }
+}
+
+impl ModuleT for DenseLayer {
+    fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
+        let y = self
+            .spatial
+            .forward_t(&self.bottleneck.forward_t(x, train)?, train)?;
+        Tensor::cat(&[x, &y], 1)
+    }
+}
+
+impl HasState for DenseLayer {
+    fn collect_state(&self, out: &mut State) {
+        match &self.bottleneck {
+            Bottleneck::LearnedGroup(c) => c.collect_state(out),
+            Bottleneck::CondensedGroup(c) => c.collect_state(out),
+            Bottleneck::LearnedDsc(c) => c.collect_state(out),
+            Bottleneck::Dense(c) => c.collect_state(out),
+        }
+        match &self.spatial {
+            Spatial::Group(c) => c.collect_state(out),
+            Spatial::Dsc { dw, pw } => {
+                dw.collect_state(out);
+                pw.collect_state(out);
+            }
+        }
+    }
+}

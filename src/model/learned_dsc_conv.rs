@@ -1,0 +1,294 @@
+//! CondenseNeXt's learned depthwise-separable conv by group-wise kernel pruning (spec section 4).
+
+use candle_core::{Module, Result, Tensor, Var};
+use candle_nn::{ModuleT, VarBuilder};
+
+use super::activation::Act;
+use super::batch_norm::{BatchNorm, BatchNormConfig};
+use super::conv::{conv_init, Conv2d, Conv2dConfig};
+use super::dropout::Dropout;
+use super::state::{fresh_var, HasState, State, StateTensor};
+use super::PruneReport;
+use crate::analyze::{conv_flops, trace, Cost, LayerCost};
+use crate::config::Activation;
+
+/// Pruning schedule and shape of a [`LearnedDscConv`].
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct LearnedDscConfig {
+    /// Output channels per group; groups = W / cardinality.
+    pub cardinality: usize,
+    /// Pruning factor: a group ends with about `p * in_per_group` kernels.
+    pub p: usize,
+    /// Number of evenly spaced drops.
+    pub steps: usize,
+    /// Progress of the last drop, after which the layer converts.
+    pub until: f64,
+}
+
+#[derive(Debug, Clone)]
+enum Form {
+    /// A grouped 3x3 conv `[W, Cin/groups, 3, 3]` times a per-kernel 0/1 mask.
+    Masked {
+        weight: Var,
+        /// `kept[o * in_per_group + i]`: kernel (out o, in i of o's group) is live.
+        kept: Vec<bool>,
+        /// `[W, Cin/groups, 1, 1]` float 0/1, equal to `kept`.
+        mask: Tensor,
+        drops: usize,
+    },
+    /// index-select of the kept kernels' inputs -> depthwise 3x3 on `T` channels -> 1x1 `T -> W`.
+    Separable {
+        index: Tensor,
+        dw: Conv2d,
+        pw: Conv2d,
+    },
+}
+
+/// BN -> act -> (dropout) -> learned-dsc. Converts itself to the separable form right after
+/// the last drop; training continues on that form.
+#[derive(Debug, Clone)]
+pub struct LearnedDscConv {
+    name: String,
+    norm: BatchNorm,
+    act: Act,
+    dropout: Option<Dropout>,
+    cfg: LearnedDscConfig,
+    cin: usize,
+    width: usize,
+    form: Form,
+}
+
+impl LearnedDscConv {
+    /// Needs `width % cardinality == 0`, `cin % (width / cardinality) == 0` and
+    /// `p <= cardinality` (checked by `ModelSpec::validate`).
+    pub fn new(
+        cin: usize,
+        width: usize,
+        cfg: LearnedDscConfig,
+        act: Activation,
+        dropout: Option<Dropout>,
+        vb: VarBuilder,
+    ) -> Result<Self> {
+        let groups = width / cfg.cardinality;
+        let in_per_group = cin / groups;
+        let weight = vb.pp("conv").get_with_hints(
+            (width, in_per_group, 3, 3),
+            "weight",
+            conv_init(3, width),
+        )?;
+        let kept = vec![true; width * in_per_group];
+        let mask = Tensor::ones((width, in_per_group, 1, 1), weight.dtype(), weight.device())?;
+        Ok(Self {
+            name: vb.prefix(),
+            norm: BatchNorm::new(cin, BatchNormConfig::default(), vb.pp("bn"))?,
+            act: Act::new(format!("{}.act", vb.prefix()), act),
+            dropout,
+            cfg,
+            cin,
+            width,
+            form: Form::Masked {
+                weight: fresh_var(&weight)?,
+                kept,
+                mask,
+                drops: 0,
+            },
+        })
+    }
+
+    fn groups(&self) -> usize {
+        self.width / self.cfg.cardinality
+    }
+
+    fn in_per_group(&self) -> usize {
+        self.cin / self.groups()
+    }
+
+    /// Kernels each group removes at every drop: `floor(in_per_group * (cardinality - p) / steps)`.
+    pub fn delta(&self) -> usize {
+        self.in_per_group() * (self.cfg.cardinality - self.cfg.p) / self.cfg.steps
+    }
+
+    /// Kernels a group keeps after the last drop.
+    pub fn final_kernels_per_group(&self) -> usize {
+        self.in_per_group() * self.cfg.cardinality - self.cfg.steps * self.delta()
+    }
+
+    /// Drops due by progress `t`: those m in 1..=steps with `t >= m / steps * until`.
+    fn drops_due(&self, t: f64) -> usize {
+        let steps = self.cfg.steps;
+        (1..=steps)
+            .filter(|&m| t >= m as f64 * self.cfg.until / steps as f64)
+            .count()
+    }
+
+    /// Live kernels per group: in the masked form from the mask, afterwards from the index.
+    pub fn kernels_per_group(&self) -> Vec<usize> {
+        let (card, ipg) = (self.cfg.cardinality, self.in_per_group());
+        match &self.form {
+            Form::Masked { kept, .. } => kept
+                .chunks(card * ipg)
+                .map(|g| g.iter().filter(|&&k| k).count())
+                .collect(),
+            Form::Separable { index, .. } => {
+                vec![index.elem_count() / self.groups(); self.groups()]
+            }
+        }
+    }
+
+    pub fn is_separable(&self) -> bool {
+        matches!(self.form, Form::Separable { .. })
+    }
+
+    /// Makes the drops due by `t`, and converts after the last one.
+    pub fn update_progress(&mut self, t: f64) -> Result<PruneReport> {
+        let due = self.drops_due(t);
+        let mut report = PruneReport::default();
+        while let Form::Masked { drops, .. } = &self.form {
+            if *drops >= due {
+                break;
+            }
+            self.drop_kernels()?;
+            report.drops += 1;
+            if matches!(self.form, Form::Masked { drops, .. } if drops == self.cfg.steps) {
+                self.convert()?;
+                report.conversions += 1;
+            }
+        }
+        Ok(report)
+    }
+
+    /// Every group removes `delta` live kernels of smallest L1 norm over their 3x3 taps.
+    fn drop_kernels(&mut self) -> Result<()> {
+        let delta = self.delta();
+        let (card, ipg, width) = (self.cfg.cardinality, self.in_per_group(), self.width);
+        let Form::Masked {
+            weight,
+            kept,
+            mask,
+            drops,
+        } = &mut self.form
+        else {
+            return Ok(());
+        };
+        let w: Vec<f32> = weight.as_tensor().flatten_all()?.to_vec1()?;
+        let l1 = |kernel: usize| {
+            w[kernel * 9..kernel * 9 + 9]
+                .iter()
+                .map(|v| f64::from(v.abs()))
+                .sum::<f64>()
+        };
+        for group in 0..width / card {
+            let kernels = group * card * ipg..(group + 1) * card * ipg;
+            let mut live: Vec<(f64, usize)> =
+                kernels.filter(|&k| kept[k]).map(|k| (l1(k), k)).collect();
+            live.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
+            for &(_, k) in live.iter().take(delta) {
+                kept[k] = false;
+            }
+        }
+        let values: Vec<f32> = kept.iter().map(|&k| if k { 1.0 } else { 0.0 }).collect();
+        *mask = Tensor::from_vec(values, (width, ipg, 1, 1), mask.device())?;
+        *drops += 1;
+        Ok(())
+    }
+
+    /// Masked -> separable, with the same output: kept kernels in (group, out, in) order
+    /// become depthwise channels; the pointwise weight is their 0/1 map to outputs.
+    fn convert(&mut self) -> Result<()> {
+        let Form::Masked { weight, kept, .. } = &self.form else {
+            return Ok(());
+        };
+        let (card, ipg, width) = (self.cfg.cardinality, self.in_per_group(), self.width);
+        let w: Vec<f32> = weight.as_tensor().flatten_all()?.to_vec1()?;
+        let live: Vec<usize> = (0..kept.len()).filter(|&k| kept[k]).collect(); // (out, in) row-major = (group, out, in)
+        let taps = live.len();
+        let mut index = Vec::with_capacity(taps);
+        let mut dw = Vec::with_capacity(taps * 9);
+        let mut pw = vec![0f32; width * taps];
+        for (n, &k) in live.iter().enumerate() {
+            let (o, i) = (k / ipg, k % ipg);
+            index.push(((o / card) * ipg + i) as u32);
+            dw.extend_from_slice(&w[k * 9..k * 9 + 9]);
+            pw[o * taps + n] = 1.0;
+        }
+        let device = weight.device();
+        let dw_cfg = Conv2dConfig::grouped3x3(taps);
+        self.form = Form::Separable {
+            index: Tensor::from_vec(index, taps, device)?,
+            dw: Conv2d::from_weight(
+                format!("{}.dw", self.name),
+                &Tensor::from_vec(dw, (taps, 1, 3, 3), device)?,
+                dw_cfg,
+            )?,
+            pw: Conv2d::from_weight(
+                format!("{}.pw", self.name),
+                &Tensor::from_vec(pw, (width, taps, 1, 1), device)?,
+                Conv2dConfig::pointwise(),
+            )?,
+        };
+        Ok(())
+    }
+}
+
+impl ModuleT for LearnedDscConv {
+    fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
+        let x = self.act.forward(&self.norm.forward_t(x, train)?)?;
+        let x = match &self.dropout {
+            Some(d) => d.forward_t(&x, train)?,
+            None => x,
+        };
+        match &self.form {
+            Form::Masked { weight, mask, .. } => {
+                let groups = self.groups();
+                let y = x.conv2d(&weight.as_tensor().broadcast_mul(mask)?, 1, 1, 1, groups)?;
+                trace::record(|| {
+                    let side = (y.dim(2).unwrap_or(0), y.dim(3).unwrap_or(0));
+                    let cost = Cost::new(
+                        conv_flops(self.cin, self.width, 3, groups, side),
+                        weight.elem_count() as u64,
+                    );
+                    let op = if groups == 1 {
+                        "learned-dsc3x3".to_string()
+                    } else {
+                        format!("learned-dsc3x3/g{groups}")
+                    };
+                    LayerCost::same(&format!("{}.conv", self.name), op, cost)
+                });
+                Ok(y)
+            }
+            Form::Separable { index, dw, pw } => {
+                let x = x.index_select(index, 1)?;
+                trace::record(|| {
+                    LayerCost::same(&format!("{}.index", self.name), "index-select", Cost::ZERO)
+                });
+                pw.forward(&dw.forward(&x)?)
+            }
+        }
+    }
+}
+
+impl HasState for LearnedDscConv {
+    fn collect_state(&self, out: &mut State) {
+        self.norm.collect_state(out);
+        match &self.form {
+            Form::Masked { weight, mask, .. } => {
+                out.push((
+                    format!("{}.conv.weight", self.name),
+                    StateTensor::Param(weight.clone()),
+                ));
+                out.push((
+                    format!("{}.conv.mask", self.name),
+                    StateTensor::Mask(mask.clone()),
+                ));
+            }
+            Form::Separable { index, dw, pw } => {
+                out.push((
+                    format!("{}.index", self.name),
+                    StateTensor::Index(index.clone()),
+                ));
+                dw.collect_state(out);
+                pw.collect_state(out);
+            }
+        }
+    }
+}

@@ -1,0 +1,214 @@
+//! CondenseNet's learned group convolution, training form (spec section 3).
+
+use candle_core::{Module, Result, Tensor, Var};
+use candle_nn::{ModuleT, VarBuilder};
+
+use super::activation::Act;
+use super::batch_norm::{BatchNorm, BatchNormConfig};
+use super::condensed_group_conv::CondensedGroupConv;
+use super::conv::conv_init;
+use super::dropout::Dropout;
+use super::state::{fresh_var, HasState, State, StateTensor};
+use crate::analyze::{trace, Cost, LayerCost};
+use crate::config::Activation;
+
+/// BN -> act -> (dropout) -> 1x1 conv `Cin -> W` whose weight is multiplied by a mask.
+///
+/// Output channel `o` belongs to group `o mod G`. All outputs of a group read the same inputs,
+/// so the mask is stored as one row per group (`kept[g][j]`); the dense `[W, Cin]` float mask
+/// the conv multiplies by is derived from it.
+#[derive(Debug, Clone)]
+pub struct LearnedGroupConv {
+    name: String,
+    norm: BatchNorm,
+    act: Act,
+    dropout: Option<Dropout>,
+    /// `[W, Cin, 1, 1]`, the full dense weight (masked entries stay and keep training).
+    weight: Var,
+    groups: usize,
+    condense_factor: usize,
+    kept: Vec<Vec<bool>>,
+    /// `[W, Cin, 1, 1]` float 0/1, always equal to `kept` spread over each group's outputs.
+    mask: Tensor,
+    /// Drops done so far, 0 ..= C-1.
+    stage: usize,
+}
+
+impl LearnedGroupConv {
+    /// Needs `cin % condense_factor == 0`, `cin % groups == 0`, `width % groups == 0`
+    /// (checked by `ModelSpec::validate`).
+    pub fn new(
+        cin: usize,
+        width: usize,
+        groups: usize,
+        condense_factor: usize,
+        act: Activation,
+        dropout: Option<Dropout>,
+        vb: VarBuilder,
+    ) -> Result<Self> {
+        let weight =
+            vb.pp("conv")
+                .get_with_hints((width, cin, 1, 1), "weight", conv_init(1, width))?;
+        let kept = vec![vec![true; cin]; groups];
+        let mask = Self::mask_tensor(&kept, width, weight.device())?;
+        Ok(Self {
+            name: vb.prefix(),
+            norm: BatchNorm::new(cin, BatchNormConfig::default(), vb.pp("bn"))?,
+            act: Act::new(format!("{}.act", vb.prefix()), act),
+            dropout,
+            weight: fresh_var(&weight)?,
+            groups,
+            condense_factor,
+            kept,
+            mask,
+            stage: 0,
+        })
+    }
+
+    fn mask_tensor(
+        kept: &[Vec<bool>],
+        width: usize,
+        device: &candle_core::Device,
+    ) -> Result<Tensor> {
+        let (g, cin) = (kept.len(), kept[0].len());
+        let values: Vec<f32> = (0..width)
+            .flat_map(|o| kept[o % g].iter().map(|&k| if k { 1.0 } else { 0.0 }))
+            .collect();
+        Tensor::from_vec(values, (width, cin, 1, 1), device)
+    }
+
+    fn cin(&self) -> usize {
+        self.kept[0].len()
+    }
+
+    fn width(&self) -> usize {
+        self.mask.dim(0).unwrap_or(0)
+    }
+
+    /// The stage for progress `t`: the smallest i in 0..C-1 with `2t < (i+1)/(C-1)`, else C-1.
+    pub fn stage_at(&self, t: f64) -> usize {
+        let c = self.condense_factor;
+        (0..c.saturating_sub(1))
+            .find(|&i| 2.0 * t < (i + 1) as f64 / (c - 1) as f64)
+            .unwrap_or(c - 1)
+    }
+
+    /// Input channels each group reads now.
+    pub fn live_per_group(&self) -> usize {
+        self.kept[0].iter().filter(|&&k| k).count()
+    }
+
+    /// Drops until the stage of `t` is reached; returns the number of drops done.
+    pub fn update_progress(&mut self, t: f64) -> Result<usize> {
+        let target = self.stage_at(t);
+        let mut dropped = 0;
+        while self.stage < target {
+            self.drop_inputs()?;
+            self.stage += 1;
+            dropped += 1;
+        }
+        Ok(dropped)
+    }
+
+    /// Every group drops its `Cin / C` live inputs of lowest L1 score over the group's outputs.
+    fn drop_inputs(&mut self) -> Result<()> {
+        let (cin, width, g) = (self.cin(), self.width(), self.groups);
+        let delta = cin / self.condense_factor;
+        let w: Vec<f32> = (self.weight.as_tensor() * &self.mask)?
+            .flatten_all()?
+            .to_vec1()?;
+        for (group, kept) in self.kept.iter_mut().enumerate() {
+            let mut score = vec![0f64; cin];
+            for o in (group..width).step_by(g) {
+                for (j, s) in score.iter_mut().enumerate() {
+                    *s += f64::from(w[o * cin + j].abs());
+                }
+            }
+            let mut live: Vec<usize> = (0..cin).filter(|&j| kept[j]).collect();
+            live.sort_by(|&a, &b| score[a].total_cmp(&score[b]).then(a.cmp(&b)));
+            for &j in live.iter().take(delta) {
+                kept[j] = false;
+            }
+        }
+        self.mask = Self::mask_tensor(&self.kept, width, self.mask.device())?;
+        Ok(())
+    }
+
+    /// Whether all C-1 drops are done (condensation ended).
+    pub fn is_condensed(&self) -> bool {
+        self.stage + 1 >= self.condense_factor
+    }
+
+    /// The deploy form: index-select -> BN -> act -> group conv -> shuffle (spec section 3).
+    pub fn condense(&self) -> Result<CondensedGroupConv> {
+        if !self.is_condensed() {
+            candle_core::bail!(
+                "{}: condensation has not finished ({} of {} drops)",
+                self.name,
+                self.stage,
+                self.condense_factor - 1
+            );
+        }
+        let (cin, width, g) = (self.cin(), self.width(), self.groups);
+        let per_group: Vec<Vec<u32>> = self
+            .kept
+            .iter()
+            .map(|k| (0..cin).filter(|&j| k[j]).map(|j| j as u32).collect())
+            .collect();
+        let cin_g = per_group[0].len();
+        let w: Vec<f32> = self.weight.as_tensor().flatten_all()?.to_vec1()?;
+        let out_g = width / g;
+        let mut new_w = vec![0f32; width * cin_g];
+        for (group, cols) in per_group.iter().enumerate() {
+            for k in 0..out_g {
+                let (new_row, old_row) = (group * out_g + k, group + k * g);
+                for (n, &j) in cols.iter().enumerate() {
+                    new_w[new_row * cin_g + n] = w[old_row * cin + j as usize];
+                }
+            }
+        }
+        let device = self.weight.device();
+        let index = Tensor::from_vec(per_group.concat(), cin_g * g, device)?;
+        let norm = self.norm.select(format!("{}.bn", self.name), &index)?;
+        let weight = Tensor::from_vec(new_w, (width, cin_g, 1, 1), device)?;
+        CondensedGroupConv::new(self.name.clone(), index, norm, self.act.clone(), weight, g)
+    }
+}
+
+impl ModuleT for LearnedGroupConv {
+    fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
+        let x = self.act.forward(&self.norm.forward_t(x, train)?)?;
+        let x = match &self.dropout {
+            Some(d) => d.forward_t(&x, train)?,
+            None => x,
+        };
+        let y = x.conv2d(&(self.weight.as_tensor() * &self.mask)?, 0, 1, 1, 1)?;
+        trace::record(|| {
+            let (cin, width) = (self.cin() as u64, self.width() as u64);
+            let full = cin * width * (y.dim(2).unwrap_or(0) * y.dim(3).unwrap_or(0)) as u64;
+            let c = self.condense_factor as u64;
+            LayerCost {
+                name: format!("{}.conv", self.name),
+                op: format!("learned-group1x1/g{}", self.groups),
+                // measure_model: the full 1x1 cost and params divided by C.
+                paper: Cost::new(full / c, cin * width / c),
+                executed: Cost::new(full, cin * width),
+            }
+        });
+        Ok(y)
+    }
+}
+
+impl HasState for LearnedGroupConv {
+    fn collect_state(&self, out: &mut State) {
+        self.norm.collect_state(out);
+        out.push((
+            format!("{}.conv.weight", self.name),
+            StateTensor::Param(self.weight.clone()),
+        ));
+        out.push((
+            format!("{}.conv.mask", self.name),
+            StateTensor::Mask(self.mask.clone()),
+        ));
+    }
+}

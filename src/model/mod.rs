@@ -1,0 +1,53 @@
+//! The network family of the spec, in candle: one layer per file, each with its training and
+//! deploy forms, and the conversion between them.
+
+mod activation;
+mod batch_norm;
+mod classifier;
+mod condensed_group_conv;
+mod conv;
+mod dense_layer;
+mod dropout;
+mod init;
+mod learned_dsc_conv;
+mod learned_group_conv;
+mod linear;
+mod network;
+mod pool;
+mod preact_conv;
+mod state;
+
+pub use activation::Act;
+pub use batch_norm::{BatchNorm, BatchNormConfig};
+pub use classifier::{Classifier, CondensedLinear};
+pub use condensed_group_conv::{channel_shuffle, CondensedGroupConv};
+pub use conv::{Conv2d, Conv2dConfig};
+pub use dense_layer::{Bottleneck, DenseLayer, Spatial};
+pub use dropout::Dropout;
+pub use init::SeededInit;
+pub use learned_dsc_conv::{LearnedDscConfig, LearnedDscConv};
+pub use learned_group_conv::LearnedGroupConv;
+pub use linear::Linear;
+pub use network::{Form, Network};
+pub use pool::AvgPool2d;
+pub use preact_conv::PreActConv;
+pub use state::{HasState, State, StateTensor};
+
+/// What a pruning update did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PruneReport {
+    /// Layer drops made (one per layer per drop event).
+    pub drops: usize,
+    /// Layers that changed form (learned-dsc masked -> separable); their parameters changed.
+    pub conversions: usize,
+}
+
+impl std::ops::Add for PruneReport {
+    type Output = PruneReport;
+    fn add(self, o: PruneReport) -> PruneReport {
+        PruneReport {
+            drops: self.drops + o.drops,
+            conversions: self.conversions + o.conversions,
+        }
+    }
+}

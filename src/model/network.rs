@@ -1,0 +1,226 @@
+//! The whole network (spec section 1), in training or deploy form.
+
+use candle_core::{Device, Module, Result, Tensor, Var};
+use candle_nn::{ModuleT, VarBuilder};
+
+use super::activation::Act;
+use super::batch_norm::{BatchNorm, BatchNormConfig};
+use super::classifier::{Classifier, CondensedLinear};
+use super::conv::{Conv2d, Conv2dConfig};
+use super::dense_layer::DenseLayer;
+use super::init::SeededInit;
+use super::pool::AvgPool2d;
+use super::state::{HasState, State, StateTensor};
+use super::PruneReport;
+use crate::config::{Loss, ModelSpec, INPUT_CHANNELS, INPUT_SIDE};
+
+/// Which form a [`Network`] is in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum Form {
+    /// Masks and pruning schedules, full classifier.
+    Training,
+    /// Condensed: index-selects, grouped and separable convs, condensed classifier.
+    Deploy,
+}
+
+impl std::fmt::Display for Form {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Training => "training",
+            Self::Deploy => "deploy",
+        })
+    }
+}
+
+#[derive(Debug, Clone)]
+enum Head {
+    Training(Classifier),
+    Deploy(CondensedLinear),
+}
+
+/// stem -> dense blocks with pooling transitions -> BN -> act -> pool -> classifier.
+#[derive(Debug, Clone)]
+pub struct Network {
+    spec: ModelSpec,
+    stem: Conv2d,
+    blocks: Vec<Vec<DenseLayer>>,
+    /// One after every block but the last.
+    transitions: Vec<AvgPool2d>,
+    head_norm: BatchNorm,
+    head_act: Act,
+    head_pool: AvgPool2d,
+    head: Head,
+}
+
+impl Network {
+    /// A training-form network; `seed` names the dropout noise streams. `spec` must be valid.
+    pub fn new(spec: &ModelSpec, seed: u64, vb: VarBuilder) -> Result<Self> {
+        if let Err(e) = spec.validate() {
+            candle_core::bail!("invalid model: {e}");
+        }
+        let stem = Conv2d::new(
+            INPUT_CHANNELS,
+            spec.stem_channels(),
+            Conv2dConfig::default(),
+            vb.pp("stem.conv"),
+        )?;
+        let plans = spec.layers();
+        let mut blocks = Vec::with_capacity(spec.stages.len());
+        for b in 0..spec.stages.len() {
+            let layers = plans
+                .iter()
+                .filter(|p| p.block == b)
+                .map(|p| DenseLayer::new(spec, p, seed, vb.pp(p.name())))
+                .collect::<Result<Vec<_>>>()?;
+            blocks.push(layers);
+        }
+        let transitions = (0..spec.stages.len() - 1)
+            .map(|b| AvgPool2d::new(format!("transition{b}.pool"), 2))
+            .collect();
+        let features = spec.final_channels();
+        let bias = match spec.loss {
+            Loss::Ce => 0.0,
+            // Sigmoid focal loss starts every class at prior 1/classes.
+            Loss::Focal => -((spec.classes - 1) as f64).ln(),
+        };
+        Ok(Self {
+            spec: spec.clone(),
+            stem,
+            blocks,
+            transitions,
+            head_norm: BatchNorm::new(features, BatchNormConfig::default(), vb.pp("head.bn"))?,
+            head_act: Act::new("head.act".into(), spec.activation),
+            head_pool: AvgPool2d::new("head.pool".into(), INPUT_SIDE >> (spec.stages.len() - 1)),
+            head: Head::Training(Classifier::new(
+                features,
+                spec.classes,
+                spec.head_kept(),
+                bias,
+                vb.pp("classifier"),
+            )?),
+        })
+    }
+
+    /// A training-form network initialised from the project's seeded generator.
+    pub fn seeded(spec: &ModelSpec, seed: u64, device: &Device) -> Result<Self> {
+        Self::new(spec, seed, SeededInit::new(seed).var_builder(device))
+    }
+
+    pub fn spec(&self) -> &ModelSpec {
+        &self.spec
+    }
+
+    pub fn form(&self) -> Form {
+        match self.head {
+            Head::Training(_) => Form::Training,
+            Head::Deploy(_) => Form::Deploy,
+        }
+    }
+
+    pub fn layers(&self) -> impl Iterator<Item = &DenseLayer> {
+        self.blocks.iter().flatten()
+    }
+
+    /// Runs the pruning schedules up to progress `t` in [0, 1).
+    pub fn update_progress(&mut self, t: f64) -> Result<PruneReport> {
+        let mut report = PruneReport::default();
+        for layer in self.blocks.iter_mut().flatten() {
+            report = report + layer.update_progress(t)?;
+        }
+        Ok(report)
+    }
+
+    /// Runs every schedule to its end and prunes the classifier: the masked training form then
+    /// computes exactly what [`Network::condense`] returns.
+    pub fn finish_pruning(&mut self) -> Result<PruneReport> {
+        let report = self.update_progress(1.0)?;
+        if let Head::Training(c) = &mut self.head {
+            c.prune()?;
+        }
+        Ok(report)
+    }
+
+    /// The deploy form. Fails unless [`Network::finish_pruning`] (or a full schedule) ran.
+    /// Layers that do not change keep sharing their tensors with `self`.
+    pub fn condense(&self) -> Result<Network> {
+        let head = match &self.head {
+            Head::Training(c) => Head::Deploy(c.condense()?),
+            Head::Deploy(c) => Head::Deploy(c.clone()),
+        };
+        let blocks = self
+            .blocks
+            .iter()
+            .map(|b| b.iter().map(DenseLayer::condense).collect())
+            .collect::<Result<_>>()?;
+        Ok(Network {
+            blocks,
+            head,
+            ..self.clone()
+        })
+    }
+
+    /// Every named tensor, in forward order.
+    pub fn state(&self) -> State {
+        let mut out = State::new();
+        self.collect_state(&mut out);
+        out
+    }
+
+    /// The trainable parameters, in forward order.
+    pub fn trainable(&self) -> Vec<(String, Var)> {
+        self.state()
+            .into_iter()
+            .filter_map(|(name, t)| match t {
+                StateTensor::Param(v) => Some((name, v)),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// A zero input batch of `n` images on `device`.
+    pub fn zeros_input(n: usize, device: &Device) -> Result<Tensor> {
+        Tensor::zeros(
+            (n, INPUT_CHANNELS, INPUT_SIDE, INPUT_SIDE),
+            candle_core::DType::F32,
+            device,
+        )
+    }
+}
+
+impl ModuleT for Network {
+    /// `[N, 3, 32, 32]` images -> `[N, classes]` logits.
+    fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
+        let mut x = self.stem.forward(x)?;
+        for (b, block) in self.blocks.iter().enumerate() {
+            for layer in block {
+                x = layer.forward_t(&x, train)?;
+            }
+            if let Some(pool) = self.transitions.get(b) {
+                x = pool.forward(&x)?;
+            }
+        }
+        let x = self
+            .head_act
+            .forward(&self.head_norm.forward_t(&x, train)?)?;
+        let x = self.head_pool.forward(&x)?.flatten_from(1)?;
+        match &self.head {
+            Head::Training(c) => c.forward(&x),
+            Head::Deploy(c) => c.forward(&x),
+        }
+    }
+}
+
+impl HasState for Network {
+    fn collect_state(&self, out: &mut State) {
+        self.stem.collect_state(out);
+        for layer in self.layers() {
+            layer.collect_state(out);
+        }
+        self.head_norm.collect_state(out);
+        match &self.head {
+            Head::Training(c) => c.collect_state(out),
+            Head::Deploy(c) => c.collect_state(out),
+        }
+    }
+}

@@ -1,0 +1,43 @@
+//! A model's state as named tensors: what checkpoints and deploy files hold and what the
+//! optimiser trains. Every layer lists its own.
+
+use candle_core::{Tensor, Var};
+
+/// One named tensor of a model's state, by role.
+#[derive(Debug, Clone)]
+pub enum StateTensor {
+    /// Trainable parameter (receives a gradient).
+    Param(Var),
+    /// 0/1 pruning mask, float32.
+    Mask(Tensor),
+    /// BN running mean or variance (updated in training mode, not by gradients).
+    RunningStat(Var),
+    /// Channel index of an index-select (u32).
+    Index(Tensor),
+}
+
+impl StateTensor {
+    pub fn tensor(&self) -> &Tensor {
+        match self {
+            Self::Param(v) | Self::RunningStat(v) => v.as_tensor(),
+            Self::Mask(t) | Self::Index(t) => t,
+        }
+    }
+
+    pub fn is_param(&self) -> bool {
+        matches!(self, Self::Param(_))
+    }
+}
+
+/// Named state entries, in the order a model lists them.
+pub type State = Vec<(String, StateTensor)>;
+
+/// Layers that own state push their entries as `"{prefix}.{field}"`.
+pub trait HasState {
+    fn collect_state(&self, out: &mut State);
+}
+
+/// A trainable copy of `t` that shares nothing with it.
+pub(crate) fn fresh_var(t: &Tensor) -> candle_core::Result<Var> {
+    Var::from_tensor(&t.detach())
+}

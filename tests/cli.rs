@@ -1,0 +1,209 @@
+//! `ablate count` end to end: output formats, and bad input giving one error line and exit 2.
+
+use std::path::PathBuf;
+use std::process::{Command, Output};
+
+fn ablate(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_ablate"))
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// A model file in a fresh temp dir.
+fn model_file(name: &str, text: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("ablate-cli-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join(name);
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+/// Exit code 2 and exactly one line on stderr, containing every one of `needles`.
+fn assert_usage_error(o: &Output, needles: &[&str]) {
+    let err = stderr(o);
+    assert_eq!(o.status.code(), Some(2), "stderr: {err}");
+    assert_eq!(err.lines().count(), 1, "one line expected: {err}");
+    assert!(err.starts_with("error: "), "{err}");
+    for n in needles {
+        assert!(err.contains(n), "{n:?} missing from: {err}");
+    }
+    assert!(stdout(o).is_empty());
+}
+
+#[test]
+fn json_has_the_documented_shape() {
+    let o = ablate(&["count", "condensenet-86", "--format", "json"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let v: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+    let keys: Vec<&str> = v.as_object().unwrap().keys().map(String::as_str).collect();
+    assert_eq!(
+        keys,
+        [
+            "model",
+            "form",
+            "convention",
+            "flops",
+            "params",
+            "deploy_bytes",
+            "checkpoint_bytes",
+            "layers"
+        ]
+    );
+    assert_eq!(v["model"], "condensenet-86");
+    assert_eq!(v["form"], "deploy");
+    assert_eq!(v["convention"], "paper");
+    assert_eq!(v["flops"].as_u64(), Some(65_812_394));
+    assert_eq!(v["params"].as_u64(), Some(516_202));
+    let layers = v["layers"].as_array().unwrap();
+    let sum = |k: &str| layers.iter().map(|l| l[k].as_u64().unwrap()).sum::<u64>();
+    assert_eq!((sum("flops"), sum("params")), (65_812_394, 516_202));
+    let first: Vec<&str> = layers[0]
+        .as_object()
+        .unwrap()
+        .keys()
+        .map(String::as_str)
+        .collect();
+    assert_eq!(first, ["name", "op", "flops", "params"]);
+}
+
+#[test]
+fn table_shows_both_conventions() {
+    let o = ablate(&["count", "condensenext"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let out = stdout(&o);
+    assert!(out.contains("paper") && out.contains("executed"), "{out}");
+    let training = stdout(&ablate(&["count", "condensenet-86", "--form", "training"]));
+    assert!(
+        training.contains("65,816,394") && training.contains("177,293,130"),
+        "{training}"
+    );
+}
+
+#[test]
+fn csv_layers_sum_to_the_total() {
+    let o = ablate(&[
+        "count",
+        "condensenet-86-dsc",
+        "--format",
+        "csv",
+        "--layers",
+        "--convention",
+        "executed",
+    ]);
+    let out = stdout(&o);
+    let mut lines = out.lines();
+    assert_eq!(lines.next(), Some("name,op,executed_flops,executed_params"));
+    let flops: u64 = lines
+        .map(|l| l.split(',').nth(2).unwrap().parse::<u64>().unwrap())
+        .sum();
+    assert_eq!(flops, 60_077_994);
+}
+
+#[test]
+fn a_model_file_with_preset_and_overrides() {
+    let file = model_file("p2.toml", "preset = \"condensenext\"\np = 2\n");
+    let o = ablate(&["count", file.to_str().unwrap(), "--format", "csv"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let with_set = ablate(&["count", "condensenext", "--set", "p=2", "--format", "csv"]);
+    let numbers = |s: String| {
+        s.lines()
+            .nth(1)
+            .unwrap()
+            .split(',')
+            .skip(3)
+            .map(String::from)
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(numbers(stdout(&o)), numbers(stdout(&with_set)));
+    assert_ne!(
+        numbers(stdout(&o)),
+        numbers(stdout(&ablate(&[
+            "count",
+            "condensenext",
+            "--format",
+            "csv"
+        ])))
+    );
+}
+
+#[test]
+fn unknown_preset() {
+    assert_usage_error(
+        &ablate(&["count", "condensenet-87"]),
+        &["unknown preset `condensenet-87`", "6L+2"],
+    );
+}
+
+#[test]
+fn wrong_type_in_model_file() {
+    let file = model_file(
+        "wrong_type.toml",
+        "preset = \"condensenext\"\np = \"two\"\n",
+    );
+    assert_usage_error(
+        &ablate(&["count", file.to_str().unwrap()]),
+        &["wrong_type.toml:2:", "key `p`", "expected usize"],
+    );
+}
+
+#[test]
+fn unknown_key_in_model_file() {
+    let file = model_file(
+        "unknown_key.toml",
+        "preset = \"condensenet-86\"\ngroth = [8, 16, 32]\n",
+    );
+    assert_usage_error(
+        &ablate(&["count", file.to_str().unwrap()]),
+        &["unknown_key.toml:2:1", "unknown field `groth`"],
+    );
+}
+
+#[test]
+fn malformed_toml() {
+    let file = model_file(
+        "malformed.toml",
+        "preset = \"condensenet-86\"\nstages = [14, 14\n",
+    );
+    assert_usage_error(
+        &ablate(&["count", file.to_str().unwrap()]),
+        &["malformed.toml:2:"],
+    );
+}
+
+#[test]
+fn invalid_combinations() {
+    let file = model_file("bad_p.toml", "preset = \"condensenext\"\np = 40\n");
+    assert_usage_error(
+        &ablate(&["count", file.to_str().unwrap()]),
+        &["bad_p.toml", "key `p`", "p <= cardinality"],
+    );
+    assert_usage_error(
+        &ablate(&["count", "condensenet-86", "--set", "p=3"]),
+        &["key `p`", "not divisible"],
+    );
+    assert_usage_error(
+        &ablate(&["count", "condensenet-86", "--set", "spatial_groups=3"]),
+        &["key `spatial_groups`"],
+    );
+    assert_usage_error(
+        &ablate(&["count", "condensenet-86", "--set", "dropout=1.0"]),
+        &["key `dropout`", "[0, 1)"],
+    );
+    assert_usage_error(
+        &ablate(&["count", "condensenet-86", "--set", "stages=[]"]),
+        &["key `stages`"],
+    );
+    assert_usage_error(
+        &ablate(&["count", "condensenet-86", "--set", "bogus=1"]),
+        &["--set bogus=1", "unknown field `bogus`"],
+    );
+}

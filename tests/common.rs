@@ -1,0 +1,78 @@
+#![allow(dead_code)]
+//! Helpers shared by the integration tests.
+
+use ablate::analyze::{trace_costs, Analysis, Convention, Cost};
+use ablate::config::{ModelSource, ResolvedModel};
+use ablate::model::{Form, Network, StateTensor};
+use ablate::rng::Rng;
+use candle_core::{Device, Tensor};
+
+pub fn model(name: &str) -> ResolvedModel {
+    ModelSource::parse(name).resolve(&[]).unwrap()
+}
+
+/// Counts of a preset in one form and convention, traced from a real forward pass.
+pub fn counts(name: &str, form: Form, convention: Convention) -> Cost {
+    let mut net = Network::seeded(&model(name).spec, 0, &Device::Cpu).unwrap();
+    let net = match form {
+        Form::Training => net,
+        Form::Deploy => {
+            net.finish_pruning().unwrap();
+            net.condense().unwrap()
+        }
+    };
+    ablate::analyze::total(&trace_costs(&net).unwrap(), convention)
+}
+
+pub fn analysis(name: &str, form: Form) -> Analysis {
+    let dir =
+        std::env::temp_dir().join(format!("ablate-test-{}-{name}-{form}", std::process::id()));
+    let a = Analysis::of(&model(name), form, 0, &dir).unwrap();
+    std::fs::remove_dir_all(&dir).unwrap();
+    a
+}
+
+/// A tensor of `shape` with values uniform in [lo, hi) from `rng`.
+pub fn uniform(rng: &mut Rng, shape: &[usize], lo: f64, hi: f64) -> Tensor {
+    let n = shape.iter().product();
+    let v: Vec<f32> = (0..n).map(|_| rng.uniform(lo, hi) as f32).collect();
+    Tensor::from_vec(v, shape, &Device::Cpu).unwrap()
+}
+
+/// Gives every BN non-trivial parameters and running statistics, so that index-select and
+/// the per-channel copies of conversion are really exercised.
+pub fn randomize_norms(net: &Network, seed: u64) {
+    let mut rng = Rng::new(seed);
+    for (name, t) in net.state() {
+        let v = match &t {
+            StateTensor::Param(v) | StateTensor::RunningStat(v) if name.contains("bn.") => v,
+            _ => continue,
+        };
+        let (lo, hi) = if name.ends_with("running_var") || name.ends_with(".weight") {
+            (0.5, 1.5)
+        } else {
+            (-0.5, 0.5)
+        };
+        v.set(&uniform(&mut rng, v.dims(), lo, hi)).unwrap();
+    }
+}
+
+/// `max |a - b| / max |b|`.
+pub fn relative_error(a: &Tensor, b: &Tensor) -> f32 {
+    let diff = (a - b)
+        .unwrap()
+        .abs()
+        .unwrap()
+        .max_all()
+        .unwrap()
+        .to_scalar::<f32>()
+        .unwrap();
+    let scale = b
+        .abs()
+        .unwrap()
+        .max_all()
+        .unwrap()
+        .to_scalar::<f32>()
+        .unwrap();
+    diff / scale
+}
