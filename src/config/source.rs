@@ -100,13 +100,14 @@ fn parse_assignment(assignment: &str) -> Result<ModelPatch, ConfigError> {
     let parse = |v: &str| toml::from_str::<ModelPatch>(&format!("{key} = {v}"));
     let patch = match parse(value) {
         Ok(p) => p,
-        Err(first) => {
+        // Valid TOML of the wrong type or key: report it as written.
+        Err(e) if toml::from_str::<toml::Table>(&format!("{key} = {value}")).is_ok() => {
+            return Err(err(e.message().replace('\n', " ")));
+        }
+        // Not a TOML value: take it as a bare string.
+        Err(_) => {
             let quoted = toml::Value::String(value.to_string()).to_string();
-            match parse(&quoted) {
-                Ok(p) => p,
-                // Report the first error: the value was meant as written.
-                Err(_) => return Err(err(first.message().replace('\n', " "))),
-            }
+            parse(&quoted).map_err(|e| err(e.message().replace('\n', " ")))?
         }
     };
     if patch.keys().is_empty() {
