@@ -8,6 +8,8 @@
 pub mod analyze;
 pub mod cli;
 pub mod config;
+pub mod data;
 pub mod io;
 pub mod model;
 pub mod rng;
+pub mod train;
