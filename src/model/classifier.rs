@@ -4,7 +4,7 @@ use candle_core::{Module, Result, Tensor};
 use candle_nn::VarBuilder;
 
 use super::linear::Linear;
-use super::state::{HasState, State, StateTensor};
+use super::state::{from_host, host_values, HasState, State, StateTensor};
 use crate::analyze::{trace, Cost, LayerCost};
 
 /// Training form: a Linear whose input features can be masked. The head "drop" at the end of
@@ -30,7 +30,7 @@ impl Classifier {
         vb: VarBuilder,
     ) -> Result<Self> {
         let linear = Linear::new(features, classes, bias, vb.clone())?;
-        let mask = Tensor::ones((1, features), candle_core::DType::F32, vb.device())?;
+        let mask = Tensor::ones((1, features), vb.dtype(), vb.device())?;
         Ok(Self {
             name: vb.prefix(),
             linear,
@@ -49,16 +49,16 @@ impl Classifier {
         if self.is_pruned() {
             return Ok(());
         }
-        let norms: Vec<f32> = self.linear.weight().abs()?.sum(0)?.to_vec1()?;
+        let norms = host_values(&self.linear.weight().abs()?.sum(0)?)?;
         let mut order: Vec<usize> = (0..norms.len()).collect();
         order.sort_by(|&a, &b| norms[b].total_cmp(&norms[a]).then(a.cmp(&b)));
         let mut kept: Vec<u32> = order[..self.keep].iter().map(|&j| j as u32).collect();
         kept.sort_unstable();
-        let mut mask = vec![0f32; norms.len()];
+        let mut mask = vec![0f64; norms.len()];
         for &j in &kept {
             mask[j as usize] = 1.0;
         }
-        self.mask = Tensor::from_vec(mask, (1, norms.len()), self.mask.device())?;
+        self.mask = from_host(mask, (1, norms.len()), &self.mask)?;
         self.kept = Some(kept);
         Ok(())
     }

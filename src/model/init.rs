@@ -19,9 +19,10 @@ impl SeededInit {
         Self { seed }
     }
 
-    /// A `VarBuilder` (f32) whose `get_with_hints` draws from this initialiser.
-    pub fn var_builder(self, device: &Device) -> VarBuilder<'static> {
-        VarBuilder::from_backend(Box::new(self), DType::F32, device.clone())
+    /// A `VarBuilder` whose `get_with_hints` draws from this initialiser (values are drawn in
+    /// f32, then converted to `dtype`).
+    pub fn var_builder(self, dtype: DType, device: &Device) -> VarBuilder<'static> {
+        VarBuilder::from_backend(Box::new(self), dtype, device.clone())
     }
 }
 

@@ -7,7 +7,7 @@ use super::activation::Act;
 use super::batch_norm::{BatchNorm, BatchNormConfig};
 use super::conv::{conv_init, Conv2d, Conv2dConfig};
 use super::dropout::Dropout;
-use super::state::{fresh_var, HasState, State, StateTensor};
+use super::state::{fresh_var, from_host, host_values, HasState, State, StateTensor};
 use super::PruneReport;
 use crate::analyze::{conv_flops, trace, Cost, LayerCost};
 use crate::config::Activation;
@@ -170,11 +170,11 @@ impl LearnedDscConv {
         else {
             return Ok(());
         };
-        let w: Vec<f32> = weight.as_tensor().flatten_all()?.to_vec1()?;
+        let w = host_values(weight.as_tensor())?;
         let l1 = |kernel: usize| {
             w[kernel * 9..kernel * 9 + 9]
                 .iter()
-                .map(|v| f64::from(v.abs()))
+                .map(|v| v.abs())
                 .sum::<f64>()
         };
         for group in 0..width / card {
@@ -186,8 +186,8 @@ impl LearnedDscConv {
                 kept[k] = false;
             }
         }
-        let values: Vec<f32> = kept.iter().map(|&k| if k { 1.0 } else { 0.0 }).collect();
-        *mask = Tensor::from_vec(values, (width, ipg, 1, 1), mask.device())?;
+        let values: Vec<f64> = kept.iter().map(|&k| if k { 1.0 } else { 0.0 }).collect();
+        *mask = from_host(values, (width, ipg, 1, 1), mask)?;
         *drops += 1;
         Ok(())
     }
@@ -199,12 +199,12 @@ impl LearnedDscConv {
             return Ok(());
         };
         let (card, ipg, width) = (self.cfg.cardinality, self.in_per_group(), self.width);
-        let w: Vec<f32> = weight.as_tensor().flatten_all()?.to_vec1()?;
+        let w = host_values(weight.as_tensor())?;
         let live: Vec<usize> = (0..kept.len()).filter(|&k| kept[k]).collect(); // (out, in) row-major = (group, out, in)
         let taps = live.len();
         let mut index = Vec::with_capacity(taps);
         let mut dw = Vec::with_capacity(taps * 9);
-        let mut pw = vec![0f32; width * taps];
+        let mut pw = vec![0f64; width * taps];
         for (n, &k) in live.iter().enumerate() {
             let (o, i) = (k / ipg, k % ipg);
             index.push(((o / card) * ipg + i) as u32);
@@ -217,12 +217,12 @@ impl LearnedDscConv {
             index: Tensor::from_vec(index, taps, device)?,
             dw: Conv2d::from_weight(
                 format!("{}.dw", self.name),
-                &Tensor::from_vec(dw, (taps, 1, 3, 3), device)?,
+                &from_host(dw, (taps, 1, 3, 3), weight)?,
                 dw_cfg,
             )?,
             pw: Conv2d::from_weight(
                 format!("{}.pw", self.name),
-                &Tensor::from_vec(pw, (width, taps, 1, 1), device)?,
+                &from_host(pw, (width, taps, 1, 1), weight)?,
                 Conv2dConfig::pointwise(),
             )?,
         };

@@ -8,7 +8,7 @@ use super::batch_norm::{BatchNorm, BatchNormConfig};
 use super::condensed_group_conv::CondensedGroupConv;
 use super::conv::conv_init;
 use super::dropout::Dropout;
-use super::state::{fresh_var, HasState, State, StateTensor};
+use super::state::{fresh_var, from_host, host_values, HasState, State, StateTensor};
 use crate::analyze::{trace, Cost, LayerCost};
 use crate::config::Activation;
 
@@ -50,7 +50,7 @@ impl LearnedGroupConv {
             vb.pp("conv")
                 .get_with_hints((width, cin, 1, 1), "weight", conv_init(1, width))?;
         let kept = vec![vec![true; cin]; groups];
-        let mask = Self::mask_tensor(&kept, width, weight.device())?;
+        let mask = Self::mask_tensor(&kept, width, &weight)?;
         Ok(Self {
             name: vb.prefix(),
             norm: BatchNorm::new(cin, BatchNormConfig::default(), vb.pp("bn"))?,
@@ -65,16 +65,13 @@ impl LearnedGroupConv {
         })
     }
 
-    fn mask_tensor(
-        kept: &[Vec<bool>],
-        width: usize,
-        device: &candle_core::Device,
-    ) -> Result<Tensor> {
+    /// The `[W, Cin, 1, 1]` mask of `kept`, with the dtype and device of `like`.
+    fn mask_tensor(kept: &[Vec<bool>], width: usize, like: &Tensor) -> Result<Tensor> {
         let (g, cin) = (kept.len(), kept[0].len());
-        let values: Vec<f32> = (0..width)
+        let values: Vec<f64> = (0..width)
             .flat_map(|o| kept[o % g].iter().map(|&k| if k { 1.0 } else { 0.0 }))
             .collect();
-        Tensor::from_vec(values, (width, cin, 1, 1), device)
+        from_host(values, (width, cin, 1, 1), like)
     }
 
     fn cin(&self) -> usize {
@@ -114,14 +111,12 @@ impl LearnedGroupConv {
     fn drop_inputs(&mut self) -> Result<()> {
         let (cin, width, g) = (self.cin(), self.width(), self.groups);
         let delta = cin / self.condense_factor;
-        let w: Vec<f32> = (self.weight.as_tensor() * &self.mask)?
-            .flatten_all()?
-            .to_vec1()?;
+        let w = host_values(&(self.weight.as_tensor() * &self.mask)?)?;
         for (group, kept) in self.kept.iter_mut().enumerate() {
             let mut score = vec![0f64; cin];
             for o in (group..width).step_by(g) {
                 for (j, s) in score.iter_mut().enumerate() {
-                    *s += f64::from(w[o * cin + j].abs());
+                    *s += w[o * cin + j].abs();
                 }
             }
             let mut live: Vec<usize> = (0..cin).filter(|&j| kept[j]).collect();
@@ -130,7 +125,7 @@ impl LearnedGroupConv {
                 kept[j] = false;
             }
         }
-        self.mask = Self::mask_tensor(&self.kept, width, self.mask.device())?;
+        self.mask = Self::mask_tensor(&self.kept, width, &self.mask)?;
         Ok(())
     }
 
@@ -156,9 +151,9 @@ impl LearnedGroupConv {
             .map(|k| (0..cin).filter(|&j| k[j]).map(|j| j as u32).collect())
             .collect();
         let cin_g = per_group[0].len();
-        let w: Vec<f32> = self.weight.as_tensor().flatten_all()?.to_vec1()?;
+        let w = host_values(self.weight.as_tensor())?;
         let out_g = width / g;
-        let mut new_w = vec![0f32; width * cin_g];
+        let mut new_w = vec![0f64; width * cin_g];
         for (group, cols) in per_group.iter().enumerate() {
             for k in 0..out_g {
                 let (new_row, old_row) = (group * out_g + k, group + k * g);
@@ -170,7 +165,7 @@ impl LearnedGroupConv {
         let device = self.weight.device();
         let index = Tensor::from_vec(per_group.concat(), cin_g * g, device)?;
         let norm = self.norm.select(format!("{}.bn", self.name), &index)?;
-        let weight = Tensor::from_vec(new_w, (width, cin_g, 1, 1), device)?;
+        let weight = from_host(new_w, (width, cin_g, 1, 1), self.weight.as_tensor())?;
         CondensedGroupConv::new(self.name.clone(), index, norm, self.act.clone(), weight, g)
     }
 }

@@ -102,9 +102,13 @@ impl Network {
         })
     }
 
-    /// A training-form network initialised from the project's seeded generator.
+    /// A float32 training-form network initialised from the project's seeded generator.
     pub fn seeded(spec: &ModelSpec, seed: u64, device: &Device) -> Result<Self> {
-        Self::new(spec, seed, SeededInit::new(seed).var_builder(device))
+        Self::new(
+            spec,
+            seed,
+            SeededInit::new(seed).var_builder(candle_core::DType::F32, device),
+        )
     }
 
     pub fn spec(&self) -> &ModelSpec {

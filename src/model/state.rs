@@ -37,6 +37,22 @@ pub trait HasState {
     fn collect_state(&self, out: &mut State);
 }
 
+/// The values of `t`, flattened, as f64 (exact for f32 and f64 tensors).
+pub(crate) fn host_values(t: &Tensor) -> candle_core::Result<Vec<f64>> {
+    t.flatten_all()?
+        .to_dtype(candle_core::DType::F64)?
+        .to_vec1()
+}
+
+/// A tensor of `shape` holding `values`, with the dtype and device of `like`.
+pub(crate) fn from_host<S: Into<candle_core::Shape>>(
+    values: Vec<f64>,
+    shape: S,
+    like: &Tensor,
+) -> candle_core::Result<Tensor> {
+    Tensor::from_vec(values, shape, like.device())?.to_dtype(like.dtype())
+}
+
 /// A trainable copy of `t` that shares nothing with it.
 pub(crate) fn fresh_var(t: &Tensor) -> candle_core::Result<Var> {
     Var::from_tensor(&t.detach())
