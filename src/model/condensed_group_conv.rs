@@ -3,9 +3,8 @@
 use candle_core::{Module, Result, Tensor};
 use candle_nn::ModuleT;
 
-use super::activation::Act;
-use super::batch_norm::BatchNorm;
 use super::conv::{Conv2d, Conv2dConfig};
+use super::preactivation::PreActivation;
 use super::state::{HasState, State, StateTensor};
 use crate::analyze::{trace, Cost, LayerCost};
 
@@ -16,8 +15,7 @@ pub struct CondensedGroupConv {
     name: String,
     /// u32, `G * Cin/C` input channels, group by group, ascending within a group.
     index: Tensor,
-    norm: BatchNorm,
-    act: Act,
+    pre: PreActivation,
     conv: Conv2d,
     groups: usize,
 }
@@ -26,8 +24,7 @@ impl CondensedGroupConv {
     pub fn new(
         name: String,
         index: Tensor,
-        norm: BatchNorm,
-        act: Act,
+        pre: PreActivation,
         weight: Tensor,
         groups: usize,
     ) -> Result<Self> {
@@ -39,8 +36,7 @@ impl CondensedGroupConv {
         Ok(Self {
             name,
             index,
-            norm,
-            act,
+            pre,
             conv,
             groups,
         })
@@ -61,7 +57,7 @@ impl ModuleT for CondensedGroupConv {
         trace::record(|| {
             LayerCost::same(&format!("{}.index", self.name), "index-select", Cost::ZERO)
         });
-        let x = self.act.forward(&self.norm.forward_t(&x, train)?)?;
+        let x = self.pre.forward_t(&x, train)?;
         let y = channel_shuffle(&self.conv.forward(&x)?, self.groups)?;
         trace::record(|| LayerCost::same(&format!("{}.shuffle", self.name), "shuffle", Cost::ZERO));
         Ok(y)
@@ -74,7 +70,7 @@ impl HasState for CondensedGroupConv {
             format!("{}.index", self.name),
             StateTensor::Index(self.index.clone()),
         ));
-        self.norm.collect_state(out);
+        self.pre.collect_state(out);
         self.conv.collect_state(out);
     }
 }

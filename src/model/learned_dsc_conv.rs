@@ -3,10 +3,9 @@
 use candle_core::{Module, Result, Tensor, Var};
 use candle_nn::{ModuleT, VarBuilder};
 
-use super::activation::Act;
-use super::batch_norm::{BatchNorm, BatchNormConfig};
 use super::conv::{conv_init, Conv2d, Conv2dConfig};
 use super::dropout::Dropout;
+use super::preactivation::PreActivation;
 use super::state::{fresh_var, from_host, host_values, HasState, State, StateTensor};
 use super::PruneReport;
 use crate::analyze::{conv_flops, trace, Cost, LayerCost};
@@ -49,9 +48,7 @@ enum Form {
 #[derive(Debug, Clone)]
 pub struct LearnedDscConv {
     name: String,
-    norm: BatchNorm,
-    act: Act,
-    dropout: Option<Dropout>,
+    pre: PreActivation,
     cfg: LearnedDscConfig,
     cin: usize,
     width: usize,
@@ -80,9 +77,7 @@ impl LearnedDscConv {
         let mask = Tensor::ones((width, in_per_group, 1, 1), weight.dtype(), weight.device())?;
         Ok(Self {
             name: vb.prefix(),
-            norm: BatchNorm::new(cin, BatchNormConfig::default(), vb.pp("bn"))?,
-            act: Act::new(format!("{}.act", vb.prefix()), act),
-            dropout,
+            pre: PreActivation::new(cin, act, dropout, &vb)?,
             cfg,
             cin,
             width,
@@ -232,11 +227,7 @@ impl LearnedDscConv {
 
 impl ModuleT for LearnedDscConv {
     fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
-        let x = self.act.forward(&self.norm.forward_t(x, train)?)?;
-        let x = match &self.dropout {
-            Some(d) => d.forward_t(&x, train)?,
-            None => x,
-        };
+        let x = self.pre.forward_t(x, train)?;
         match &self.form {
             Form::Masked { weight, mask, .. } => {
                 let groups = self.groups();
@@ -269,7 +260,7 @@ impl ModuleT for LearnedDscConv {
 
 impl HasState for LearnedDscConv {
     fn collect_state(&self, out: &mut State) {
-        self.norm.collect_state(out);
+        self.pre.collect_state(out);
         match &self.form {
             Form::Masked { weight, mask, .. } => {
                 out.push((

@@ -1,13 +1,12 @@
 //! CondenseNet's learned group convolution, training form (spec section 3).
 
-use candle_core::{Module, Result, Tensor, Var};
+use candle_core::{Result, Tensor, Var};
 use candle_nn::{ModuleT, VarBuilder};
 
-use super::activation::Act;
-use super::batch_norm::{BatchNorm, BatchNormConfig};
 use super::condensed_group_conv::CondensedGroupConv;
 use super::conv::conv_init;
 use super::dropout::Dropout;
+use super::preactivation::PreActivation;
 use super::state::{fresh_var, from_host, host_values, HasState, State, StateTensor};
 use crate::analyze::{trace, Cost, LayerCost};
 use crate::config::Activation;
@@ -20,9 +19,7 @@ use crate::config::Activation;
 #[derive(Debug, Clone)]
 pub struct LearnedGroupConv {
     name: String,
-    norm: BatchNorm,
-    act: Act,
-    dropout: Option<Dropout>,
+    pre: PreActivation,
     /// `[W, Cin, 1, 1]`, the full dense weight (masked entries stay and keep training).
     weight: Var,
     groups: usize,
@@ -53,9 +50,7 @@ impl LearnedGroupConv {
         let mask = Self::mask_tensor(&kept, width, &weight)?;
         Ok(Self {
             name: vb.prefix(),
-            norm: BatchNorm::new(cin, BatchNormConfig::default(), vb.pp("bn"))?,
-            act: Act::new(format!("{}.act", vb.prefix()), act),
-            dropout,
+            pre: PreActivation::new(cin, act, dropout, &vb)?,
             weight: fresh_var(&weight)?,
             groups,
             condense_factor,
@@ -164,19 +159,15 @@ impl LearnedGroupConv {
         }
         let device = self.weight.device();
         let index = Tensor::from_vec(per_group.concat(), cin_g * g, device)?;
-        let norm = self.norm.select(format!("{}.bn", self.name), &index)?;
+        let pre = self.pre.select(&self.name, &index)?;
         let weight = from_host(new_w, (width, cin_g, 1, 1), self.weight.as_tensor())?;
-        CondensedGroupConv::new(self.name.clone(), index, norm, self.act.clone(), weight, g)
+        CondensedGroupConv::new(self.name.clone(), index, pre, weight, g)
     }
 }
 
 impl ModuleT for LearnedGroupConv {
     fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
-        let x = self.act.forward(&self.norm.forward_t(x, train)?)?;
-        let x = match &self.dropout {
-            Some(d) => d.forward_t(&x, train)?,
-            None => x,
-        };
+        let x = self.pre.forward_t(x, train)?;
         let y = x.conv2d(&(self.weight.as_tensor() * &self.mask)?, 0, 1, 1, 1)?;
         trace::record(|| {
             let (cin, width) = (self.cin() as u64, self.width() as u64);
@@ -196,7 +187,7 @@ impl ModuleT for LearnedGroupConv {
 
 impl HasState for LearnedGroupConv {
     fn collect_state(&self, out: &mut State) {
-        self.norm.collect_state(out);
+        self.pre.collect_state(out);
         out.push((
             format!("{}.conv.weight", self.name),
             StateTensor::Param(self.weight.clone()),

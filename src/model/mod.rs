@@ -15,6 +15,7 @@ mod linear;
 mod network;
 mod pool;
 mod preact_conv;
+mod preactivation;
 mod state;
 
 pub use activation::Act;
@@ -31,6 +32,7 @@ pub use linear::Linear;
 pub use network::{Form, Network};
 pub use pool::AvgPool2d;
 pub use preact_conv::PreActConv;
+pub use preactivation::PreActivation;
 pub use state::{HasState, State, StateTensor};
 
 /// What a pruning update did.

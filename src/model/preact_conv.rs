@@ -3,18 +3,15 @@
 use candle_core::{Module, Result, Tensor};
 use candle_nn::{ModuleT, VarBuilder};
 
-use super::activation::Act;
-use super::batch_norm::{BatchNorm, BatchNormConfig};
 use super::conv::{Conv2d, Conv2dConfig};
 use super::dropout::Dropout;
+use super::preactivation::PreActivation;
 use super::state::{HasState, State};
 use crate::config::Activation;
 
 #[derive(Debug, Clone)]
 pub struct PreActConv {
-    norm: BatchNorm,
-    act: Act,
-    dropout: Option<Dropout>,
+    pre: PreActivation,
     conv: Conv2d,
 }
 
@@ -29,9 +26,7 @@ impl PreActConv {
         vb: VarBuilder,
     ) -> Result<Self> {
         Ok(Self {
-            norm: BatchNorm::new(cin, BatchNormConfig::default(), vb.pp("bn"))?,
-            act: Act::new(format!("{}.act", vb.prefix()), act),
-            dropout,
+            pre: PreActivation::new(cin, act, dropout, &vb)?,
             conv: Conv2d::new(cin, cout, cfg, vb.pp("conv"))?,
         })
     }
@@ -39,18 +34,13 @@ impl PreActConv {
 
 impl ModuleT for PreActConv {
     fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
-        let x = self.act.forward(&self.norm.forward_t(x, train)?)?;
-        let x = match &self.dropout {
-            Some(d) => d.forward_t(&x, train)?,
-            None => x,
-        };
-        self.conv.forward(&x)
+        self.conv.forward(&self.pre.forward_t(x, train)?)
     }
 }
 
 impl HasState for PreActConv {
     fn collect_state(&self, out: &mut State) {
-        self.norm.collect_state(out);
+        self.pre.collect_state(out);
         self.conv.collect_state(out);
     }
 }
