@@ -233,6 +233,9 @@ impl ModuleT for LearnedDscConv {
                 let groups = self.groups();
                 let y = x.conv2d(&weight.as_tensor().broadcast_mul(mask)?, 1, 1, 1, groups)?;
                 trace::record(|| {
+                    // Both conventions count the masked conv at its full (executed) size: the spec
+                    // defines the /C rule for learned-group only, and measure_model counts a conv by
+                    // its weight shape.
                     let side = (y.dim(2).unwrap_or(0), y.dim(3).unwrap_or(0));
                     let cost = Cost::new(
                         conv_flops(self.cin, self.width, 3, groups, side),
