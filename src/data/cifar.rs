@@ -63,7 +63,6 @@ fn read_batch(file: &Path, into: &mut Dataset) -> Result<(), DataError> {
             file: file.to_path_buf(),
             expected,
             found,
-            records: RECORDS_PER_FILE,
         });
     }
     let bytes = std::fs::read(file).map_err(io)?;

@@ -58,7 +58,7 @@ impl Dataset {
 pub enum DataError {
     #[error(
         "CIFAR-10 binary files not found: expected {} under {} \
-         (get cifar-10-binary.tar.gz from the CIFAR-10 page, unpack it there, or point --data-dir / ABLATE_DATA at its parent)",
+         (get cifar-10-binary.tar.gz from the CIFAR-10 page and unpack it in the data dir)",
         missing.join(", "),
         dir.display()
     )]
@@ -66,12 +66,11 @@ pub enum DataError {
         dir: std::path::PathBuf,
         missing: Vec<String>,
     },
-    #[error("{}: expected {expected} bytes ({records} records of {record} bytes), found {found}", file.display(), record = RECORD_BYTES)]
+    #[error("{}: expected {expected} bytes ({} records of {RECORD_BYTES} bytes), found {found}", file.display(), expected / RECORD_BYTES as u64)]
     WrongSize {
         file: std::path::PathBuf,
         expected: u64,
         found: u64,
-        records: usize,
     },
     #[error("{}: record {record} has label {label}; CIFAR-10 labels are 0..=9", file.display())]
     BadLabel {
