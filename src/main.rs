@@ -4,8 +4,10 @@ use clap::Parser;
 
 use ablate::cli::{run, Cli};
 use ablate::config::ConfigError;
+use ablate::train::{Diverged, RunDirError};
 
 fn main() -> ExitCode {
+    configure_runtime();
     let cli = Cli::parse();
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
@@ -15,8 +17,43 @@ fn main() -> ExitCode {
                 eprintln!("error: {config}");
                 return ExitCode::from(2);
             }
+            if e.downcast_ref::<RunDirError>().is_some() {
+                eprintln!("error: {e}");
+                return ExitCode::from(2);
+            }
+            if e.downcast_ref::<Diverged>().is_some() {
+                eprintln!("error: {e}");
+                return ExitCode::from(3);
+            }
             eprintln!("error: {e:#}");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// mimalloc, never returning freed memory to the OS: candle allocates and frees tensors of
+/// many MB every step, and with glibc malloc (or mimalloc's default 10 ms purge) each one is a
+/// fresh mmap whose pages the kernel faults in and zeroes again. Measured on this 2-core
+/// machine, training a stages-2-2-2 CondenseNet: 38 img/s with purging, 55 without.
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+extern "C" {
+    /// From the mimalloc library the allocator links.
+    fn mi_option_set(option: std::ffi::c_int, value: std::ffi::c_long);
+}
+/// `mi_option_purge_delay` in mimalloc 3's `mi_option_e`.
+const MI_OPTION_PURGE_DELAY: std::ffi::c_int = 15;
+
+/// Process-wide settings made before any work starts.
+fn configure_runtime() {
+    // SAFETY: setting an option is allowed at any time; -1 disables purging.
+    unsafe { mi_option_set(MI_OPTION_PURGE_DELAY, -1) };
+    // candle asks for its thread count on every op and, unless RAYON_NUM_THREADS is set,
+    // re-reads /proc/cpuinfo each time.
+    if std::env::var_os("RAYON_NUM_THREADS").is_none() {
+        let n = std::thread::available_parallelism().map_or(1, |n| n.get());
+        // SAFETY: no other thread exists yet.
+        std::env::set_var("RAYON_NUM_THREADS", n.to_string());
     }
 }

@@ -19,7 +19,7 @@ use crate::model::{Form, Network};
 /// Runs one eval-mode forward pass of `net` on a zero image (batch 1) and returns what every
 /// op it executed cost, in execution order.
 pub fn trace_costs(net: &Network) -> candle_core::Result<Vec<LayerCost>> {
-    let x = Network::zeros_input(1, &Device::Cpu)?;
+    let x = Network::zeros_input(1, net.device())?;
     let (_, layers) = trace::capture(|| net.forward_t(&x, false))?;
     Ok(layers)
 }

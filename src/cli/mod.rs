@@ -2,6 +2,7 @@
 
 mod count;
 mod format;
+mod train;
 
 use clap::{Parser, Subcommand};
 
@@ -17,11 +18,14 @@ pub struct Cli {
 pub enum Command {
     /// Count FLOPs, parameters and model sizes of a preset or a model TOML file.
     Count(count::CountArgs),
+    /// Train one model into a run directory (metrics, checkpoints, deploy model, summary).
+    Train(train::TrainArgs),
 }
 
 /// Runs the parsed command line.
 pub fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Count(args) => count::run(&args),
+        Command::Train(args) => train::run(&args),
     }
 }

@@ -1,12 +1,15 @@
-//! Configuration: what a model is ([`ModelSpec`]), its presets and how a user overrides them.
+//! Configuration: what a model is ([`ModelSpec`]), its presets and how a user overrides them,
+//! and what one training run is ([`RunConfig`]).
 
 mod error;
 mod preset;
+mod run;
 mod source;
 mod spec;
 
 pub use error::ConfigError;
 pub use preset::{preset, PRESET_NAMES};
+pub use run::{DataConfig, DatasetKind, RunConfig, TrainConfig};
 pub use source::{ModelSource, ResolvedModel};
 pub use spec::{
     Activation, BottleneckConv, Cardinality, LayerPlan, Loss, ModelPatch, ModelSpec, SpatialConv,

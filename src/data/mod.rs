@@ -1,10 +1,12 @@
 //! Image datasets: the official CIFAR-10 binary files and a synthetic stand-in.
 
 mod cifar;
+mod download;
 mod pipeline;
 mod synthetic;
 
 pub use cifar::{load_cifar10, CIFAR10_DIR, RECORD_BYTES, TEST_FILE, TRAIN_FILES};
+pub use download::{ensure_cifar10, md5_hex, CIFAR10_ARCHIVE, CIFAR10_MD5, CIFAR10_URL, URL_ENV};
 pub use pipeline::{epoch_order, prepare_batch, transform, Crop, CROP_PAD, MEAN, STD};
 pub use synthetic::synthetic;
 
@@ -58,13 +60,40 @@ impl Dataset {
 pub enum DataError {
     #[error(
         "CIFAR-10 binary files not found: expected {} under {} \
-         (get cifar-10-binary.tar.gz from the CIFAR-10 page and unpack it in the data dir)",
+         (unpack cifar-10-binary.tar.gz from {} there, or point --data-dir / ABLATE_DATA at \
+         the folder that holds cifar-10-batches-bin/)",
         missing.join(", "),
-        dir.display()
+        dir.display(),
+        download::CIFAR10_URL
     )]
     Missing {
         dir: std::path::PathBuf,
         missing: Vec<String>,
+    },
+    #[error(
+        "could not download {url}: {message}. Without network access, put {} (MD5 {}) or its \
+         unpacked folder {}/ in {} yourself, or point --data-dir / ABLATE_DATA at a folder \
+         that has them",
+        download::CIFAR10_ARCHIVE,
+        download::CIFAR10_MD5,
+        cifar::CIFAR10_DIR,
+        dir.display()
+    )]
+    Download {
+        url: String,
+        dir: std::path::PathBuf,
+        message: String,
+    },
+    #[error("{}: MD5 is {found}, expected {expected} (corrupt or wrong file; delete it and retry)", file.display())]
+    Checksum {
+        file: std::path::PathBuf,
+        expected: String,
+        found: String,
+    },
+    #[error("{}: could not unpack: {message}", archive.display())]
+    Unpack {
+        archive: std::path::PathBuf,
+        message: String,
     },
     #[error("{}: expected {expected} bytes ({} records of {RECORD_BYTES} bytes), found {found}", file.display(), expected / RECORD_BYTES as u64)]
     WrongSize {
@@ -83,4 +112,44 @@ pub enum DataError {
         file: std::path::PathBuf,
         source: std::io::Error,
     },
+}
+
+/// Synthetic sizes when a run does not set them.
+pub const SYNTHETIC_TRAIN: usize = 5_000;
+pub const SYNTHETIC_TEST: usize = 1_000;
+/// The synthetic set is the same for every run seed (seeds vary the training, not the data).
+const SYNTHETIC_SEED: u64 = 0;
+
+/// The (train, test) sets a run asks for: CIFAR-10 from `data_dir` (fetched when missing) or
+/// the synthetic set, cut to the configured sizes.
+pub fn load(
+    cfg: &crate::config::DataConfig,
+    data_dir: &std::path::Path,
+) -> Result<(Dataset, Dataset), DataError> {
+    use crate::config::DatasetKind;
+    match cfg.dataset {
+        DatasetKind::Cifar10 => {
+            ensure_cifar10(data_dir)?;
+            let (train, test) = load_cifar10(data_dir)?;
+            let cut = |d: Dataset, n: Option<usize>| match n {
+                Some(n) => d.subset(n),
+                None => d,
+            };
+            Ok((cut(train, cfg.train_size), cut(test, cfg.test_size)))
+        }
+        DatasetKind::Synthetic => Ok((
+            synthetic(
+                cfg.train_size.unwrap_or(SYNTHETIC_TRAIN),
+                10,
+                SYNTHETIC_SEED,
+                "train",
+            ),
+            synthetic(
+                cfg.test_size.unwrap_or(SYNTHETIC_TEST),
+                10,
+                SYNTHETIC_SEED,
+                "test",
+            ),
+        )),
+    }
 }

@@ -3,6 +3,7 @@
 use candle_core::{Module, Result, Tensor, Var};
 use candle_nn::{Init, VarBuilder};
 
+use super::depthwise::depthwise3x3;
 use super::state::{fresh_var, HasState, State, StateTensor};
 use crate::analyze::{conv_flops, conv_op, trace, Cost, LayerCost};
 
@@ -87,7 +88,17 @@ impl Module for Conv2d {
             stride,
             groups,
         } = self.cfg;
-        let y = x.conv2d(self.weight.as_tensor(), padding, stride, 1, groups)?;
+        let w = self.weight.as_tensor();
+        let depthwise = kernel == 3
+            && padding == 1
+            && stride == 1
+            && groups == w.dim(0)?
+            && groups == x.dim(1)?;
+        let y = if depthwise {
+            depthwise3x3(x, w)?
+        } else {
+            x.conv2d(w, padding, stride, 1, groups)?
+        };
         trace::record(|| {
             let (cin, cout) = (x.dim(1).unwrap_or(0), y.dim(1).unwrap_or(0));
             let side = (y.dim(2).unwrap_or(0), y.dim(3).unwrap_or(0));

@@ -5,11 +5,11 @@ use candle_nn::{ModuleT, VarBuilder};
 
 use super::condensed_group_conv::CondensedGroupConv;
 use super::conv::Conv2dConfig;
-use super::dropout::Dropout;
+use super::dropout::{Dropout, NoiseClock};
 use super::learned_dsc_conv::{LearnedDscConfig, LearnedDscConv};
 use super::learned_group_conv::LearnedGroupConv;
 use super::preact_conv::PreActConv;
-use super::state::{HasState, State};
+use super::state::{HasState, Saved, State};
 use super::PruneReport;
 use crate::config::{BottleneckConv, LayerPlan, ModelSpec, SpatialConv};
 
@@ -41,11 +41,24 @@ pub struct DenseLayer {
 
 impl DenseLayer {
     /// Sub-layers are named `{prefix}.bottleneck.*` and `{prefix}.spatial.*`.
-    pub fn new(spec: &ModelSpec, plan: &LayerPlan, seed: u64, vb: VarBuilder) -> Result<Self> {
+    /// Dropout noise (if any) is drawn from `seed` at the step `clock` shows.
+    pub fn new(
+        spec: &ModelSpec,
+        plan: &LayerPlan,
+        seed: u64,
+        clock: &NoiseClock,
+        vb: VarBuilder,
+    ) -> Result<Self> {
         let (cin, width, k, act) = (plan.cin, plan.width, plan.growth, spec.activation);
         let vbb = vb.pp("bottleneck");
-        let dropout = (spec.dropout > 0.0)
-            .then(|| Dropout::new(spec.dropout, seed, &format!("{}.dropout", vbb.prefix())));
+        let dropout = (spec.dropout > 0.0).then(|| {
+            Dropout::new(
+                spec.dropout,
+                seed,
+                &format!("{}.dropout", vbb.prefix()),
+                clock.clone(),
+            )
+        });
         let bottleneck = match spec.bottleneck_conv {
             BottleneckConv::LearnedGroup => {
                 let groups = spec.cardinality.resolve(width);
@@ -112,6 +125,16 @@ impl DenseLayer {
             Bottleneck::LearnedDsc(c) => c.update_progress(t)?,
             Bottleneck::CondensedGroup(_) | Bottleneck::Dense(_) => PruneReport::default(),
         })
+    }
+
+    /// Puts the pruning schedule where a run had it at progress `t`, with the masks (and the
+    /// tensors of a converted learned-dsc conv) of `saved`.
+    pub fn restore_schedule(&mut self, t: f64, saved: &Saved) -> Result<()> {
+        match &mut self.bottleneck {
+            Bottleneck::LearnedGroup(c) => c.restore_schedule(t, saved),
+            Bottleneck::LearnedDsc(c) => c.restore_schedule(t, saved),
+            Bottleneck::CondensedGroup(_) | Bottleneck::Dense(_) => Ok(()),
+        }
     }
 
     /// The deploy form; fails unless the schedule has run to its end.

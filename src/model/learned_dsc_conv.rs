@@ -6,7 +6,9 @@ use candle_nn::{ModuleT, VarBuilder};
 use super::conv::{conv_init, Conv2d, Conv2dConfig};
 use super::dropout::Dropout;
 use super::preactivation::PreActivation;
-use super::state::{fresh_var, from_host, host_values, HasState, State, StateTensor};
+use super::state::{
+    fresh_var, from_host, host_values, saved_like, HasState, Saved, State, StateTensor,
+};
 use super::PruneReport;
 use crate::analyze::{conv_flops, trace, Cost, LayerCost};
 use crate::config::Activation;
@@ -150,6 +152,55 @@ impl LearnedDscConv {
             }
         }
         Ok(report)
+    }
+
+    /// Puts the layer where a run had it at progress `t`: masked with the saved mask and the
+    /// drops due by `t`, or, once every drop is due, separable with the saved index and weights.
+    pub fn restore_schedule(&mut self, t: f64, saved: &Saved) -> Result<()> {
+        let due = self.drops_due(t);
+        let (card, ipg, width) = (self.cfg.cardinality, self.in_per_group(), self.width);
+        let Form::Masked { weight, mask, .. } = &self.form else {
+            candle_core::bail!("{}: restore needs a freshly built layer", self.name);
+        };
+        if due == self.cfg.steps {
+            let taps = width / card * self.final_kernels_per_group();
+            let name = format!("{}.index", self.name);
+            let like = Tensor::zeros(taps, candle_core::DType::U32, weight.device())?;
+            let index = saved_like(saved, &name, &like)?.to_dtype(candle_core::DType::U32)?;
+            let dw_like = Tensor::zeros((taps, 1, 3, 3), weight.dtype(), weight.device())?;
+            let pw_like = Tensor::zeros((width, taps, 1, 1), weight.dtype(), weight.device())?;
+            let dw_name = format!("{}.dw", self.name);
+            let pw_name = format!("{}.pw", self.name);
+            let dw = saved_like(saved, &format!("{dw_name}.weight"), &dw_like)?;
+            let pw = saved_like(saved, &format!("{pw_name}.weight"), &pw_like)?;
+            self.form = Form::Separable {
+                index,
+                dw: Conv2d::from_weight(dw_name, dw, Conv2dConfig::grouped3x3(taps))?,
+                pw: Conv2d::from_weight(pw_name, pw, Conv2dConfig::pointwise())?,
+            };
+            return Ok(());
+        }
+        let name = format!("{}.conv.mask", self.name);
+        let saved_mask = saved_like(saved, &name, mask)?;
+        let kept: Vec<bool> = host_values(saved_mask)?.iter().map(|&v| v != 0.0).collect();
+        let expect = card * ipg - due * self.delta();
+        if kept
+            .chunks(card * ipg)
+            .any(|g| g.iter().filter(|&&k| k).count() != expect)
+        {
+            candle_core::bail!(
+                "checkpoint mask `{name}` does not have {expect} live kernels in every group \
+                 ({due} drops due at progress {t})"
+            );
+        }
+        let weight = weight.clone();
+        self.form = Form::Masked {
+            weight,
+            mask: saved_mask.to_dtype(mask.dtype())?,
+            kept,
+            drops: due,
+        };
+        Ok(())
     }
 
     /// Every group removes `delta` live kernels of smallest L1 norm over their 3x3 taps.

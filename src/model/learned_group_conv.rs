@@ -7,7 +7,9 @@ use super::condensed_group_conv::CondensedGroupConv;
 use super::conv::conv_init;
 use super::dropout::Dropout;
 use super::preactivation::PreActivation;
-use super::state::{fresh_var, from_host, host_values, HasState, State, StateTensor};
+use super::state::{
+    fresh_var, from_host, host_values, saved_like, HasState, Saved, State, StateTensor,
+};
 use crate::analyze::{trace, Cost, LayerCost};
 use crate::config::Activation;
 
@@ -100,6 +102,34 @@ impl LearnedGroupConv {
             dropped += 1;
         }
         Ok(dropped)
+    }
+
+    /// Puts the layer at the stage of progress `t` with the mask saved in `saved`.
+    pub fn restore_schedule(&mut self, t: f64, saved: &Saved) -> Result<()> {
+        let name = format!("{}.conv.mask", self.name);
+        let m = host_values(saved_like(saved, &name, &self.mask)?)?;
+        let (cin, width, g) = (self.cin(), self.width(), self.groups);
+        // Output o < G is the first output of group o.
+        let kept: Vec<Vec<bool>> = (0..g)
+            .map(|group| (0..cin).map(|j| m[group * cin + j] != 0.0).collect())
+            .collect();
+        let stage = self.stage_at(t);
+        let expect_live = cin - stage * (cin / self.condense_factor);
+        let mask = Self::mask_tensor(&kept, width, &self.mask)?;
+        if host_values(&mask)? != m
+            || kept
+                .iter()
+                .any(|k| k.iter().filter(|&&x| x).count() != expect_live)
+        {
+            candle_core::bail!(
+                "checkpoint mask `{name}` is not a stage-{stage} learned-group mask \
+                 ({expect_live} live inputs in every group, shared by the group's outputs)"
+            );
+        }
+        self.kept = kept;
+        self.mask = mask;
+        self.stage = stage;
+        Ok(())
     }
 
     /// Every group drops its `Cin / C` live inputs of lowest L1 score over the group's outputs.

@@ -7,6 +7,7 @@ mod classifier;
 mod condensed_group_conv;
 mod conv;
 mod dense_layer;
+mod depthwise;
 mod dropout;
 mod init;
 mod learned_dsc_conv;
@@ -24,6 +25,7 @@ pub use classifier::{Classifier, CondensedLinear};
 pub use condensed_group_conv::{channel_shuffle, CondensedGroupConv};
 pub use conv::{Conv2d, Conv2dConfig};
 pub use dense_layer::{Bottleneck, DenseLayer, Spatial};
+pub use depthwise::depthwise3x3;
 pub use dropout::Dropout;
 pub use init::SeededInit;
 pub use learned_dsc_conv::{LearnedDscConfig, LearnedDscConv};
@@ -33,7 +35,7 @@ pub use network::{Form, Network};
 pub use pool::AvgPool2d;
 pub use preact_conv::PreActConv;
 pub use preactivation::PreActivation;
-pub use state::{HasState, State, StateTensor};
+pub use state::{HasState, Saved, State, StateTensor};
 
 /// What a pruning update did.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]

@@ -8,9 +8,10 @@ use super::batch_norm::{BatchNorm, BatchNormConfig};
 use super::classifier::{Classifier, CondensedLinear};
 use super::conv::{Conv2d, Conv2dConfig};
 use super::dense_layer::DenseLayer;
+use super::dropout::NoiseClock;
 use super::init::SeededInit;
 use super::pool::AvgPool2d;
-use super::state::{HasState, State, StateTensor};
+use super::state::{saved_like, HasState, Saved, State, StateTensor};
 use super::PruneReport;
 use crate::config::{Loss, ModelSpec, INPUT_CHANNELS, INPUT_SIDE};
 
@@ -51,6 +52,8 @@ pub struct Network {
     head_act: Act,
     head_pool: AvgPool2d,
     head: Head,
+    /// The step dropout noise is drawn for (shared with every clone).
+    noise: NoiseClock,
 }
 
 impl Network {
@@ -65,13 +68,14 @@ impl Network {
             Conv2dConfig::default(),
             vb.pp("stem.conv"),
         )?;
+        let noise = NoiseClock::default();
         let plans = spec.layers();
         let mut blocks = Vec::with_capacity(spec.stages.len());
         for b in 0..spec.stages.len() {
             let layers = plans
                 .iter()
                 .filter(|p| p.block == b)
-                .map(|p| DenseLayer::new(spec, p, seed, vb.pp(p.name())))
+                .map(|p| DenseLayer::new(spec, p, seed, &noise, vb.pp(p.name())))
                 .collect::<Result<Vec<_>>>()?;
             blocks.push(layers);
         }
@@ -99,6 +103,7 @@ impl Network {
                 bias,
                 vb.pp("classifier"),
             )?),
+            noise,
         })
     }
 
@@ -109,6 +114,11 @@ impl Network {
             seed,
             SeededInit::new(seed).var_builder(candle_core::DType::F32, device),
         )
+    }
+
+    /// The device the network's tensors live on.
+    pub fn device(&self) -> &Device {
+        self.stem.weight().device()
     }
 
     pub fn spec(&self) -> &ModelSpec {
@@ -133,6 +143,32 @@ impl Network {
             report = report + layer.update_progress(t)?;
         }
         Ok(report)
+    }
+
+    /// Selects the dropout noise of training step `step` (counted from 0 over the whole run).
+    pub fn set_noise_step(&self, step: u64) {
+        self.noise.set(step);
+    }
+
+    /// Loads a checkpoint written during training at progress `t` (the progress of the last
+    /// iteration it had done) into this freshly built network of the same spec: the pruning
+    /// schedules are put at `t` with the saved masks (converted learned-dsc layers take the
+    /// saved index and weights), then every parameter and BN running statistic takes its
+    /// saved value. Fails, naming the tensor, when the checkpoint does not fit the model.
+    pub fn restore(&mut self, t: f64, saved: &Saved) -> Result<()> {
+        if self.form() == Form::Deploy {
+            candle_core::bail!("restore needs a training-form network");
+        }
+        for layer in self.blocks.iter_mut().flatten() {
+            layer.restore_schedule(t, saved)?;
+        }
+        for (name, entry) in self.state() {
+            if let StateTensor::Param(v) | StateTensor::RunningStat(v) = entry {
+                let value = saved_like(saved, &name, v.as_tensor())?;
+                v.set(&value.to_dtype(v.dtype())?.to_device(v.device())?)?;
+            }
+        }
+        Ok(())
     }
 
     /// Runs every schedule to its end and prunes the classifier: the masked training form then

@@ -1,6 +1,8 @@
 //! A model's state as named tensors: what checkpoints and deploy files hold and what the
 //! optimiser trains. Every layer lists its own.
 
+use std::collections::HashMap;
+
 use candle_core::{Tensor, Var};
 
 /// One named tensor of a model's state, by role.
@@ -31,6 +33,28 @@ impl StateTensor {
 
 /// Named state entries, in the order a model lists them.
 pub type State = Vec<(String, StateTensor)>;
+
+/// Tensors read back from a checkpoint, by state name.
+pub type Saved = HashMap<String, Tensor>;
+
+/// The tensor `name` of `saved`, with the shape `like` has.
+pub(crate) fn saved_like<'a>(
+    saved: &'a Saved,
+    name: &str,
+    like: &Tensor,
+) -> candle_core::Result<&'a Tensor> {
+    let t = saved
+        .get(name)
+        .ok_or_else(|| candle_core::Error::Msg(format!("checkpoint has no tensor `{name}`")))?;
+    if t.dims() != like.dims() {
+        candle_core::bail!(
+            "checkpoint tensor `{name}` has shape {:?}, the model expects {:?}",
+            t.dims(),
+            like.dims()
+        );
+    }
+    Ok(t)
+}
 
 /// Layers that own state push their entries as `"{prefix}.{field}"`.
 pub trait HasState {

@@ -1,7 +1,19 @@
-//! Training pieces: losses, the optimiser and the learning-rate schedule (spec section 6).
+//! Training: the loop of spec section 6 with its losses, optimiser and learning-rate schedule,
+//! the run directory it writes (metrics, checkpoint, model, summary), and resume.
 
+pub mod checkpoint;
 mod loss;
+mod metrics;
 mod optim;
+mod progress;
+mod run_dir;
+mod trainer;
 
 pub use loss::{class_balanced_weights, cross_entropy, focal_loss, FocalConfig};
+pub use metrics::{read_metrics, write_metrics, EpochRecord, HEADER};
 pub use optim::{cosine_lr, Sgd, SgdConfig};
+pub use run_dir::{
+    read_status, RunDir, RunDirError, RunStatus, StatusRecord, CHECKPOINT_FILE, CONFIG_FILE,
+    LOG_FILE, METRICS_FILE, MODEL_FILE, STATUS_FILE, SUMMARY_FILE,
+};
+pub use trainer::{device_name, train, Diverged, FormCounts, Summary, TrainOptions};

@@ -66,11 +66,10 @@ impl Sgd {
         } = self.cfg;
         for ((_, w), buf) in self.params.iter().zip(self.momentum.iter_mut()) {
             let Some(g) = grads.get(w) else { continue };
-            let d = if wd != 0.0 {
-                (g + (w.as_tensor() * wd)?)?
-            } else {
-                g.clone()
-            };
+            // Detached: arithmetic on a Var records a backprop graph, and a momentum buffer
+            // built from one would keep every earlier step's tensors alive.
+            let (g, wt) = (g.detach(), w.as_tensor().detach());
+            let d = if wd != 0.0 { (&g + (&wt * wd)?)? } else { g };
             let update = if m != 0.0 {
                 let b = match buf.take() {
                     Some(b) => ((b * m)? + &d)?,
@@ -86,7 +85,7 @@ impl Sgd {
             } else {
                 d
             };
-            w.set(&(w.as_tensor() - (update * lr)?)?)?;
+            w.set(&(wt - (update * lr)?)?)?;
         }
         Ok(())
     }

@@ -1,0 +1,150 @@
+//! `ablate train`: one training run into a run directory.
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use candle_core::Device;
+
+use crate::config::{DataConfig, DatasetKind, ModelSource, RunConfig, TrainConfig};
+use crate::train::{train, TrainOptions, CONFIG_FILE};
+
+#[derive(Debug, clap::Args)]
+pub struct TrainArgs {
+    /// A preset or a model TOML file. Optional with --resume: the run dir's config is used.
+    #[arg(long)]
+    pub model: Option<String>,
+    /// Override a model key, e.g. `--set p=2` (repeatable, applied in order).
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    pub set: Vec<String>,
+    /// Training epochs [default: 200].
+    #[arg(long)]
+    pub epochs: Option<usize>,
+    /// Images per step [default: 64].
+    #[arg(long)]
+    pub batch: Option<usize>,
+    /// Peak learning rate of the cosine schedule [default: 0.1].
+    #[arg(long)]
+    pub lr: Option<f64>,
+    /// Seeds initialisation, shuffling, augmentation and dropout [default: 0].
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// [default: cifar10]
+    #[arg(long, value_enum)]
+    pub dataset: Option<DatasetKind>,
+    /// Train on the first N training images only.
+    #[arg(long, value_name = "N")]
+    pub subset: Option<usize>,
+    /// Test on the first N test images only.
+    #[arg(long, value_name = "N")]
+    pub test_subset: Option<usize>,
+    /// Folder holding cifar-10-batches-bin/ (downloaded there when missing).
+    #[arg(long, env = "ABLATE_DATA", default_value = "data")]
+    pub data_dir: PathBuf,
+    /// `cpu` or `cuda:N` (needs a build with `--features cuda`).
+    #[arg(long, default_value = "cpu")]
+    pub device: String,
+    /// The run directory.
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Continue the run in --out from its last checkpoint.
+    #[arg(long)]
+    pub resume: bool,
+}
+
+/// `cpu` or `cuda:N`.
+pub fn parse_device(arg: &str) -> anyhow::Result<Device> {
+    if arg == "cpu" {
+        return Ok(Device::Cpu);
+    }
+    let Some(index) = arg
+        .strip_prefix("cuda:")
+        .and_then(|i| i.parse::<usize>().ok())
+    else {
+        anyhow::bail!("--device {arg}: expected `cpu` or `cuda:N`");
+    };
+    if !cfg!(feature = "cuda") {
+        anyhow::bail!(
+            "--device {arg}: this ablate was built without CUDA; rebuild with \
+             `cargo build --release --features cuda` (needs nvcc)"
+        );
+    }
+    Device::new_cuda(index).with_context(|| format!("--device {arg}: opening the GPU"))
+}
+
+impl TrainArgs {
+    /// The run: the run dir's config (with --resume and no --model) or the model's defaults,
+    /// then every flag given.
+    pub fn run_config(&self) -> anyhow::Result<RunConfig> {
+        let snapshot = self.out.join(CONFIG_FILE);
+        let mut cfg = match &self.model {
+            Some(model) => {
+                let model = ModelSource::parse(model).resolve(&self.set)?;
+                RunConfig {
+                    model_name: model.name,
+                    model: model.spec,
+                    train: TrainConfig::default(),
+                    data: DataConfig::default(),
+                }
+            }
+            None if self.resume && snapshot.is_file() => {
+                if !self.set.is_empty() {
+                    anyhow::bail!("--set needs --model");
+                }
+                let text = std::fs::read_to_string(&snapshot)
+                    .with_context(|| format!("reading {}", snapshot.display()))?;
+                RunConfig::from_toml(&snapshot, &text)?
+            }
+            None => anyhow::bail!(
+                "--model is required (a preset or a model TOML file) unless --resume finds {}",
+                snapshot.display()
+            ),
+        };
+        let t = &mut cfg.train;
+        if let Some(v) = self.epochs {
+            t.epochs = v;
+        }
+        if let Some(v) = self.batch {
+            t.batch = v;
+        }
+        if let Some(v) = self.lr {
+            t.lr = v;
+        }
+        if let Some(v) = self.seed {
+            t.seed = v;
+        }
+        if let Some(v) = self.dataset {
+            cfg.data.dataset = v;
+        }
+        if self.subset.is_some() {
+            cfg.data.train_size = self.subset;
+        }
+        if self.test_subset.is_some() {
+            cfg.data.test_size = self.test_subset;
+        }
+        cfg.validate()?;
+        Ok(cfg)
+    }
+}
+
+pub fn run(args: &TrainArgs) -> anyhow::Result<()> {
+    let cfg = args.run_config()?;
+    let opts = TrainOptions {
+        data_dir: args.data_dir.clone(),
+        device: parse_device(&args.device)?,
+        resume: args.resume,
+    };
+    let summary = train(&cfg, &args.out, &opts)?;
+    println!(
+        "{}: {} epochs, test top1 {:.2}% (best {:.2}% at epoch {}), deploy {:.2}%, \
+         {:.1} s/epoch median, {:.0} img/s",
+        args.out.display(),
+        summary.epochs,
+        summary.last.test_top1,
+        summary.best_test_top1,
+        summary.best_epoch,
+        summary.deploy_test_top1,
+        summary.median_epoch_seconds,
+        summary.median_images_per_second
+    );
+    Ok(())
+}

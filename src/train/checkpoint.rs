@@ -1,0 +1,81 @@
+//! The training checkpoint: one safetensors file with every state tensor of the network, the
+//! optimiser's momentum buffers (`momentum.<param>`) and, in its header, where training stands
+//! and the records so far. Written atomically at the end of every epoch.
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use anyhow::Context;
+use candle_core::Device;
+use serde::{Deserialize, Serialize};
+
+use super::metrics::EpochRecord;
+use super::optim::Sgd;
+use crate::analyze::checkpoint_tensors;
+use crate::io::{load_safetensors, save_safetensors_with};
+use crate::model::{Network, Saved};
+
+/// Header key of the [`Progress`] JSON.
+const STATE_KEY: &str = "ablate.progress";
+/// Header key of the run's `config.toml` text.
+const CONFIG_KEY: &str = "ablate.config";
+
+/// How far a run got.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Progress {
+    pub epochs_done: usize,
+    /// Training iterations done, over all epochs.
+    pub iterations_done: u64,
+    pub records: Vec<EpochRecord>,
+}
+
+/// Writes the checkpoint of `net` and `sgd` at `progress`; returns the file's bytes.
+pub fn save(
+    path: &Path,
+    net: &Network,
+    sgd: &Sgd,
+    progress: &Progress,
+    config_toml: &str,
+) -> anyhow::Result<u64> {
+    let tensors = checkpoint_tensors(net, |name| sgd.momentum(name))?;
+    let metadata = HashMap::from([
+        (STATE_KEY.to_string(), serde_json::to_string(progress)?),
+        (CONFIG_KEY.to_string(), config_toml.to_string()),
+    ]);
+    save_safetensors_with(path, tensors, Some(metadata))
+}
+
+/// A checkpoint read back: its tensors (network state and momentum), progress and config text.
+pub struct Loaded {
+    pub tensors: Saved,
+    pub progress: Progress,
+    pub config_toml: String,
+}
+
+pub fn load(path: &Path, device: &Device) -> anyhow::Result<Loaded> {
+    let (tensors, metadata) = load_safetensors(path, device)?;
+    let field = |key: &str| {
+        metadata.get(key).with_context(|| {
+            format!(
+                "{}: not an ablate checkpoint (no `{key}` in its header)",
+                path.display()
+            )
+        })
+    };
+    let progress = serde_json::from_str(field(STATE_KEY)?)
+        .with_context(|| format!("{}: reading `{STATE_KEY}`", path.display()))?;
+    Ok(Loaded {
+        tensors,
+        progress,
+        config_toml: field(CONFIG_KEY)?.clone(),
+    })
+}
+
+/// Gives `sgd` the momentum buffers of `saved` for the parameters it trains.
+pub fn restore_momentum(sgd: &mut Sgd, net: &Network, saved: &Saved) {
+    for (name, _) in net.trainable() {
+        if let Some(buffer) = saved.get(&format!("momentum.{name}")) {
+            sgd.set_momentum(&name, buffer.clone());
+        }
+    }
+}

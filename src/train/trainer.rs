@@ -1,0 +1,544 @@
+//! The training loop of spec section 6: per-iteration progress `t` drives the cosine learning
+//! rate and the pruning schedules; every epoch is evaluated, recorded and checkpointed; the end
+//! converts to the deploy form and checks it against the training form.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use candle_core::{DType, Device, Tensor};
+use candle_nn::ModuleT;
+use serde::Serialize;
+
+use super::checkpoint::{self, Progress};
+use super::loss::{class_balanced_weights, cross_entropy, focal_loss};
+use super::metrics::{write_metrics, EpochRecord};
+use super::optim::{cosine_lr, Sgd, SgdConfig};
+use super::progress::EpochProgress;
+use super::run_dir::{
+    unix_now, RunDir, RunStatus, StatusRecord, CHECKPOINT_FILE, METRICS_FILE, MODEL_FILE,
+    SUMMARY_FILE,
+};
+use crate::analyze::{self, trace_costs, Convention, Cost};
+use crate::config::{Loss, RunConfig};
+use crate::data::{epoch_order, prepare_batch, Crop, Dataset};
+use crate::io::write_atomic;
+use crate::model::Network;
+
+/// Images per evaluation batch (evaluation is per-image in eval mode; this bounds memory).
+const EVAL_BATCH: usize = 200;
+
+/// Where and how a run executes; none of it changes the result on a given device.
+#[derive(Debug, Clone)]
+pub struct TrainOptions {
+    /// Folder with (or to receive) `cifar-10-batches-bin/`.
+    pub data_dir: PathBuf,
+    pub device: Device,
+    /// Continue the run in the output dir from its checkpoint.
+    pub resume: bool,
+}
+
+/// A loss became NaN or infinite: training stops instead of going on with garbage.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "run diverged: the {what} is {loss} in epoch {epoch} (lr {lr:e}); stopped. The run dir \
+     keeps the checkpoint of epoch {last_good}; lower train.lr and start a new run"
+)]
+pub struct Diverged {
+    /// Which loss: `training loss at step N` or `test loss`.
+    pub what: String,
+    /// 1-based.
+    pub epoch: usize,
+    pub loss: f64,
+    pub lr: f64,
+    /// Epochs of the last checkpoint.
+    pub last_good: usize,
+}
+
+/// FLOPs and parameters of one form, both conventions (multiply-adds, batch 1).
+#[derive(Debug, Clone, Serialize)]
+pub struct FormCounts {
+    pub paper: Cost,
+    pub executed: Cost,
+}
+
+impl FormCounts {
+    fn of(net: &Network) -> candle_core::Result<Self> {
+        let layers = trace_costs(net)?;
+        Ok(Self {
+            paper: analyze::total(&layers, Convention::Paper),
+            executed: analyze::total(&layers, Convention::Executed),
+        })
+    }
+}
+
+/// `summary.json`: the run's outcome.
+#[derive(Debug, Clone, Serialize)]
+pub struct Summary {
+    pub model: String,
+    pub status: RunStatus,
+    pub device: String,
+    pub epochs: usize,
+    /// The last epoch's record.
+    pub last: EpochRecord,
+    /// Best test top-1 over epochs (percent) and its 1-based epoch.
+    pub best_test_top1: f64,
+    pub best_epoch: usize,
+    /// Test top-1 of the deploy model (percent).
+    pub deploy_test_top1: f64,
+    pub deploy_test_loss: f64,
+    /// Test images on which the deploy model predicts the class the training form predicts
+    /// right before conversion (schedule finished, head pruned), as a fraction.
+    pub deploy_agreement: f64,
+    /// Test top-1 of the training form after its schedule but before the head is pruned (the
+    /// last epoch's `test_top1`); the head pruning is the only step of the conversion that
+    /// changes predictions.
+    pub training_form_test_top1: f64,
+    /// Sum of the epochs' training seconds (evaluation excluded).
+    pub train_seconds: f64,
+    /// Median of the epochs' training seconds.
+    pub median_epoch_seconds: f64,
+    /// Median of the epochs' training images per second.
+    pub median_images_per_second: f64,
+    pub deploy: FormCounts,
+    pub training: FormCounts,
+    /// Bytes of `model.safetensors`.
+    pub deploy_bytes: u64,
+    /// Bytes of a training checkpoint as the spec defines it (tensors and momentum only).
+    pub checkpoint_bytes: u64,
+    pub train_images: usize,
+    pub test_images: usize,
+}
+
+/// Progress t in [0, 1) of iteration `i` (0-based) of `total`.
+fn progress_at(i: u64, total: u64) -> f64 {
+    i as f64 / total as f64
+}
+
+/// Trains `cfg` into the run dir `out` and returns its summary. A diverged run returns a
+/// [`Diverged`] error after recording it.
+pub fn train(cfg: &RunConfig, out: &Path, opts: &TrainOptions) -> anyhow::Result<Summary> {
+    cfg.validate()?;
+    let mut dir = RunDir::open(out, cfg, opts.resume)?;
+    let device_name = device_name(&opts.device);
+    let result = Trainer::new(cfg, &mut dir, opts).and_then(|mut t| t.run());
+    if let Err(e) = &result {
+        let status = if e.downcast_ref::<Diverged>().is_some() {
+            RunStatus::Diverged
+        } else {
+            RunStatus::Failed
+        };
+        dir.log(&format!("{status:?}: {e:#}"));
+        let done = checkpoint::load(&dir.path(CHECKPOINT_FILE), &Device::Cpu)
+            .map(|c| c.progress.epochs_done)
+            .unwrap_or(0);
+        let _ = dir.write_status(&StatusRecord {
+            status,
+            epochs_done: done,
+            epochs: cfg.train.epochs,
+            message: Some(format!("{e:#}")),
+            device: device_name,
+            updated: unix_now(),
+        });
+    }
+    result
+}
+
+pub fn device_name(device: &Device) -> String {
+    match device.location() {
+        candle_core::DeviceLocation::Cpu => "cpu".into(),
+        candle_core::DeviceLocation::Cuda { gpu_id } => format!("cuda:{gpu_id}"),
+        candle_core::DeviceLocation::Metal { gpu_id } => format!("metal:{gpu_id}"),
+    }
+}
+
+struct Trainer<'a> {
+    cfg: &'a RunConfig,
+    dir: &'a mut RunDir,
+    device: Device,
+    train: std::sync::Arc<Dataset>,
+    test: Dataset,
+    net: Network,
+    sgd: Sgd,
+    progress: Progress,
+    /// Class weights of the focal loss (unused for CE).
+    class_weights: Vec<f64>,
+    iterations_per_epoch: usize,
+}
+
+/// Loss, top-1 and predicted classes of a pass over a dataset.
+struct Evaluation {
+    loss: f64,
+    top1: f64,
+    predictions: Vec<u32>,
+}
+
+impl<'a> Trainer<'a> {
+    fn new(cfg: &'a RunConfig, dir: &'a mut RunDir, opts: &TrainOptions) -> anyhow::Result<Self> {
+        let (train, test) = crate::data::load(&cfg.data, &opts.data_dir)?;
+        let device = opts.device.clone();
+        let mut net =
+            Network::seeded(&cfg.model, cfg.train.seed, &device).context("building the model")?;
+        let sgd_cfg = sgd_config(cfg);
+        let mut progress = Progress::default();
+        let ckpt = dir.path(CHECKPOINT_FILE);
+        let mut sgd = Sgd::new(net.trainable(), sgd_cfg);
+        let iterations_per_epoch = train.len().div_ceil(cfg.train.batch);
+        let total = (cfg.train.epochs * iterations_per_epoch) as u64;
+        if ckpt.is_file() {
+            let loaded = checkpoint::load(&ckpt, &device)?;
+            let theirs = RunConfig::from_toml(&ckpt, &loaded.config_toml)?;
+            if theirs != *cfg {
+                anyhow::bail!(
+                    "{}: the checkpoint belongs to another config than {}",
+                    ckpt.display(),
+                    dir.path(super::run_dir::CONFIG_FILE).display()
+                );
+            }
+            progress = loaded.progress;
+            if progress.iterations_done > 0 {
+                let t = progress_at(progress.iterations_done - 1, total);
+                net.restore(t, &loaded.tensors)
+                    .with_context(|| format!("restoring {}", ckpt.display()))?;
+            }
+            sgd = Sgd::new(net.trainable(), sgd_cfg);
+            checkpoint::restore_momentum(&mut sgd, &net, &loaded.tensors);
+            dir.log(&format!(
+                "resuming after epoch {} of {}",
+                progress.epochs_done, cfg.train.epochs
+            ));
+        } else {
+            dir.log(&format!(
+                "starting {} on {}: {} epochs, batch {}, {} train / {} test images",
+                cfg.model_name,
+                device_name(&device),
+                cfg.train.epochs,
+                cfg.train.batch,
+                train.len(),
+                test.len()
+            ));
+        }
+        // metrics.csv always agrees with the checkpoint (a kill between the two writes is
+        // repaired here).
+        write_metrics(&dir.path(METRICS_FILE), &progress.records)?;
+        let class_weights = class_balanced_weights(&train.class_counts(), cfg.train.focal_beta);
+        Ok(Self {
+            cfg,
+            dir,
+            device,
+            train: std::sync::Arc::new(train),
+            test,
+            net,
+            sgd,
+            progress,
+            class_weights,
+            iterations_per_epoch,
+        })
+    }
+
+    fn status(&self, status: RunStatus) -> anyhow::Result<()> {
+        self.dir.write_status(&StatusRecord {
+            status,
+            epochs_done: self.progress.epochs_done,
+            epochs: self.cfg.train.epochs,
+            message: None,
+            device: device_name(&self.device),
+            updated: unix_now(),
+        })
+    }
+
+    fn total_iterations(&self) -> u64 {
+        (self.cfg.train.epochs * self.iterations_per_epoch) as u64
+    }
+
+    fn run(&mut self) -> anyhow::Result<Summary> {
+        self.status(RunStatus::Running)?;
+        let epochs = self.cfg.train.epochs;
+        while self.progress.epochs_done < epochs {
+            let record = self.epoch()?;
+            let line = format!(
+                "epoch {}/{epochs}: train loss {:.4} top1 {:.2}% | test loss {:.4} top1 {:.2}% | lr {:.5} | {:.1}s ({:.1}s data) {:.0} img/s",
+                record.epoch,
+                record.train_loss,
+                record.train_top1,
+                record.test_loss,
+                record.test_top1,
+                record.lr,
+                record.epoch_seconds,
+                record.data_seconds,
+                record.images_per_second
+            );
+            eprintln!("{line}");
+            self.dir.log(&line);
+            self.progress.records.push(record);
+            self.progress.epochs_done += 1;
+            write_metrics(&self.dir.path(METRICS_FILE), &self.progress.records)?;
+            checkpoint::save(
+                &self.dir.path(CHECKPOINT_FILE),
+                &self.net,
+                &self.sgd,
+                &self.progress,
+                &self.cfg.to_toml(),
+            )?;
+            self.status(RunStatus::Running)?;
+        }
+        let summary = self.finish()?;
+        write_atomic(
+            &self.dir.path(SUMMARY_FILE),
+            serde_json::to_string_pretty(&summary)?.as_bytes(),
+        )?;
+        self.status(RunStatus::Done)?;
+        self.dir.log(&format!(
+            "done: deploy test top1 {:.2}%, agreement with the training form {:.4}",
+            summary.deploy_test_top1, summary.deploy_agreement
+        ));
+        Ok(summary)
+    }
+
+    /// The loss of `logits` against `targets` for the model's loss.
+    fn loss(&self, logits: &Tensor, targets: &Tensor) -> candle_core::Result<Tensor> {
+        match self.cfg.model.loss {
+            Loss::Ce => cross_entropy(logits, targets),
+            Loss::Focal => focal_loss(
+                logits,
+                targets,
+                &self.class_weights,
+                self.cfg.train.focal_gamma,
+            ),
+        }
+    }
+
+    /// One training epoch (the next one), then its evaluation.
+    fn epoch(&mut self) -> anyhow::Result<EpochRecord> {
+        let epoch = self.progress.epochs_done; // 0-based
+        let (seed, batch) = (self.cfg.train.seed, self.cfg.train.batch);
+        let total = self.total_iterations();
+        let order = epoch_order(self.train.len(), seed, epoch);
+        let mut bar =
+            EpochProgress::start(epoch + 1, self.cfg.train.epochs, self.iterations_per_epoch);
+        let (mut data_time, mut compute_time) = (Duration::ZERO, Duration::ZERO);
+        let (mut loss_sum, mut correct, mut seen) = (0f64, 0usize, 0usize);
+        let mut lr = self.cfg.train.lr;
+        let started = Instant::now();
+        let train = std::sync::Arc::clone(&self.train);
+        std::thread::scope(|scope| -> anyhow::Result<()> {
+            // Batches are prepared one step ahead on the rayon pool while the step runs.
+            let (tx, rx) = std::sync::mpsc::sync_channel(2);
+            let order = &order;
+            scope.spawn(move || {
+                for (b, indices) in order.chunks(batch).enumerate() {
+                    let prepared = prepare_batch(&train, indices, |k| {
+                        Crop::random(seed, epoch, b * batch + k)
+                    });
+                    if tx.send(prepared).is_err() {
+                        return;
+                    }
+                }
+            });
+            for step in 0..self.iterations_per_epoch {
+                let waited = Instant::now();
+                let (pixels, labels) = rx.recv().context("the batch loader stopped")?;
+                data_time += waited.elapsed();
+                let computing = Instant::now();
+                let n = labels.len();
+                let iteration = self.progress.iterations_done;
+                let t = progress_at(iteration, total);
+                let report = self.net.update_progress(t)?;
+                if report.conversions > 0 {
+                    self.rebuild_optimizer();
+                    self.dir.log(&format!(
+                        "step {iteration}: {} learned-dsc layers converted to separable form",
+                        report.conversions
+                    ));
+                }
+                lr = cosine_lr(self.cfg.train.lr, t);
+                self.net.set_noise_step(iteration);
+                let x = Tensor::from_vec(pixels, (n, 3, 32, 32), &self.device)?;
+                let y = Tensor::from_vec(labels.clone(), n, &self.device)?;
+                let logits = self.net.forward_t(&x, true)?;
+                let loss = self.loss(&logits, &y)?;
+                let value = loss.to_dtype(DType::F32)?.to_scalar::<f32>()?;
+                if !value.is_finite() {
+                    return Err(Diverged {
+                        what: format!("training loss at step {}", step + 1),
+                        epoch: epoch + 1,
+                        loss: value as f64,
+                        lr,
+                        last_good: epoch,
+                    }
+                    .into());
+                }
+                let grads = loss.backward()?;
+                self.sgd.step(&grads, lr)?;
+                let predicted = logits.argmax(1)?.to_vec1::<u32>()?;
+                correct += predicted
+                    .iter()
+                    .zip(&labels)
+                    .filter(|(p, l)| p == l)
+                    .count();
+                loss_sum += value as f64 * n as f64;
+                seen += n;
+                self.progress.iterations_done += 1;
+                compute_time += computing.elapsed();
+                bar.step(
+                    step + 1,
+                    seen,
+                    loss_sum / seen as f64,
+                    100.0 * correct as f64 / seen as f64,
+                );
+            }
+            Ok(())
+        })?;
+        let epoch_seconds = started.elapsed().as_secs_f64();
+        bar.finish();
+        let evaluating = Instant::now();
+        let test = self.evaluate(&self.net, &self.test)?;
+        // Huge but finite training losses can still leave the weights non-finite: the eval
+        // pass shows it.
+        if !test.loss.is_finite() {
+            return Err(Diverged {
+                what: "test loss".into(),
+                epoch: epoch + 1,
+                loss: test.loss,
+                lr,
+                last_good: epoch,
+            }
+            .into());
+        }
+        Ok(EpochRecord {
+            epoch: epoch + 1,
+            train_loss: loss_sum / seen as f64,
+            train_top1: 100.0 * correct as f64 / seen as f64,
+            test_loss: test.loss,
+            test_top1: test.top1,
+            lr,
+            epoch_seconds,
+            data_seconds: data_time.as_secs_f64(),
+            compute_seconds: compute_time.as_secs_f64(),
+            eval_seconds: evaluating.elapsed().as_secs_f64(),
+            images_per_second: seen as f64 / epoch_seconds,
+        })
+    }
+
+    /// A fresh optimiser over the parameters the network has now, keeping the momentum of
+    /// every parameter that still exists (a conversion replaces some).
+    fn rebuild_optimizer(&mut self) {
+        let mut sgd = Sgd::new(self.net.trainable(), sgd_config(self.cfg));
+        for (name, _) in self.net.trainable() {
+            if let Some(m) = self.sgd.momentum(&name) {
+                sgd.set_momentum(&name, m);
+            }
+        }
+        self.sgd = sgd;
+    }
+
+    /// `net` in eval mode over `data` (normalisation only).
+    fn evaluate(&self, net: &Network, data: &Dataset) -> anyhow::Result<Evaluation> {
+        let (mut loss_sum, mut correct) = (0f64, 0usize);
+        let mut predictions = Vec::with_capacity(data.len());
+        let indices: Vec<usize> = (0..data.len()).collect();
+        for chunk in indices.chunks(EVAL_BATCH) {
+            let (pixels, labels) = prepare_batch(data, chunk, |_| Crop::CENTER);
+            let n = labels.len();
+            let x = Tensor::from_vec(pixels, (n, 3, 32, 32), &self.device)?;
+            let y = Tensor::from_vec(labels.clone(), n, &self.device)?;
+            let logits = net.forward_t(&x, false)?;
+            let loss = self
+                .loss(&logits, &y)?
+                .to_dtype(DType::F64)?
+                .to_scalar::<f64>()?;
+            loss_sum += loss * n as f64;
+            let predicted = logits.argmax(1)?.to_vec1::<u32>()?;
+            correct += predicted
+                .iter()
+                .zip(&labels)
+                .filter(|(p, l)| p == l)
+                .count();
+            predictions.extend(predicted);
+        }
+        Ok(Evaluation {
+            loss: loss_sum / data.len() as f64,
+            top1: 100.0 * correct as f64 / data.len() as f64,
+            predictions,
+        })
+    }
+
+    /// End of training: run every schedule to its end and prune the head, convert to the
+    /// deploy form, check that both make the same predictions, write the model.
+    fn finish(&mut self) -> anyhow::Result<Summary> {
+        let mut pruned = self.net.clone();
+        pruned.finish_pruning()?;
+        let before = self.evaluate(&pruned, &self.test)?;
+        let deploy = pruned.condense().context("converting to the deploy form")?;
+        let after = self.evaluate(&deploy, &self.test)?;
+        let agree = before
+            .predictions
+            .iter()
+            .zip(&after.predictions)
+            .filter(|(a, b)| a == b)
+            .count();
+        let deploy_agreement = agree as f64 / self.test.len() as f64;
+        let deploy_bytes = analyze::write_deploy(&deploy, &self.dir.path(MODEL_FILE))?;
+        let fresh = Network::seeded(&self.cfg.model, self.cfg.train.seed, &self.device)?;
+        let scratch = self.dir.path(".checkpoint-size.safetensors");
+        let checkpoint_bytes = analyze::write_checkpoint(&fresh, &scratch)?;
+        let _ = std::fs::remove_file(&scratch);
+        let records = &self.progress.records;
+        let last = records.last().context("no epoch was recorded")?.clone();
+        let best = records
+            .iter()
+            .max_by(|a, b| {
+                a.test_top1
+                    .total_cmp(&b.test_top1)
+                    .then(b.epoch.cmp(&a.epoch))
+            })
+            .expect("records are not empty");
+        let median = |f: fn(&EpochRecord) -> f64| {
+            let mut v: Vec<f64> = records.iter().map(f).collect();
+            v.sort_by(f64::total_cmp);
+            let m = v.len() / 2;
+            if v.len() % 2 == 1 {
+                v[m]
+            } else {
+                (v[m - 1] + v[m]) / 2.0
+            }
+        };
+        self.dir.log(&format!(
+            "deploy form: test top1 {:.2}% (training form before conversion {:.2}%), {} of {} predictions agree",
+            after.top1,
+            before.top1,
+            agree,
+            self.test.len()
+        ));
+        Ok(Summary {
+            model: self.cfg.model_name.clone(),
+            status: RunStatus::Done,
+            device: device_name(&self.device),
+            epochs: self.cfg.train.epochs,
+            best_test_top1: best.test_top1,
+            best_epoch: best.epoch,
+            deploy_test_top1: after.top1,
+            deploy_test_loss: after.loss,
+            deploy_agreement,
+            training_form_test_top1: last.test_top1,
+            train_seconds: records.iter().map(|r| r.epoch_seconds).sum(),
+            median_epoch_seconds: median(|r| r.epoch_seconds),
+            median_images_per_second: median(|r| r.images_per_second),
+            deploy: FormCounts::of(&deploy)?,
+            training: FormCounts::of(&fresh)?,
+            deploy_bytes,
+            checkpoint_bytes,
+            train_images: self.train.len(),
+            test_images: self.test.len(),
+            last,
+        })
+    }
+}
+
+fn sgd_config(cfg: &RunConfig) -> SgdConfig {
+    SgdConfig {
+        momentum: cfg.train.momentum,
+        weight_decay: cfg.train.weight_decay,
+        nesterov: cfg.train.nesterov,
+    }
+}

@@ -1,0 +1,372 @@
+//! `ablate train` end to end on the synthetic set: learning, bit-reproducibility, resume after
+//! SIGKILL, the deploy model against the training form, divergence, and refusing to overwrite.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use ablate::io::load_safetensors;
+use ablate::train::{read_metrics, read_status, RunStatus};
+use candle_core::{DType, Device, Tensor};
+
+fn ablate(args: &[&str]) -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_ablate"));
+    c.args(args);
+    c
+}
+
+fn run(args: &[&str]) -> Output {
+    ablate(args).output().unwrap()
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+fn fresh_dir(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("ablate-train-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    dir
+}
+
+fn assert_ok(o: &Output) {
+    assert!(
+        o.status.success(),
+        "exit {:?}\n{}",
+        o.status,
+        text(&o.stderr)
+    );
+}
+
+fn summary(dir: &Path) -> serde_json::Value {
+    serde_json::from_str(&std::fs::read_to_string(dir.join("summary.json")).unwrap()).unwrap()
+}
+
+/// Every tensor of a safetensors file, as f64 values.
+fn tensors(path: &Path) -> Vec<(String, Vec<f64>)> {
+    let (map, _) = load_safetensors(path, &Device::Cpu).unwrap();
+    let mut v: Vec<(String, Vec<f64>)> = map
+        .into_iter()
+        .map(|(k, t)| {
+            let values = t.flatten_all().unwrap().to_dtype(DType::F64).unwrap();
+            (k, values.to_vec1().unwrap())
+        })
+        .collect();
+    v.sort_by(|a, b| a.0.cmp(&b.0));
+    v
+}
+
+/// The metrics of a run without the timing columns.
+fn outcomes(dir: &Path) -> Vec<[f64; 6]> {
+    read_metrics(&dir.join("metrics.csv"))
+        .unwrap()
+        .iter()
+        .map(|r| r.outcome())
+        .collect()
+}
+
+/// A small CondenseNeXt (dropout, focal loss, in-training conversion in epoch 3 of 4).
+const NEXT_TINY: &[&str] = &[
+    "train",
+    "--model",
+    "condensenext",
+    "--set",
+    "stages=[1,1,1]",
+    "--dataset",
+    "synthetic",
+    "--subset",
+    "192",
+    "--test-subset",
+    "100",
+    "--batch",
+    "32",
+    "--epochs",
+    "4",
+    "--seed",
+    "7",
+];
+
+fn with_out<'a>(base: &[&'a str], out: &'a str, extra: &[&'a str]) -> Vec<&'a str> {
+    let mut v = base.to_vec();
+    v.extend(["--out", out]);
+    v.extend(extra);
+    v
+}
+
+#[test]
+fn same_seed_same_run_and_resume_after_sigkill_is_bit_identical() {
+    let a = fresh_dir("a");
+    let b = fresh_dir("b");
+    let (sa, sb) = (a.to_str().unwrap(), b.to_str().unwrap());
+    assert_ok(&run(&with_out(NEXT_TINY, sa, &[])));
+
+    // B: killed (SIGKILL) right after its epoch-2 checkpoint, then resumed.
+    let mut child = ablate(&with_out(NEXT_TINY, sb, &[]))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let start = Instant::now();
+    loop {
+        if read_status(&b).is_some_and(|s| s.epochs_done >= 2) {
+            break;
+        }
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "run B ended before it was killed"
+        );
+        assert!(start.elapsed() < Duration::from_secs(600), "run B too slow");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let killed_at = read_status(&b).unwrap().epochs_done;
+    assert!(killed_at < 4, "killed too late ({killed_at} epochs done)");
+    assert!(!b.join("summary.json").exists());
+
+    // Without --resume the run dir is not touched.
+    let o = run(&with_out(NEXT_TINY, sb, &[]));
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o.stderr));
+    assert!(text(&o.stderr).contains("--resume"), "{}", text(&o.stderr));
+
+    let o = run(&with_out(NEXT_TINY, sb, &["--resume"]));
+    assert_ok(&o);
+    let log = std::fs::read_to_string(b.join("train.log")).unwrap();
+    assert!(
+        log.contains(&format!("resuming after epoch {killed_at} of 4")),
+        "{log}"
+    );
+
+    assert_eq!(outcomes(&a).len(), 4);
+    assert_eq!(outcomes(&a), outcomes(&b), "metrics differ after resume");
+    assert_eq!(
+        tensors(&a.join("model.safetensors")),
+        tensors(&b.join("model.safetensors")),
+        "deploy weights differ after resume"
+    );
+    assert_eq!(
+        tensors(&a.join("checkpoint.safetensors")),
+        tensors(&b.join("checkpoint.safetensors")),
+        "final checkpoints differ after resume"
+    );
+    assert_eq!(read_status(&b).unwrap().status, RunStatus::Done);
+    assert_eq!(
+        summary(&a)["deploy_test_top1"],
+        summary(&b)["deploy_test_top1"]
+    );
+
+    // A third run of the same config, uninterrupted: the same again (determinism).
+    let c = fresh_dir("c");
+    assert_ok(&run(&with_out(NEXT_TINY, c.to_str().unwrap(), &[])));
+    assert_eq!(outcomes(&a), outcomes(&c));
+    assert_eq!(
+        tensors(&a.join("model.safetensors")),
+        tensors(&c.join("model.safetensors"))
+    );
+    // Another seed is another run.
+    let d = fresh_dir("d");
+    let mut other = NEXT_TINY.to_vec();
+    *other.last_mut().unwrap() = "8";
+    assert_ok(&run(&with_out(&other, d.to_str().unwrap(), &[])));
+    assert_ne!(outcomes(&a), outcomes(&d));
+    for dir in [a, b, c, d] {
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+}
+
+/// Fraction of ones of each row block of a mask: `[W, Cin, 1, 1]` learned-group masks.
+fn mask_density(mask: &Tensor) -> f64 {
+    let v: Vec<f32> = mask.flatten_all().unwrap().to_vec1().unwrap();
+    v.iter().filter(|&&x| x != 0.0).count() as f64 / v.len() as f64
+}
+
+#[test]
+fn small_condensenet_learns_and_condenses_to_one_over_p() {
+    let dir = fresh_dir("cn");
+    let o = run(&[
+        "train",
+        "--model",
+        "condensenet-86",
+        "--set",
+        "stages=[2,2,2]",
+        "--dataset",
+        "synthetic",
+        "--subset",
+        "640",
+        "--test-subset",
+        "400",
+        "--epochs",
+        "3",
+        "--batch",
+        "32",
+        "--seed",
+        "1",
+        "--out",
+        dir.to_str().unwrap(),
+    ]);
+    assert_ok(&o);
+    let s = summary(&dir);
+    let top1 = s["last"]["test_top1"].as_f64().unwrap();
+    assert!(top1 >= 90.0, "test top1 {top1}");
+    assert_eq!(s["deploy_agreement"].as_f64(), Some(1.0), "{s}");
+    // Every learned-group mask ends at density 1/p = 1/4, each group at its own Cin/4 inputs.
+    let (ckpt, _) = load_safetensors(&dir.join("checkpoint.safetensors"), &Device::Cpu).unwrap();
+    let masks: Vec<_> = ckpt
+        .iter()
+        .filter(|(k, _)| k.ends_with("conv.mask"))
+        .collect();
+    assert_eq!(masks.len(), 6);
+    for (name, m) in masks {
+        assert_eq!(mask_density(m), 0.25, "{name}");
+    }
+    // The deploy model's group convs read Cin/4 channels per group.
+    let (deploy, _) = load_safetensors(&dir.join("model.safetensors"), &Device::Cpu).unwrap();
+    let idx = &deploy["block0.layer0.bottleneck.index"];
+    let w = &deploy["block0.layer0.bottleneck.conv.weight"];
+    let cin = 16; // stem channels = 2 * growth[0]
+    assert_eq!(idx.dims(), &[cin / 4 * 4]);
+    assert_eq!(w.dims(), &[32, cin / 4, 1, 1]);
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[test]
+fn small_condensenext_learns_and_keeps_the_spec_kernel_count() {
+    let dir = fresh_dir("cnx");
+    let o = run(&[
+        "train",
+        "--model",
+        "condensenext",
+        "--set",
+        "stages=[2,2,2]",
+        "--dataset",
+        "synthetic",
+        "--subset",
+        "640",
+        "--test-subset",
+        "400",
+        "--epochs",
+        "6",
+        "--batch",
+        "32",
+        "--seed",
+        "1",
+        "--out",
+        dir.to_str().unwrap(),
+    ]);
+    assert_ok(&o);
+    let s = summary(&dir);
+    let top1 = s["last"]["test_top1"].as_f64().unwrap();
+    assert!(top1 >= 90.0, "test top1 {top1}");
+    assert_eq!(s["deploy_agreement"].as_f64(), Some(1.0), "{s}");
+    let (deploy, _) = load_safetensors(&dir.join("model.safetensors"), &Device::Cpu).unwrap();
+    // Layer 0: Cin = 16, W = 32, cardinality W -> one group of 16 inputs x 32 outputs = 512
+    // kernels; 8 drops of floor(16 * (32 - 4) / 8) = 56 leave 512 - 448 = 64 = p * Cin.
+    let idx = &deploy["block0.layer0.bottleneck.index"];
+    assert_eq!(idx.dims(), &[64]);
+    assert_eq!(
+        deploy["block0.layer0.bottleneck.dw.weight"].dims(),
+        &[64, 1, 3, 3]
+    );
+    assert_eq!(
+        deploy["block0.layer0.bottleneck.pw.weight"].dims(),
+        &[32, 64, 1, 1]
+    );
+    let log = std::fs::read_to_string(dir.join("train.log")).unwrap();
+    assert!(log.contains("converted to separable form"), "{log}");
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[test]
+fn a_divergent_run_stops_with_status_diverged() {
+    let dir = fresh_dir("diverge");
+    let o = run(&[
+        "train",
+        "--model",
+        "condensenet-86",
+        "--set",
+        "stages=[1,1,1]",
+        "--dataset",
+        "synthetic",
+        "--subset",
+        "128",
+        "--test-subset",
+        "50",
+        "--epochs",
+        "2",
+        "--lr",
+        "1e6",
+        "--out",
+        dir.to_str().unwrap(),
+    ]);
+    let err = text(&o.stderr);
+    assert_eq!(o.status.code(), Some(3), "{err}");
+    assert!(err.contains("diverged") && err.contains("lr"), "{err}");
+    let status = read_status(&dir).unwrap();
+    assert_eq!(status.status, RunStatus::Diverged);
+    let message = status.message.unwrap();
+    assert!(
+        message.contains("NaN") || message.contains("inf"),
+        "{message}"
+    );
+    assert!(!dir.join("summary.json").exists());
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[test]
+fn a_run_dir_of_another_config_is_refused_and_left_alone() {
+    let dir = fresh_dir("other");
+    let out = dir.to_str().unwrap();
+    std::fs::create_dir_all(&dir).unwrap();
+    let base = [
+        "train",
+        "--model",
+        "condensenet-86",
+        "--set",
+        "stages=[1,1,1]",
+        "--dataset",
+        "synthetic",
+        "--subset",
+        "64",
+        "--test-subset",
+        "20",
+        "--epochs",
+        "1",
+        "--out",
+        out,
+    ];
+    assert_ok(&run(&base));
+    let before = std::fs::read(dir.join("model.safetensors")).unwrap();
+    let mut other = base.to_vec();
+    *other.iter_mut().rev().nth(2).unwrap() = "2"; // --epochs 2
+    other.push("--resume");
+    let o = run(&other);
+    let err = text(&o.stderr);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert!(err.contains("train.epochs is 1 there, 2 here"), "{err}");
+    assert_eq!(
+        std::fs::read(dir.join("model.safetensors")).unwrap(),
+        before
+    );
+
+    let o = run(&["train", "--out", out]);
+    assert!(
+        text(&o.stderr).contains("--model is required"),
+        "{}",
+        text(&o.stderr)
+    );
+    let o = run(&[
+        "train",
+        "--model",
+        "condensenext",
+        "--device",
+        "cuda:0",
+        "--out",
+        out,
+    ]);
+    assert!(
+        !o.status.success() && text(&o.stderr).contains("cuda"),
+        "{}",
+        text(&o.stderr)
+    );
+    std::fs::remove_dir_all(dir).unwrap();
+}
