@@ -11,3 +11,7 @@ count model="condensenet-86" *args="":
 # Criterion benches (forward latency at batch 1).
 bench:
     cargo bench --bench forward
+
+# Train one model into a run dir, e.g. `just train --model condensenext --dataset synthetic --epochs 2 --out results/try`.
+train *ARGS:
+    cargo run --release -- train {{ARGS}}

@@ -9,9 +9,11 @@ use ablate::io::load_safetensors;
 use ablate::train::{read_metrics, read_status, RunStatus};
 use candle_core::{DType, Device, Tensor};
 
+/// One thread per run: the test harness runs two tests at a time on this 2-core machine, and
+/// candle's spinning worker pool slows to a crawl when oversubscribed.
 fn ablate(args: &[&str]) -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_ablate"));
-    c.args(args);
+    c.args(args).env("RAYON_NUM_THREADS", "1");
     c
 }
 
