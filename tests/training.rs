@@ -182,13 +182,15 @@ fn mask_density(mask: &Tensor) -> f64 {
     v.iter().filter(|&&x| x != 0.0).count() as f64 / v.len() as f64
 }
 
-#[test]
-fn small_condensenet_learns_and_condenses_to_one_over_p() {
-    let dir = fresh_dir("cn");
+/// Trains `model` at stages [2,2,2] on 640 synthetic images (batch 32), checks that it reaches
+/// 90% test top-1 and that the deploy model agrees with the training form on every test image;
+/// returns the run dir.
+fn learns(model: &str, epochs: &str, name: &str) -> PathBuf {
+    let dir = fresh_dir(name);
     let o = run(&[
         "train",
         "--model",
-        "condensenet-86",
+        model,
         "--set",
         "stages=[2,2,2]",
         "--dataset",
@@ -198,7 +200,7 @@ fn small_condensenet_learns_and_condenses_to_one_over_p() {
         "--test-subset",
         "400",
         "--epochs",
-        "3",
+        epochs,
         "--batch",
         "32",
         "--seed",
@@ -209,8 +211,14 @@ fn small_condensenet_learns_and_condenses_to_one_over_p() {
     assert_ok(&o);
     let s = summary(&dir);
     let top1 = s["last"]["test_top1"].as_f64().unwrap();
-    assert!(top1 >= 90.0, "test top1 {top1}");
+    assert!(top1 >= 90.0, "{model}: test top1 {top1}");
     assert_eq!(s["deploy_agreement"].as_f64(), Some(1.0), "{s}");
+    dir
+}
+
+#[test]
+fn small_condensenet_learns_and_condenses_to_one_over_p() {
+    let dir = learns("condensenet-86", "3", "cn");
     // Every learned-group mask ends at density 1/p = 1/4, each group at its own Cin/4 inputs.
     let (ckpt, _) = load_safetensors(&dir.join("checkpoint.safetensors"), &Device::Cpu).unwrap();
     let masks: Vec<_> = ckpt
@@ -233,33 +241,7 @@ fn small_condensenet_learns_and_condenses_to_one_over_p() {
 
 #[test]
 fn small_condensenext_learns_and_keeps_the_spec_kernel_count() {
-    let dir = fresh_dir("cnx");
-    let o = run(&[
-        "train",
-        "--model",
-        "condensenext",
-        "--set",
-        "stages=[2,2,2]",
-        "--dataset",
-        "synthetic",
-        "--subset",
-        "640",
-        "--test-subset",
-        "400",
-        "--epochs",
-        "6",
-        "--batch",
-        "32",
-        "--seed",
-        "1",
-        "--out",
-        dir.to_str().unwrap(),
-    ]);
-    assert_ok(&o);
-    let s = summary(&dir);
-    let top1 = s["last"]["test_top1"].as_f64().unwrap();
-    assert!(top1 >= 90.0, "test top1 {top1}");
-    assert_eq!(s["deploy_agreement"].as_f64(), Some(1.0), "{s}");
+    let dir = learns("condensenext", "6", "cnx");
     let (deploy, _) = load_safetensors(&dir.join("model.safetensors"), &Device::Cpu).unwrap();
     // Layer 0: Cin = 16, W = 32, cardinality W -> one group of 16 inputs x 32 outputs = 512
     // kernels; 8 drops of floor(16 * (32 - 4) / 8) = 56 leave 512 - 448 = 64 = p * Cin.

@@ -370,12 +370,7 @@ impl<'a> Trainer<'a> {
                 }
                 let grads = loss.backward()?;
                 self.sgd.step(&grads, lr)?;
-                let predicted = logits.argmax(1)?.to_vec1::<u32>()?;
-                correct += predicted
-                    .iter()
-                    .zip(&labels)
-                    .filter(|(p, l)| p == l)
-                    .count();
+                correct += predict(&logits, &labels)?.1;
                 loss_sum += value as f64 * n as f64;
                 seen += n;
                 self.progress.iterations_done += 1;
@@ -448,12 +443,8 @@ impl<'a> Trainer<'a> {
                 .to_dtype(DType::F64)?
                 .to_scalar::<f64>()?;
             loss_sum += loss * n as f64;
-            let predicted = logits.argmax(1)?.to_vec1::<u32>()?;
-            correct += predicted
-                .iter()
-                .zip(&labels)
-                .filter(|(p, l)| p == l)
-                .count();
+            let (predicted, right) = predict(&logits, &labels)?;
+            correct += right;
             predictions.extend(predicted);
         }
         Ok(Evaluation {
@@ -533,6 +524,13 @@ impl<'a> Trainer<'a> {
             last,
         })
     }
+}
+
+/// The predicted class of each row of `logits` and how many equal `labels`.
+fn predict(logits: &Tensor, labels: &[u32]) -> candle_core::Result<(Vec<u32>, usize)> {
+    let predicted = logits.argmax(1)?.to_vec1::<u32>()?;
+    let right = predicted.iter().zip(labels).filter(|(p, l)| p == l).count();
+    Ok((predicted, right))
 }
 
 fn sgd_config(cfg: &RunConfig) -> SgdConfig {
