@@ -4,7 +4,9 @@ use clap::Parser;
 
 use ablate::cli::{run, Cli};
 use ablate::config::ConfigError;
-use ablate::train::{Diverged, RunDirError};
+use ablate::schedule::device::DevicesError;
+use ablate::schedule::Locked;
+use ablate::train::{Diverged, Interrupted, RunDirError};
 
 fn main() -> ExitCode {
     configure_runtime();
@@ -17,9 +19,16 @@ fn main() -> ExitCode {
                 eprintln!("error: {config}");
                 return ExitCode::from(2);
             }
-            if e.downcast_ref::<RunDirError>().is_some() {
+            if e.downcast_ref::<RunDirError>().is_some()
+                || e.downcast_ref::<Locked>().is_some()
+                || e.downcast_ref::<DevicesError>().is_some()
+            {
                 eprintln!("error: {e}");
                 return ExitCode::from(2);
+            }
+            if e.downcast_ref::<Interrupted>().is_some() {
+                eprintln!("{e}");
+                return ExitCode::from(130);
             }
             if e.downcast_ref::<Diverged>().is_some() {
                 eprintln!("error: {e}");

@@ -2,7 +2,14 @@
 
 mod count;
 mod format;
+mod plan;
+mod run;
 mod train;
+mod worker;
+
+/// Set (to anything) to run `--device cuda:N` on the CPU in a build without CUDA: how the
+/// scheduler's GPU path is tested on machines without GPUs. Never set it otherwise.
+pub const CUDA_ON_CPU: &str = "ABLATE_TEST_CUDA_ON_CPU";
 
 use clap::{Parser, Subcommand};
 
@@ -20,12 +27,33 @@ pub enum Command {
     Count(count::CountArgs),
     /// Train one model into a run directory (metrics, checkpoints, deploy model, summary).
     Train(train::TrainArgs),
+    /// List the runs of an experiment file (ids and the keys that differ) without running.
+    Plan(plan::PlanArgs),
+    /// Run every unfinished run of an experiment: locally on GPUs / CPU slots, or via Slurm.
+    Run(run::RunArgs),
+    /// Show each run of an experiment: status, epochs, attempts, where, Slurm task.
+    Status(run::StatusArgs),
+    /// Train one run of a Slurm manifest (what each array task executes).
+    Worker(worker::WorkerArgs),
 }
 
 /// Runs the parsed command line.
 pub fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Count(args) => count::run(&args),
-        Command::Train(args) => train::run(&args),
+        Command::Train(args) => {
+            crate::signal::install();
+            train::run(&args)
+        }
+        Command::Plan(args) => plan::run(&args),
+        Command::Run(args) => {
+            crate::signal::install();
+            run::run(&args)
+        }
+        Command::Status(args) => run::status(&args),
+        Command::Worker(args) => {
+            crate::signal::install();
+            worker::run(&args)
+        }
     }
 }

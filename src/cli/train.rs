@@ -62,6 +62,10 @@ pub fn parse_device(arg: &str) -> anyhow::Result<Device> {
     else {
         anyhow::bail!("--device {arg}: expected `cpu` or `cuda:N`");
     };
+    if !cfg!(feature = "cuda") && std::env::var_os(super::CUDA_ON_CPU).is_some() {
+        eprintln!("warning: {arg} runs on the CPU ({} is set; a test of GPU scheduling)", super::CUDA_ON_CPU);
+        return Ok(Device::Cpu);
+    }
     if !cfg!(feature = "cuda") {
         anyhow::bail!(
             "--device {arg}: this ablate was built without CUDA; rebuild with \
@@ -133,7 +137,10 @@ pub fn run(args: &TrainArgs) -> anyhow::Result<()> {
         device: parse_device(&args.device)?,
         resume: args.resume,
     };
-    let summary = train(&cfg, &args.out, &opts)?;
+    let Some(summary) = train(&cfg, &args.out, &opts)? else {
+        println!("{}: already done; nothing to train", args.out.display());
+        return Ok(());
+    };
     println!(
         "{}: {} epochs, test top1 {:.2}% (best {:.2}% at epoch {}), deploy {:.2}%, \
          {:.1} s/epoch median, {:.0} img/s",

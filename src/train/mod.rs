@@ -13,7 +13,8 @@ pub use loss::{class_balanced_weights, cross_entropy, focal_loss, FocalConfig};
 pub use metrics::{read_metrics, write_metrics, EpochRecord, HEADER};
 pub use optim::{cosine_lr, Sgd, SgdConfig};
 pub use run_dir::{
-    read_status, RunDir, RunDirError, RunStatus, StatusRecord, CHECKPOINT_FILE, CONFIG_FILE,
-    LOG_FILE, METRICS_FILE, MODEL_FILE, STATUS_FILE, SUMMARY_FILE,
+    is_busy, mark_lost, queue, read_status, unix_now, unix_seconds, Attempt, RunDir, RunDirError,
+    RunStatus, StatusRecord, CHECKPOINT_FILE, CONFIG_FILE, LOG_FILE, METRICS_FILE, MODEL_FILE,
+    STATUS_FILE, SUMMARY_FILE,
 };
-pub use trainer::{device_name, train, Diverged, FormCounts, Summary, TrainOptions};
+pub use trainer::{device_name, train, Diverged, FormCounts, Interrupted, Summary, TrainOptions};

@@ -1,5 +1,10 @@
 //! A run directory: the config snapshot, status, log, metrics, checkpoint, model and summary of
 //! one run, side by side. Every file is written atomically except the append-only log.
+//!
+//! One process at a time works in a run dir: [`RunDir::open`] holds `.lock` until it is dropped
+//! (or its process dies), and only the holder writes `status.json`. A scheduler queues runs
+//! ([`queue`]) and repairs the status of an attempt whose process died ([`mark_lost`]) only
+//! while nobody holds the lock.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -10,6 +15,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::config::RunConfig;
 use crate::io::write_atomic;
+use crate::lock::{holder_note, LockFile};
+use crate::provenance::{hostname, GIT_COMMIT};
 
 pub const CONFIG_FILE: &str = "config.toml";
 pub const STATUS_FILE: &str = "status.json";
@@ -18,17 +25,71 @@ pub const METRICS_FILE: &str = "metrics.csv";
 pub const SUMMARY_FILE: &str = "summary.json";
 pub const CHECKPOINT_FILE: &str = "checkpoint.safetensors";
 pub const MODEL_FILE: &str = "model.safetensors";
+/// Held by the process working in the run dir.
+pub const LOCK_FILE: &str = ".lock";
 
 /// Where a run stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum RunStatus {
+    /// Planned by a scheduler; no attempt started yet.
+    Queued,
     Running,
     Done,
-    /// Stopped by an error; the last checkpoint is intact and `--resume` retries.
+    /// Stopped by an error (or its process died); the last checkpoint is intact and a resume
+    /// retries.
     Failed,
-    /// Stopped because the loss became NaN or infinite.
+    /// Stopped because the loss became NaN or infinite; retrying gives the same result.
     Diverged,
+    /// Stopped on request (SIGINT / SIGTERM) at a step boundary; resumes from the last
+    /// epoch's checkpoint.
+    Interrupted,
+}
+
+impl RunStatus {
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Queued => "queued",
+            Self::Running => "running",
+            Self::Done => "done",
+            Self::Failed => "failed",
+            Self::Diverged => "diverged",
+            Self::Interrupted => "interrupted",
+        }
+    }
+}
+
+impl std::fmt::Display for RunStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// One process's work on a run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Attempt {
+    /// Unix seconds.
+    pub started: f64,
+    /// Unix seconds; absent while it runs (or when its process died unrecorded).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ended: Option<f64>,
+    /// How it ended.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub outcome: Option<RunStatus>,
+    pub host: String,
+    pub pid: u32,
+    /// `cpu` or `cuda:N` as the process saw it.
+    pub device: String,
+    /// The physical GPUs behind `cuda:*` (the process's CUDA_VISIBLE_DEVICES).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cuda_visible_devices: Option<String>,
+    /// `JOB_TASK` when it ran as a Slurm array task.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub slurm_job: Option<String>,
+    /// The commit of the code that ran.
+    pub git_commit: String,
+    /// Epochs already done when it started (from the checkpoint).
+    pub epochs_at_start: usize,
 }
 
 /// `status.json`.
@@ -37,13 +98,84 @@ pub struct StatusRecord {
     pub status: RunStatus,
     pub epochs_done: usize,
     pub epochs: usize,
-    /// What stopped a failed or diverged run.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    /// What stopped a failed, diverged or interrupted run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
-    /// `cpu` or `cuda:N`.
+    /// Attempts started so far (`history.len()`).
+    #[serde(default)]
+    pub attempts: usize,
+    /// The latest attempt's device (`cpu`, `cuda:N`); empty while queued.
+    #[serde(default)]
     pub device: String,
+    #[serde(default)]
+    pub host: String,
+    #[serde(default)]
+    pub git_commit: String,
+    /// Unix seconds the first attempt started.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started: Option<f64>,
+    /// Unix seconds the run finished (done or diverged).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finished: Option<f64>,
+    /// Wall seconds of all attempts together.
+    #[serde(default)]
+    pub wall_seconds: f64,
+    /// Median training seconds per epoch so far.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seconds_per_epoch: Option<f64>,
     /// Unix seconds of this update.
-    pub updated: u64,
+    pub updated: f64,
+    #[serde(default)]
+    pub history: Vec<Attempt>,
+}
+
+impl StatusRecord {
+    fn queued(epochs: usize) -> Self {
+        Self {
+            status: RunStatus::Queued,
+            epochs_done: 0,
+            epochs,
+            message: None,
+            attempts: 0,
+            device: String::new(),
+            host: String::new(),
+            git_commit: String::new(),
+            started: None,
+            finished: None,
+            wall_seconds: 0.0,
+            seconds_per_epoch: None,
+            updated: unix_seconds(),
+            history: Vec::new(),
+        }
+    }
+
+    /// Epochs still to train times the median epoch time, when known.
+    pub fn eta_seconds(&self) -> Option<f64> {
+        self.seconds_per_epoch
+            .map(|s| s * self.epochs.saturating_sub(self.epochs_done) as f64)
+    }
+
+    /// Sets the status; a status other than running ends the latest attempt.
+    fn set(&mut self, status: RunStatus, message: Option<String>) {
+        let now = unix_seconds();
+        self.status = status;
+        self.message = message;
+        self.updated = now;
+        if status != RunStatus::Running {
+            if let Some(a) = self.history.last_mut().filter(|a| a.ended.is_none()) {
+                a.ended = Some(now);
+                a.outcome = Some(status);
+            }
+        }
+        if matches!(status, RunStatus::Done | RunStatus::Diverged) {
+            self.finished = Some(now);
+        }
+        self.wall_seconds = self
+            .history
+            .iter()
+            .map(|a| a.ended.unwrap_or(now) - a.started)
+            .sum();
+    }
 }
 
 /// Why a run directory cannot be used for a run.
@@ -60,41 +192,32 @@ pub enum RunDirError {
     },
     #[error("{}: already holds this run ({state}); pass --resume to continue it, or choose another --out", dir.display())]
     Exists { dir: PathBuf, state: String },
+    #[error("{}: in use by {holder}; wait for it to stop", dir.display())]
+    Busy { dir: PathBuf, holder: String },
 }
 
-/// An open run directory.
+/// An open run directory, held by this process.
 #[derive(Debug)]
 pub struct RunDir {
     root: PathBuf,
     log: std::fs::File,
     started: Instant,
+    status: StatusRecord,
+    _lock: LockFile,
 }
 
 impl RunDir {
     /// Opens `root` for `cfg`: creates it and the config snapshot for a new run; for an existing
-    /// run of the same config, needs `resume`. A directory holding a different run is refused,
-    /// and nothing in it is touched.
+    /// run of the same config, needs `resume`. A directory holding a different run, or in use
+    /// by another process, is refused, and nothing in it is touched.
     pub fn open(root: &Path, cfg: &RunConfig, resume: bool) -> anyhow::Result<Self> {
         let config = root.join(CONFIG_FILE);
         if config.is_file() {
-            let text = std::fs::read_to_string(&config)
-                .with_context(|| format!("reading {}", config.display()))?;
-            let theirs = RunConfig::from_toml(&config, &text)?;
-            let differences = theirs.differences(cfg);
-            if !differences.is_empty() {
-                return Err(RunDirError::Different {
-                    dir: root.to_path_buf(),
-                    differences,
-                }
-                .into());
-            }
-            if !resume {
+            check_same_run(root, cfg)?;
+            let fresh = read_status(root).is_none_or(|s| s.status == RunStatus::Queued);
+            if !resume && !fresh {
                 let state = match read_status(root) {
-                    Some(s) => format!(
-                        "{:?}, {} of {} epochs done",
-                        s.status, s.epochs_done, s.epochs
-                    )
-                    .to_lowercase(),
+                    Some(s) => format!("{}, {} of {} epochs done", s.status, s.epochs_done, s.epochs),
                     None => "started".into(),
                 };
                 return Err(RunDirError::Exists {
@@ -106,6 +229,9 @@ impl RunDir {
         } else {
             std::fs::create_dir_all(root)
                 .with_context(|| format!("creating run dir {}", root.display()))?;
+        }
+        let lock = acquire(root)?;
+        if !config.is_file() {
             write_atomic(&config, cfg.to_toml().as_bytes())?;
         }
         let log_path = root.join(LOG_FILE);
@@ -114,10 +240,13 @@ impl RunDir {
             .append(true)
             .open(&log_path)
             .with_context(|| format!("opening {}", log_path.display()))?;
+        let status = read_status(root).unwrap_or_else(|| StatusRecord::queued(cfg.train.epochs));
         Ok(Self {
             root: root.to_path_buf(),
             log,
             started: Instant::now(),
+            status,
+            _lock: lock,
         })
     }
 
@@ -127,6 +256,11 @@ impl RunDir {
 
     pub fn root(&self) -> &Path {
         &self.root
+    }
+
+    /// The status as last written.
+    pub fn status(&self) -> &StatusRecord {
+        &self.status
     }
 
     /// Appends a line to the log, prefixed with Unix seconds and this session's elapsed time.
@@ -140,10 +274,151 @@ impl RunDir {
         let _ = writeln!(self.log, "{stamp} {line}");
     }
 
-    pub fn write_status(&self, status: &StatusRecord) -> anyhow::Result<()> {
-        let text = serde_json::to_string_pretty(status)?;
-        write_atomic(&self.path(STATUS_FILE), text.as_bytes())
+    /// Records the start of an attempt by this process on `device`, with `epochs_done` from
+    /// the checkpoint, and marks the run running.
+    pub fn begin_attempt(&mut self, device: &str, epochs_done: usize) -> anyhow::Result<()> {
+        let now = unix_seconds();
+        let s = &mut self.status;
+        // An earlier attempt whose process died without a word ended at its last update.
+        if let Some(a) = s.history.last_mut().filter(|a| a.ended.is_none()) {
+            a.ended = Some(s.updated.max(a.started));
+            a.outcome = Some(RunStatus::Failed);
+        }
+        s.history.push(Attempt {
+            started: now,
+            ended: None,
+            outcome: None,
+            host: hostname(),
+            pid: std::process::id(),
+            device: device.to_string(),
+            cuda_visible_devices: std::env::var("CUDA_VISIBLE_DEVICES").ok(),
+            slurm_job: slurm_task(),
+            git_commit: GIT_COMMIT.to_string(),
+            epochs_at_start: epochs_done,
+        });
+        s.attempts = s.history.len();
+        s.device = device.to_string();
+        s.host = hostname();
+        s.git_commit = GIT_COMMIT.to_string();
+        s.started.get_or_insert(now);
+        s.finished = None;
+        s.epochs_done = epochs_done;
+        self.update(RunStatus::Running, None)
     }
+
+    /// Records progress: `epochs_done` and the median seconds per epoch so far.
+    pub fn progress(
+        &mut self,
+        epochs_done: usize,
+        seconds_per_epoch: Option<f64>,
+    ) -> anyhow::Result<()> {
+        self.status.epochs_done = epochs_done;
+        self.status.seconds_per_epoch = seconds_per_epoch;
+        self.update(RunStatus::Running, None)
+    }
+
+    /// Sets and writes the status (a status other than running ends this attempt).
+    pub fn update(&mut self, status: RunStatus, message: Option<String>) -> anyhow::Result<()> {
+        self.status.set(status, message);
+        write_status(&self.root, &self.status)
+    }
+}
+
+/// `JOB_TASK` of the Slurm array task this process runs in, if any.
+fn slurm_task() -> Option<String> {
+    let job = std::env::var("SLURM_ARRAY_JOB_ID")
+        .or_else(|_| std::env::var("SLURM_JOB_ID"))
+        .ok()?;
+    Some(match std::env::var("SLURM_ARRAY_TASK_ID") {
+        Ok(task) => format!("{job}_{task}"),
+        Err(_) => job,
+    })
+}
+
+fn acquire(root: &Path) -> anyhow::Result<LockFile> {
+    let path = root.join(LOCK_FILE);
+    LockFile::try_acquire(&path, &holder_note())
+        .with_context(|| format!("locking {}", path.display()))?
+        .map_err(|holder| {
+            RunDirError::Busy {
+                dir: root.to_path_buf(),
+                holder,
+            }
+            .into()
+        })
+}
+
+/// Refuses a run dir whose config snapshot differs from `cfg`.
+fn check_same_run(root: &Path, cfg: &RunConfig) -> anyhow::Result<()> {
+    let config = root.join(CONFIG_FILE);
+    let text =
+        std::fs::read_to_string(&config).with_context(|| format!("reading {}", config.display()))?;
+    let theirs = RunConfig::from_toml(&config, &text)?;
+    let differences = theirs.differences(cfg);
+    if differences.is_empty() {
+        Ok(())
+    } else {
+        Err(RunDirError::Different {
+            dir: root.to_path_buf(),
+            differences,
+        }
+        .into())
+    }
+}
+
+/// Prepares `root` for `cfg` without starting it: the config snapshot, and a `queued` status
+/// when it has none. Returns the status it has now. A dir holding another run is refused.
+pub fn queue(root: &Path, cfg: &RunConfig) -> anyhow::Result<StatusRecord> {
+    if root.join(CONFIG_FILE).is_file() {
+        check_same_run(root, cfg)?;
+    } else {
+        std::fs::create_dir_all(root)
+            .with_context(|| format!("creating run dir {}", root.display()))?;
+        write_atomic(&root.join(CONFIG_FILE), cfg.to_toml().as_bytes())?;
+    }
+    match read_status(root) {
+        Some(s) => Ok(s),
+        None => {
+            let s = StatusRecord::queued(cfg.train.epochs);
+            write_status(root, &s)?;
+            Ok(s)
+        }
+    }
+}
+
+/// After the process of a run's latest attempt died without recording its end (a kill, an
+/// out-of-memory), records it as failed with `message`. Does nothing while a live process
+/// holds the run, or when the attempt's end is recorded.
+pub fn mark_lost(root: &Path, message: &str) -> anyhow::Result<Option<StatusRecord>> {
+    let Ok(lock) = acquire(root) else {
+        return Ok(None);
+    };
+    let Some(mut s) = read_status(root) else {
+        return Ok(None);
+    };
+    if s.status != RunStatus::Running {
+        return Ok(Some(s));
+    }
+    // The attempt ended when it last wrote, not now.
+    let last_update = s.updated;
+    if let Some(a) = s.history.last_mut().filter(|a| a.ended.is_none()) {
+        a.ended = Some(last_update.max(a.started));
+        a.outcome = Some(RunStatus::Failed);
+    }
+    s.set(RunStatus::Failed, Some(message.to_string()));
+    write_status(root, &s)?;
+    drop(lock);
+    Ok(Some(s))
+}
+
+/// True while a live process works in the run dir.
+pub fn is_busy(root: &Path) -> bool {
+    LockFile::is_held(&root.join(LOCK_FILE))
+}
+
+fn write_status(root: &Path, status: &StatusRecord) -> anyhow::Result<()> {
+    let text = serde_json::to_string_pretty(status)?;
+    write_atomic(&root.join(STATUS_FILE), text.as_bytes())
 }
 
 /// The `status.json` of a run dir, if it has a readable one.
@@ -153,8 +428,13 @@ pub fn read_status(root: &Path) -> Option<StatusRecord> {
 }
 
 pub fn unix_now() -> u64 {
+    unix_seconds() as u64
+}
+
+/// Unix time in seconds, with sub-second precision.
+pub fn unix_seconds() -> f64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or(0.0)
 }

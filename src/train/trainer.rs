@@ -16,8 +16,7 @@ use super::metrics::{write_metrics, EpochRecord};
 use super::optim::{cosine_lr, Sgd, SgdConfig};
 use super::progress::EpochProgress;
 use super::run_dir::{
-    unix_now, RunDir, RunStatus, StatusRecord, CHECKPOINT_FILE, METRICS_FILE, MODEL_FILE,
-    SUMMARY_FILE,
+    RunDir, RunStatus, CHECKPOINT_FILE, METRICS_FILE, MODEL_FILE, SUMMARY_FILE,
 };
 use crate::analyze::{self, trace_costs, Convention, Cost};
 use crate::config::{Loss, RunConfig};
@@ -115,33 +114,38 @@ fn progress_at(i: u64, total: u64) -> f64 {
     i as f64 / total as f64
 }
 
-/// Trains `cfg` into the run dir `out` and returns its summary. A diverged run returns a
-/// [`Diverged`] error after recording it.
-pub fn train(cfg: &RunConfig, out: &Path, opts: &TrainOptions) -> anyhow::Result<Summary> {
+/// Stopped on request (SIGINT / SIGTERM); the run resumes from its last checkpoint.
+#[derive(Debug, thiserror::Error)]
+#[error("stopped on request after {epochs_done} of {epochs} epochs; resume continues from the last checkpoint")]
+pub struct Interrupted {
+    pub epochs_done: usize,
+    pub epochs: usize,
+}
+
+/// Trains `cfg` into the run dir `out` and returns its summary, or `None` when the run dir
+/// holds this run already done (nothing is trained or rewritten). A diverged run returns a
+/// [`Diverged`] error, a stopped one [`Interrupted`], after recording it.
+pub fn train(cfg: &RunConfig, out: &Path, opts: &TrainOptions) -> anyhow::Result<Option<Summary>> {
     cfg.validate()?;
     let mut dir = RunDir::open(out, cfg, opts.resume)?;
-    let device_name = device_name(&opts.device);
+    if dir.status().status == RunStatus::Done && dir.path(SUMMARY_FILE).is_file() {
+        return Ok(None);
+    }
+    let epochs_done = dir.status().epochs_done;
+    dir.begin_attempt(&device_name(&opts.device), epochs_done)?;
     let result = Trainer::new(cfg, &mut dir, opts).and_then(|mut t| t.run());
     if let Err(e) = &result {
         let status = if e.downcast_ref::<Diverged>().is_some() {
             RunStatus::Diverged
+        } else if e.downcast_ref::<Interrupted>().is_some() {
+            RunStatus::Interrupted
         } else {
             RunStatus::Failed
         };
-        dir.log(&format!("{status:?}: {e:#}"));
-        let done = checkpoint::load(&dir.path(CHECKPOINT_FILE), &Device::Cpu)
-            .map(|c| c.progress.epochs_done)
-            .unwrap_or(0);
-        let _ = dir.write_status(&StatusRecord {
-            status,
-            epochs_done: done,
-            epochs: cfg.train.epochs,
-            message: Some(format!("{e:#}")),
-            device: device_name,
-            updated: unix_now(),
-        });
+        dir.log(&format!("{status}: {e:#}"));
+        let _ = dir.update(status, Some(format!("{e:#}")));
     }
-    result
+    result.map(Some)
 }
 
 pub fn device_name(device: &Device) -> String {
@@ -236,15 +240,11 @@ impl<'a> Trainer<'a> {
         })
     }
 
-    fn status(&self, status: RunStatus) -> anyhow::Result<()> {
-        self.dir.write_status(&StatusRecord {
-            status,
-            epochs_done: self.progress.epochs_done,
-            epochs: self.cfg.train.epochs,
-            message: None,
-            device: device_name(&self.device),
-            updated: unix_now(),
-        })
+    /// Records the epochs done and the median epoch time so far.
+    fn record_progress(&mut self) -> anyhow::Result<()> {
+        let records = &self.progress.records;
+        let seconds = (!records.is_empty()).then(|| median(records, |r| r.epoch_seconds));
+        self.dir.progress(self.progress.epochs_done, seconds)
     }
 
     fn total_iterations(&self) -> u64 {
@@ -252,7 +252,6 @@ impl<'a> Trainer<'a> {
     }
 
     fn run(&mut self) -> anyhow::Result<Summary> {
-        self.status(RunStatus::Running)?;
         let epochs = self.cfg.train.epochs;
         while self.progress.epochs_done < epochs {
             let record = self.epoch()?;
@@ -280,14 +279,14 @@ impl<'a> Trainer<'a> {
                 &self.progress,
                 &self.cfg.to_toml(),
             )?;
-            self.status(RunStatus::Running)?;
+            self.record_progress()?;
         }
         let summary = self.finish()?;
         write_atomic(
             &self.dir.path(SUMMARY_FILE),
             serde_json::to_string_pretty(&summary)?.as_bytes(),
         )?;
-        self.status(RunStatus::Done)?;
+        self.dir.update(RunStatus::Done, None)?;
         self.dir.log(&format!(
             "done: deploy test top1 {:.2}%, agreement with the training form {:.4}",
             summary.deploy_test_top1, summary.deploy_agreement
@@ -336,6 +335,13 @@ impl<'a> Trainer<'a> {
                 }
             });
             for step in 0..self.iterations_per_epoch {
+                if crate::signal::stop_requested() {
+                    return Err(Interrupted {
+                        epochs_done: epoch,
+                        epochs: self.cfg.train.epochs,
+                    }
+                    .into());
+                }
                 let waited = Instant::now();
                 let (pixels, labels) = rx.recv().context("the batch loader stopped")?;
                 data_time += waited.elapsed();
@@ -484,16 +490,6 @@ impl<'a> Trainer<'a> {
                     .then(b.epoch.cmp(&a.epoch))
             })
             .expect("records are not empty");
-        let median = |f: fn(&EpochRecord) -> f64| {
-            let mut v: Vec<f64> = records.iter().map(f).collect();
-            v.sort_by(f64::total_cmp);
-            let m = v.len() / 2;
-            if v.len() % 2 == 1 {
-                v[m]
-            } else {
-                (v[m - 1] + v[m]) / 2.0
-            }
-        };
         self.dir.log(&format!(
             "deploy form: test top1 {:.2}% (training form before conversion {:.2}%), {} of {} predictions agree",
             after.top1,
@@ -513,8 +509,8 @@ impl<'a> Trainer<'a> {
             deploy_agreement,
             training_form_test_top1: last.test_top1,
             train_seconds: records.iter().map(|r| r.epoch_seconds).sum(),
-            median_epoch_seconds: median(|r| r.epoch_seconds),
-            median_images_per_second: median(|r| r.images_per_second),
+            median_epoch_seconds: median(records, |r| r.epoch_seconds),
+            median_images_per_second: median(records, |r| r.images_per_second),
             deploy: FormCounts::of(&deploy)?,
             training: FormCounts::of(&fresh)?,
             deploy_bytes,
@@ -523,6 +519,18 @@ impl<'a> Trainer<'a> {
             test_images: self.test.len(),
             last,
         })
+    }
+}
+
+/// The median of `f` over `records` (not empty).
+fn median(records: &[EpochRecord], f: fn(&EpochRecord) -> f64) -> f64 {
+    let mut v: Vec<f64> = records.iter().map(f).collect();
+    v.sort_by(f64::total_cmp);
+    let m = v.len() / 2;
+    if v.len() % 2 == 1 {
+        v[m]
+    } else {
+        (v[m - 1] + v[m]) / 2.0
     }
 }
 

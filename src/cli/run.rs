@@ -1,0 +1,220 @@
+//! `ablate run`: every unfinished run of an experiment, here or through Slurm; `ablate status`.
+
+use std::path::PathBuf;
+
+use crate::experiment::Experiment;
+use crate::schedule::slurm::{self, SlurmOptions};
+use crate::schedule::{run_local, slots, LocalOptions, Outcome, Policy, Slot};
+use crate::train::{read_status, unix_seconds, Interrupted};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Backend {
+    /// Child processes on this machine's GPUs or CPU slots.
+    Local,
+    /// One sbatch job array.
+    Slurm,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct RunArgs {
+    /// The experiment TOML file.
+    pub file: PathBuf,
+    /// Results root: runs go to <results>/<experiment>/<run id>/.
+    #[arg(long, env = "ABLATE_RESULTS", default_value = "results")]
+    pub results: PathBuf,
+    /// Folder holding cifar-10-batches-bin/ (downloaded there when missing).
+    #[arg(long, env = "ABLATE_DATA", default_value = "data")]
+    pub data_dir: PathBuf,
+    #[arg(long, value_enum, default_value = "local")]
+    pub backend: Backend,
+    /// Local slots: `cuda:0,cuda:1`, `cpu` or `cpu:2` [default: every GPU nvidia-smi lists,
+    /// else one CPU slot].
+    #[arg(long)]
+    pub devices: Option<String>,
+    /// Retries of a failed run [default: the experiment's `retries`, else 1].
+    #[arg(long)]
+    pub retries: Option<u32>,
+    /// Run failed runs again, with a fresh retry budget.
+    #[arg(long)]
+    pub rerun_failed: bool,
+    /// Train every run from scratch; earlier run dirs move to <experiment>/.replaced/.
+    #[arg(long)]
+    pub force: bool,
+    /// Slurm partition.
+    #[arg(long)]
+    pub partition: Option<String>,
+    /// GPUs per Slurm task; 0 trains on CPU.
+    #[arg(long, default_value_t = 1)]
+    pub gpus_per_run: u32,
+    /// CPUs per Slurm task.
+    #[arg(long, default_value_t = 2)]
+    pub cpus_per_run: u32,
+    /// Slurm tasks at once.
+    #[arg(long)]
+    pub max_parallel: Option<u32>,
+    /// Slurm time limit per run, HH:MM:SS or D-HH:MM:SS.
+    #[arg(long)]
+    pub time: Option<String>,
+}
+
+pub fn run(args: &RunArgs) -> anyhow::Result<()> {
+    let exp = Experiment::load(&args.file)?;
+    let policy = Policy {
+        retries: args.retries.unwrap_or(exp.retries),
+        rerun_failed: args.rerun_failed,
+        force: args.force,
+        since: unix_seconds(),
+    };
+    match args.backend {
+        Backend::Local => {
+            let slots = slots(args.devices.as_deref())?;
+            let gpus = slots.iter().any(|s| matches!(s, Slot::Gpu { .. }));
+            if gpus && !cfg!(feature = "cuda") && std::env::var_os(crate::cli::CUDA_ON_CPU).is_none() {
+                anyhow::bail!(
+                    "found GPUs ({}) but this ablate was built without CUDA: rebuild with \
+                     `cargo build --release --features cuda`, or pass --devices cpu",
+                    slots.iter().map(Slot::label).collect::<Vec<_>>().join(", ")
+                );
+            }
+            let outcome = run_local(
+                &exp,
+                &LocalOptions {
+                    results: args.results.clone(),
+                    data_dir: args.data_dir.clone(),
+                    slots,
+                    policy,
+                },
+            )?;
+            finish(&exp, &outcome)
+        }
+        Backend::Slurm => {
+            let time = args.time.as_deref().map(slurm::parse_time).transpose()?;
+            if args.max_parallel == Some(0) {
+                anyhow::bail!("--max-parallel must be at least 1");
+            }
+            let submitted = slurm::submit(
+                &exp,
+                &SlurmOptions {
+                    results: args.results.clone(),
+                    data_dir: args.data_dir.clone(),
+                    partition: args.partition.clone(),
+                    gpus_per_run: args.gpus_per_run,
+                    cpus_per_run: args.cpus_per_run.max(1),
+                    max_parallel: args.max_parallel,
+                    time,
+                    policy,
+                },
+            )?;
+            let o = &submitted.outcome;
+            println!(
+                "{}: {} runs; {} done, {} already in Slurm, {} failed out of retries, {} diverged",
+                exp.name,
+                exp.runs.len(),
+                o.skipped_done,
+                submitted.in_slurm,
+                o.failed.len(),
+                o.diverged.len()
+            );
+            match &submitted.job_id {
+                Some(job) => println!(
+                    "submitted job array {job} with {} runs; follow with `ablate status {}`",
+                    submitted.runs.len(),
+                    args.file.display()
+                ),
+                None => println!("nothing to submit"),
+            }
+            Ok(())
+        }
+    }
+}
+
+/// The closing line of a local session, and its exit: an error when runs failed or it was
+/// stopped.
+fn finish(exp: &Experiment, o: &Outcome) -> anyhow::Result<()> {
+    println!(
+        "{}: {} trained now, {} done before, {} failed, {} diverged{}",
+        exp.name,
+        o.done.len(),
+        o.skipped_done,
+        o.failed.len(),
+        o.diverged.len(),
+        if o.interrupted {
+            format!(
+                ", {} stopped and {} not started (run the same command to resume)",
+                o.stopped.len(),
+                o.not_started
+            )
+        } else {
+            String::new()
+        }
+    );
+    if o.interrupted {
+        return Err(Interrupted {
+            epochs_done: 0,
+            epochs: 0,
+        }
+        .into());
+    }
+    if !o.failed.is_empty() {
+        let ids: Vec<String> = o.failed.iter().map(ToString::to_string).collect();
+        anyhow::bail!(
+            "{} runs failed: {}; see their train.log and output.log, then run again with --rerun-failed",
+            ids.len(),
+            ids.join(", ")
+        );
+    }
+    Ok(())
+}
+
+#[derive(Debug, clap::Args)]
+pub struct StatusArgs {
+    /// The experiment TOML file.
+    pub file: PathBuf,
+    #[arg(long, env = "ABLATE_RESULTS", default_value = "results")]
+    pub results: PathBuf,
+}
+
+/// `ablate status`: each run's status.json, with its Slurm task when Slurm still holds it.
+pub fn status(args: &StatusArgs) -> anyhow::Result<()> {
+    let exp = Experiment::load(&args.file)?;
+    let results = std::path::absolute(&args.results)?;
+    let live = match slurm::live_tasks(&exp, &results) {
+        Ok(live) => live,
+        Err(e) => {
+            eprintln!("warning: {e:#}; showing the run dirs only");
+            Default::default()
+        }
+    };
+    let mut counts: std::collections::BTreeMap<String, usize> = Default::default();
+    println!(
+        "{:<12}  {:<11}  {:<7}  {:<8}  {:<24}  {:<20}  run",
+        "id", "status", "epochs", "attempts", "where", "slurm"
+    );
+    for run in &exp.runs {
+        let s = read_status(&exp.run_dir(&results, run));
+        let task = live.get(run.id.as_str());
+        let (state, epochs, attempts, place) = match &s {
+            Some(s) => (
+                s.status.to_string(),
+                format!("{}/{}", s.epochs_done, s.epochs),
+                s.attempts.to_string(),
+                if s.host.is_empty() {
+                    "-".to_string()
+                } else {
+                    format!("{} @ {}", s.device, s.host)
+                },
+            ),
+            None => ("planned".into(), format!("0/{}", run.config.train.epochs), "0".into(), "-".into()),
+        };
+        *counts.entry(state.clone()).or_default() += 1;
+        let slurm = task.map_or("-".to_string(), |t| format!("{} {}", t.task, t.state));
+        println!(
+            "{:<12}  {state:<11}  {epochs:<7}  {attempts:<8}  {place:<24}  {slurm:<20}  {}",
+            run.id,
+            run.describe()
+        );
+    }
+    let summary: Vec<String> = counts.iter().map(|(k, v)| format!("{v} {k}")).collect();
+    println!("{}: {} runs: {}", exp.name, exp.runs.len(), summary.join(", "));
+    Ok(())
+}

@@ -1,0 +1,50 @@
+//! `ablate worker`: one task of a Slurm job array, training one run of a manifest.
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+
+use crate::config::RunConfig;
+use crate::schedule::slurm::read_manifest;
+use crate::train::{train, TrainOptions, CONFIG_FILE};
+
+#[derive(Debug, clap::Args)]
+pub struct WorkerArgs {
+    /// The manifest `ablate run --backend slurm` wrote.
+    #[arg(long)]
+    pub manifest: PathBuf,
+    /// The run to train: its index in the manifest ($SLURM_ARRAY_TASK_ID).
+    #[arg(long)]
+    pub index: usize,
+}
+
+pub fn run(args: &WorkerArgs) -> anyhow::Result<()> {
+    let manifest = read_manifest(&args.manifest)?;
+    let Some(run) = manifest.runs.get(args.index) else {
+        anyhow::bail!(
+            "--index {}: {} lists {} runs",
+            args.index,
+            args.manifest.display(),
+            manifest.runs.len()
+        );
+    };
+    let snapshot = run.dir.join(CONFIG_FILE);
+    let text = std::fs::read_to_string(&snapshot)
+        .with_context(|| format!("reading {}", snapshot.display()))?;
+    let cfg = RunConfig::from_toml(&snapshot, &text)?;
+    let device = if manifest.gpus_per_run > 0 { "cuda:0" } else { "cpu" };
+    let opts = TrainOptions {
+        data_dir: manifest.data_dir.clone(),
+        device: super::train::parse_device(device)?,
+        resume: true,
+    };
+    match train(&cfg, &run.dir, &opts)? {
+        None => println!("{}: already done; nothing to train", run.dir.display()),
+        Some(summary) => println!(
+            "{}: done, deploy test top1 {:.2}%",
+            run.dir.display(),
+            summary.deploy_test_top1
+        ),
+    }
+    Ok(())
+}

@@ -1,0 +1,83 @@
+//! What a scheduler shows: one line per event (start, finish, failure), and the state of the
+//! experiment — done / failed / running, each running run's epoch and ETA — as an indicatif
+//! bar on a TTY, or as a plain line every 30 s otherwise.
+
+use std::io::IsTerminal;
+use std::time::{Duration, Instant};
+
+use indicatif::{ProgressBar, ProgressStyle};
+
+/// Seconds between plain state lines when stdout is not a terminal.
+const PLAIN_EVERY: Duration = Duration::from_secs(30);
+
+pub struct Display {
+    bar: Option<ProgressBar>,
+    last_plain: Instant,
+}
+
+impl Display {
+    /// `total` runs to do in this session.
+    pub fn new(total: usize) -> Self {
+        let bar = std::io::stderr().is_terminal().then(|| {
+            let bar = ProgressBar::new(total as u64);
+            bar.set_style(
+                ProgressStyle::with_template("{bar:30} {pos}/{len} runs {elapsed_precise} {msg}")
+                    .expect("a valid template"),
+            );
+            bar.enable_steady_tick(Duration::from_millis(500));
+            bar
+        });
+        Self {
+            bar,
+            last_plain: Instant::now(),
+        }
+    }
+
+    /// An event line, with the wall-clock time.
+    pub fn event(&self, line: &str) {
+        let line = format!("[{}] {line}", clock());
+        match &self.bar {
+            Some(bar) => bar.println(line),
+            None => println!("{line}"),
+        }
+    }
+
+    /// The experiment's state: `finished` runs of this session so far and `state` (counts and
+    /// running runs).
+    pub fn state(&mut self, finished: usize, state: &str) {
+        match &self.bar {
+            Some(bar) => {
+                bar.set_position(finished as u64);
+                bar.set_message(state.to_string());
+            }
+            None => {
+                if self.last_plain.elapsed() >= PLAIN_EVERY {
+                    self.last_plain = Instant::now();
+                    println!("[{}] {state}", clock());
+                }
+            }
+        }
+    }
+
+    pub fn finish(&self) {
+        if let Some(bar) = &self.bar {
+            bar.finish_and_clear();
+        }
+    }
+}
+
+/// `HH:MM:SS` UTC of now.
+fn clock() -> String {
+    let s = crate::train::unix_now() % 86_400;
+    format!("{:02}:{:02}:{:02}", s / 3600, s / 60 % 60, s % 60)
+}
+
+/// `1h02m`, `3m10s`, `42s`.
+pub fn duration(seconds: f64) -> String {
+    let s = seconds.max(0.0).round() as u64;
+    match s {
+        0..60 => format!("{s}s"),
+        60..3600 => format!("{}m{:02}s", s / 60, s % 60),
+        _ => format!("{}h{:02}m", s / 3600, s / 60 % 60),
+    }
+}
