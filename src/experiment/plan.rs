@@ -210,8 +210,11 @@ fn expand(file: &ExperimentFile) -> Result<Vec<Point>, ConfigError> {
             return Err(file.error(axis.key_span.start, &axis.key, "is an axis twice"));
         }
     }
+    // Seeds alone make a grid of the base only when no [[include]] point exists; otherwise
+    // they multiply the included points (an ablation of explicit points).
+    let seeds_only = dims.iter().all(|d| d.axes.iter().all(|a| a.key == "train.seed"));
     let mut points = Vec::new();
-    if !dims.is_empty() {
+    if !dims.is_empty() && !(seeds_only && !file.include.is_empty()) {
         let total: usize = dims.iter().map(|d| d.len).product();
         for n in 0..total {
             // Mixed radix, first dimension slowest.
