@@ -465,7 +465,11 @@ fn set_key(file: &ExperimentFile, tree: &mut toml::Value, a: &Assignment) -> Res
     if let Err(e) = check {
         let like = before
             .as_ref()
-            .map_or(String::new(), |v| format!("; expected a {} like {v}", v.type_str()));
+            .map_or(String::new(), |v| {
+                let kind = v.type_str();
+                let a = if kind.starts_with(['a', 'e', 'i', 'o', 'u']) { "an" } else { "a" };
+                format!("; expected {a} {kind} like {v}")
+            });
         match before {
             Some(v) => table.insert(key.to_string(), v),
             None => table.remove(key),

@@ -1,0 +1,256 @@
+//! Experiment files: the grid they expand to, run identity, and the precise errors of bad
+//! files (`ablate plan` / `ablate run` exit 2 and write nothing).
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use ablate::experiment::{Experiment, ExperimentFile};
+
+fn experiment(text: &str) -> Result<Experiment, String> {
+    let file = ExperimentFile::parse(Path::new("exp.toml"), text.to_string())
+        .map_err(|e| e.to_string())?;
+    Experiment::from_file(&file).map_err(|e| e.to_string())
+}
+
+const BASE: &str = r#"
+[base]
+preset = "condensenext"
+model.stages = [1, 1, 1]
+train.epochs = 2
+data.dataset = "synthetic"
+"#;
+
+fn points(exp: &Experiment) -> Vec<String> {
+    exp.runs.iter().map(|r| r.describe()).collect()
+}
+
+#[test]
+fn grid_zip_exclude_include_and_seeds() {
+    let exp = experiment(&format!(
+        r#"name = "g"
+seeds = [0, 1]
+{BASE}
+[sweep]
+"model.activation" = ["relu", "relu6"]
+[[zip]]
+"model.loss" = ["ce", "focal"]
+"model.dropout" = [0.0, 0.1]
+[[exclude]]
+"model.activation" = "relu"
+"model.loss" = "focal"
+[[include]]
+label = "p2"
+"model.p" = 2
+[[include]]
+"model.p" = 1
+"train.seed" = 5
+"#
+    ))
+    .unwrap();
+    assert_eq!(exp.name, "g");
+    assert_eq!(
+        points(&exp),
+        [
+            r#"model.activation="relu" model.loss="ce" model.dropout=0.0 train.seed=0"#,
+            r#"model.activation="relu" model.loss="ce" model.dropout=0.0 train.seed=1"#,
+            r#"model.activation="relu6" model.loss="ce" model.dropout=0.0 train.seed=0"#,
+            r#"model.activation="relu6" model.loss="ce" model.dropout=0.0 train.seed=1"#,
+            r#"model.activation="relu6" model.loss="focal" model.dropout=0.1 train.seed=0"#,
+            r#"model.activation="relu6" model.loss="focal" model.dropout=0.1 train.seed=1"#,
+            r#"[p2] model.p=2 train.seed=0"#,
+            r#"[p2] model.p=2 train.seed=1"#,
+            r#"model.p=1 train.seed=5"#,
+        ]
+    );
+    // The values reach the resolved configs, base keys included.
+    let last = &exp.runs[8].config;
+    assert_eq!((last.model.p, last.train.seed, last.train.epochs), (1, 5, 2));
+    assert_eq!(last.model.stages, [1, 1, 1]);
+    let focal = &exp.runs[4].config;
+    assert_eq!(focal.model.dropout, 0.1);
+    assert_eq!(focal.model_name, r#"condensenext [stages=[1, 1, 1], activation="relu6", loss="focal", dropout=0.1]"#);
+    // Ids are distinct, 12 hex digits.
+    let mut ids: Vec<&str> = exp.runs.iter().map(|r| r.id.as_str()).collect();
+    assert!(ids.iter().all(|i| i.len() == 12 && i.chars().all(|c| c.is_ascii_hexdigit())));
+    ids.sort();
+    ids.dedup();
+    assert_eq!(ids.len(), 9);
+}
+
+#[test]
+fn the_id_is_the_resolved_config_not_the_spelling() {
+    // The same run written two ways, in two experiments, has one id; any change makes another.
+    let a = experiment(&format!("{BASE}\n[sweep]\n\"model.p\" = [2]\n")).unwrap();
+    let b = experiment(
+        "[base]\npreset = \"condensenext\"\n\"model.p\" = 2\n\"data.dataset\" = \"synthetic\"\n[base.model]\nstages = [1, 1, 1]\n[base.train]\nepochs = 2\n",
+    )
+    .unwrap();
+    assert_eq!(b.runs.len(), 1);
+    assert_eq!(a.runs[0].config.train, b.runs[0].config.train);
+    assert_eq!(a.runs[0].config.model, b.runs[0].config.model);
+    // model_name differs in the order of the overrides, so compare ids of equal configs only.
+    let mut c = b.runs[0].config.clone();
+    c.model_name = a.runs[0].config.model_name.clone();
+    assert_eq!(ablate::experiment::RunId::of(&c), a.runs[0].id);
+    c.train.lr = 0.05;
+    assert_ne!(ablate::experiment::RunId::of(&c), a.runs[0].id);
+}
+
+#[test]
+fn seeds_multiply_include_points_and_a_preset_axis_switches_models() {
+    let exp = experiment(
+        "seeds = [0, 1]\n[base]\npreset = \"condensenet-86\"\n[[include]]\nlabel = \"base\"\n[[include]]\n\"model.activation\" = \"relu6\"\n",
+    )
+    .unwrap();
+    assert_eq!(exp.runs.len(), 4, "{:?}", points(&exp));
+    let exp = experiment("[base]\npreset = \"condensenet-86\"\n[sweep]\npreset = [\"condensenet-86\", \"condensenext\"]\n").unwrap();
+    assert_eq!(exp.runs[0].config.model_name, "condensenet-86");
+    assert_eq!(exp.runs[1].config.model_name, "condensenext");
+    assert_eq!(exp.runs[1].config.model.stages, [4, 4, 4]);
+}
+
+#[test]
+fn every_shipped_experiment_plans() {
+    for (file, runs) in [
+        ("baseline_vs_cnx.toml", 2),
+        ("ablations.toml", 11),
+        ("quickstart.toml", 4),
+        ("ci.toml", 4),
+    ] {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("experiments").join(file);
+        let exp = Experiment::load(&path).unwrap_or_else(|e| panic!("{file}: {e}"));
+        assert_eq!(exp.runs.len(), runs, "{file}");
+    }
+    let table = Experiment::load(
+        &Path::new(env!("CARGO_MANIFEST_DIR")).join("experiments/baseline_vs_cnx.toml"),
+    )
+    .unwrap();
+    for run in &table.runs {
+        assert_eq!(run.config.train.epochs, 200);
+        assert_eq!(run.config.data.dataset, ablate::config::DatasetKind::Cifar10);
+    }
+}
+
+fn scratch(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("ablate-exp-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+fn ablate(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_ablate"))
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+/// Every bad file: exit 2, one error line naming the file, line, column and key, and the
+/// results dir (holding an earlier experiment's file) untouched.
+#[test]
+fn bad_files_give_precise_errors_and_touch_nothing() {
+    let dir = scratch("bad");
+    let results = dir.join("results");
+    std::fs::create_dir_all(results.join("x")).unwrap();
+    std::fs::write(results.join("x/keep.txt"), "earlier results").unwrap();
+    let cases: &[(&str, &str, &[&str])] = &[
+        (
+            "malformed",
+            "seeds = [0, 1\n[base]\npreset = \"condensenext\"\n",
+            &["malformed.toml:2:1", "missing comma"],
+        ),
+        (
+            "unknown_axis",
+            "[base]\npreset = \"condensenext\"\n[sweep]\n\"model.widht\" = [1, 2]\n",
+            &["unknown_axis.toml:4:", "key `model.widht`", "unknown model key `widht`"],
+        ),
+        (
+            "unknown_section",
+            "[base]\npreset = \"condensenext\"\n[sweep]\n\"optim.lr\" = [1, 2]\n",
+            &["unknown_section.toml:4:", "key `optim.lr`", "unknown section"],
+        ),
+        (
+            "wrong_type",
+            "[base]\npreset = \"condensenext\"\n[sweep]\n\"train.epochs\" = [2, \"ten\"]\n",
+            &["wrong_type.toml:4:22", "key `train.epochs`", "\"ten\"", "expected an integer like"],
+        ),
+        (
+            "wrong_enum",
+            "[base]\npreset = \"condensenext\"\n[sweep]\n\"model.activation\" = [\"relu\", \"gelu\"]\n",
+            &["wrong_enum.toml:4:", "key `model.activation`", "gelu"],
+        ),
+        (
+            "empty_axis",
+            "[base]\npreset = \"condensenext\"\n[sweep]\n\"model.p\" = []\n",
+            &["empty_axis.toml:4:", "key `model.p`", "empty sweep"],
+        ),
+        (
+            "empty_sweep",
+            "[base]\npreset = \"condensenext\"\n[sweep]\n",
+            &["empty_sweep.toml:3:", "[sweep] is empty"],
+        ),
+        (
+            "not_a_list",
+            "[base]\npreset = \"condensenext\"\n[sweep]\n\"model.p\" = 2\n",
+            &["not_a_list.toml:4:", "key `model.p`", "list of values"],
+        ),
+        (
+            "zip_lengths",
+            "[base]\npreset = \"condensenext\"\n[[zip]]\n\"model.p\" = [1, 2]\n\"train.seed\" = [1, 2, 3]\n",
+            &["zip_lengths.toml:5:", "key `train.seed`", "equal lengths"],
+        ),
+        (
+            "invalid_run",
+            "[base]\npreset = \"condensenext\"\n[sweep]\n\"model.dropout\" = [0.1, 1.5]\n",
+            &["invalid_run.toml:4:", "model.dropout=1.5", "key `dropout`"],
+        ),
+        (
+            "no_model",
+            "[sweep]\n\"model.p\" = [4]\n",
+            &["no_model.toml:1:1", "base.preset", "missing"],
+        ),
+        (
+            "unknown_top_key",
+            "[base]\npreset = \"condensenext\"\n[sweeps]\n",
+            &["unknown_top_key.toml:3:", "key `sweeps`", "unknown key"],
+        ),
+        (
+            "exclude_not_axis",
+            "[base]\npreset = \"condensenext\"\n[sweep]\n\"model.p\" = [1, 2]\n[[exclude]]\n\"model.loss\" = \"ce\"\n",
+            &["exclude_not_axis.toml:6:", "key `model.loss`", "not an axis"],
+        ),
+    ];
+    for (name, text, needles) in cases {
+        let file = dir.join(format!("{name}.toml"));
+        std::fs::write(&file, text).unwrap();
+        for command in ["plan", "run"] {
+            let o = ablate(&[command, file.to_str().unwrap(), "--results", results.to_str().unwrap()]);
+            let err = String::from_utf8_lossy(&o.stderr);
+            assert_eq!(o.status.code(), Some(2), "{name} ({command}): {err}");
+            assert_eq!(err.lines().count(), 1, "{name}: one line expected: {err}");
+            for n in *needles {
+                assert!(err.contains(n), "{name}: {n:?} missing from: {err}");
+            }
+        }
+    }
+    let mut left: Vec<String> = walk(&results);
+    left.sort();
+    assert_eq!(left, ["x/keep.txt"], "a bad file wrote into the results dir");
+    assert_eq!(std::fs::read_to_string(results.join("x/keep.txt")).unwrap(), "earlier results");
+}
+
+fn walk(root: &Path) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                stack.push(p);
+            } else {
+                out.push(p.strip_prefix(root).unwrap().to_string_lossy().into_owned());
+            }
+        }
+    }
+    out
+}

@@ -1,0 +1,223 @@
+//! The local scheduler end to end, with real child `ablate train` processes on tiny runs:
+//! resuming after the scheduler is SIGKILLed, skipping finished work, the GPU path behind a fake
+//! `nvidia-smi`, Ctrl-C, and the lock against a second scheduler.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use ablate::experiment::Experiment;
+use ablate::train::{read_status, RunStatus, StatusRecord};
+
+fn scratch(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("ablate-sched-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// An experiment of `runs` tiny CondenseNeXt runs (seeds) of `epochs` epochs each.
+fn experiment(dir: &Path, runs: usize, epochs: usize) -> PathBuf {
+    let seeds: Vec<String> = (0..runs).map(|s| s.to_string()).collect();
+    let text = format!(
+        "name = \"tiny\"\nseeds = [{}]\n[base]\npreset = \"condensenext\"\nmodel.stages = [1, 1, 1]\n\
+         train.epochs = {epochs}\ntrain.batch = 32\ndata.dataset = \"synthetic\"\n\
+         data.train_size = 96\ndata.test_size = 32\n",
+        seeds.join(", ")
+    );
+    let path = dir.join("tiny.toml");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+fn command(file: &Path, results: &Path, extra: &[&str]) -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_ablate"));
+    c.arg("run")
+        .arg(file)
+        .arg("--results")
+        .arg(results)
+        .args(extra)
+        .env_remove("RAYON_NUM_THREADS");
+    c
+}
+
+fn run(file: &Path, results: &Path, extra: &[&str]) -> Output {
+    command(file, results, extra).output().unwrap()
+}
+
+fn statuses(file: &Path, results: &Path) -> Vec<StatusRecord> {
+    let exp = Experiment::load(file).unwrap();
+    exp.runs
+        .iter()
+        .map(|r| read_status(&exp.run_dir(results, r)).expect("a status.json"))
+        .collect()
+}
+
+fn text(o: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+fn wait_until(what: &str, limit: Duration, mut ok: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !ok() {
+        assert!(start.elapsed() < limit, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn kill(child: &Child, signal: i32) {
+    // SAFETY: kill(2) on our own child.
+    unsafe { libc::kill(child.id() as i32, signal) };
+}
+
+#[test]
+fn sigkill_of_the_scheduler_loses_no_run_and_trains_none_twice() {
+    let dir = scratch("sigkill");
+    let (file, results) = (experiment(&dir, 5, 3), dir.join("results"));
+    let mut first = command(&file, &results, &["--devices", "cpu:2"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let exp = Experiment::load(&file).unwrap();
+    let dirs: Vec<PathBuf> = exp.runs.iter().map(|r| exp.run_dir(&results, r)).collect();
+    // Kill it once a run is done and others are mid-way.
+    wait_until("a finished run", Duration::from_secs(300), || {
+        dirs.iter()
+            .any(|d| read_status(d).is_some_and(|s| s.status == RunStatus::Done))
+    });
+    wait_until("a run in progress", Duration::from_secs(300), || {
+        dirs.iter().any(|d| {
+            read_status(d).is_some_and(|s| s.status == RunStatus::Running && s.epochs_done >= 1)
+        })
+    });
+    kill(&first, libc::SIGKILL);
+    first.wait().unwrap();
+    // A second scheduler right away: the orphaned children are still finishing their step; it
+    // must wait for them, not train beside them.
+    let again = run(&file, &results, &["--devices", "cpu:2"]);
+    assert!(again.status.success(), "{}", text(&again));
+    for (d, s) in dirs.iter().zip(statuses(&file, &results)) {
+        assert_eq!(s.status, RunStatus::Done, "{}", d.display());
+        let completions = s
+            .history
+            .iter()
+            .filter(|a| a.outcome == Some(RunStatus::Done))
+            .count();
+        assert_eq!(completions, 1, "{}: {:?}", d.display(), s.history);
+        // Every attempt after the first resumed where the one before stopped.
+        for pair in s.history.windows(2) {
+            assert!(pair[1].started >= pair[0].ended.unwrap(), "{:?}", s.history);
+            assert!(pair[1].epochs_at_start <= 3);
+        }
+        let metrics = std::fs::read_to_string(d.join("metrics.csv")).unwrap();
+        assert_eq!(metrics.lines().count(), 4, "{metrics}");
+    }
+    // Nothing left to do: a third start trains nothing and rewrites no status.
+    let before: Vec<String> = dirs
+        .iter()
+        .map(|d| std::fs::read_to_string(d.join("status.json")).unwrap())
+        .collect();
+    let third = run(&file, &results, &["--devices", "cpu:2"]);
+    assert!(third.status.success(), "{}", text(&third));
+    assert!(text(&third).contains("0 trained now, 5 done before"), "{}", text(&third));
+    let after: Vec<String> = dirs
+        .iter()
+        .map(|d| std::fs::read_to_string(d.join("status.json")).unwrap())
+        .collect();
+    assert_eq!(before, after);
+}
+
+#[test]
+fn fake_gpus_get_one_run_each_at_a_time() {
+    let dir = scratch("gpus");
+    let (file, results) = (experiment(&dir, 4, 1), dir.join("results"));
+    let bin = dir.join("bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    let smi = bin.join("nvidia-smi");
+    std::fs::write(
+        &smi,
+        "#!/bin/sh\necho '0, Fake GPU A, 16384'\necho '1, Fake GPU B, 16384'\n",
+    )
+    .unwrap();
+    std::fs::set_permissions(&smi, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let path = format!("{}:{}", bin.display(), std::env::var("PATH").unwrap());
+    // Without CUDA in this build the scheduler refuses GPUs...
+    let refused = command(&file, &results, &[]).env("PATH", &path).output().unwrap();
+    assert_eq!(refused.status.code(), Some(1), "{}", text(&refused));
+    assert!(text(&refused).contains("built without CUDA"), "{}", text(&refused));
+    // ...unless the test switch lets `cuda:0` train on the CPU.
+    let o = command(&file, &results, &[])
+        .env("PATH", &path)
+        .env("ABLATE_TEST_CUDA_ON_CPU", "1")
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(
+        text(&o).contains("slots: cuda:0 (Fake GPU A, 16384 MiB), cuda:1 (Fake GPU B, 16384 MiB)"),
+        "{}",
+        text(&o)
+    );
+    let mut per_device: HashMap<String, Vec<(f64, f64)>> = HashMap::new();
+    for s in statuses(&file, &results) {
+        assert_eq!(s.status, RunStatus::Done);
+        for a in &s.history {
+            let gpu = a.cuda_visible_devices.clone().expect("CUDA_VISIBLE_DEVICES set");
+            per_device
+                .entry(gpu)
+                .or_default()
+                .push((a.started, a.ended.unwrap()));
+        }
+    }
+    let mut gpus: Vec<&String> = per_device.keys().collect();
+    gpus.sort();
+    assert_eq!(gpus, ["0", "1"], "both GPUs used, each run on one");
+    for (gpu, mut spans) in per_device {
+        spans.sort_by(|a, b| a.0.total_cmp(&b.0));
+        for w in spans.windows(2) {
+            assert!(w[1].0 >= w[0].1, "two runs overlapped on GPU {gpu}: {spans:?}");
+        }
+    }
+}
+
+#[test]
+fn ctrl_c_stops_children_resumably_and_a_second_scheduler_is_refused() {
+    let dir = scratch("ctrlc");
+    let (file, results) = (experiment(&dir, 3, 4), dir.join("results"));
+    let first = command(&file, &results, &["--devices", "cpu:2"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let exp = Experiment::load(&file).unwrap();
+    let dirs: Vec<PathBuf> = exp.runs.iter().map(|r| exp.run_dir(&results, r)).collect();
+    wait_until("two runs in progress", Duration::from_secs(300), || {
+        dirs.iter()
+            .filter(|d| read_status(d).is_some_and(|s| s.status == RunStatus::Running))
+            .count()
+            == 2
+    });
+    // The experiment is locked while the first scheduler lives.
+    let second = run(&file, &results, &["--devices", "cpu:2"]);
+    assert_eq!(second.status.code(), Some(2), "{}", text(&second));
+    assert!(text(&second).contains("another scheduler is running this experiment"), "{}", text(&second));
+    kill(&first, libc::SIGINT);
+    let out = first.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(130), "{}", text(&out));
+    assert!(text(&out).contains("run the same command to resume"), "{}", text(&out));
+    let stopped = statuses(&file, &results);
+    assert!(stopped.iter().any(|s| s.status == RunStatus::Interrupted), "{stopped:?}");
+    assert!(stopped.iter().all(|s| s.status != RunStatus::Running));
+    // The lock died with its holder; the same command finishes the experiment.
+    let again = run(&file, &results, &["--devices", "cpu:2"]);
+    assert!(again.status.success(), "{}", text(&again));
+    for s in statuses(&file, &results) {
+        assert_eq!(s.status, RunStatus::Done);
+        assert_eq!(s.epochs_done, 4);
+    }
+}
