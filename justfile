@@ -15,3 +15,16 @@ bench:
 # Train one model into a run dir, e.g. `just train --model condensenext --dataset synthetic --epochs 2 --out results/try`.
 train *ARGS:
     cargo run --release -- train {{ARGS}}
+
+# Run every unfinished run of an experiment, e.g. `just run experiments/quickstart.toml`
+# (extra flags go to `ablate run`: --devices cpu:2, --backend slurm, --rerun-failed, ...).
+run FILE *ARGS:
+    cargo run --release -- run {{FILE}} {{ARGS}}
+
+# List an experiment's runs and their status without running anything.
+plan FILE *ARGS:
+    cargo run --release -- plan {{FILE}} {{ARGS}}
+
+# Each run of an experiment: status, epochs, attempts, where it runs, its Slurm task.
+status FILE *ARGS:
+    cargo run --release -- status {{FILE}} {{ARGS}}

@@ -64,14 +64,22 @@ label = "p2"
     );
     // The values reach the resolved configs, base keys included.
     let last = &exp.runs[8].config;
-    assert_eq!((last.model.p, last.train.seed, last.train.epochs), (1, 5, 2));
+    assert_eq!(
+        (last.model.p, last.train.seed, last.train.epochs),
+        (1, 5, 2)
+    );
     assert_eq!(last.model.stages, [1, 1, 1]);
     let focal = &exp.runs[4].config;
     assert_eq!(focal.model.dropout, 0.1);
-    assert_eq!(focal.model_name, r#"condensenext [stages=[1, 1, 1], activation="relu6", loss="focal", dropout=0.1]"#);
+    assert_eq!(
+        focal.model_name,
+        r#"condensenext [stages=[1, 1, 1], activation="relu6", loss="focal", dropout=0.1]"#
+    );
     // Ids are distinct, 12 hex digits.
     let mut ids: Vec<&str> = exp.runs.iter().map(|r| r.id.as_str()).collect();
-    assert!(ids.iter().all(|i| i.len() == 12 && i.chars().all(|c| c.is_ascii_hexdigit())));
+    assert!(ids
+        .iter()
+        .all(|i| i.len() == 12 && i.chars().all(|c| c.is_ascii_hexdigit())));
     ids.sort();
     ids.dedup();
     assert_eq!(ids.len(), 9);
@@ -117,7 +125,9 @@ fn every_shipped_experiment_plans() {
         ("quickstart.toml", 4),
         ("ci.toml", 4),
     ] {
-        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("experiments").join(file);
+        let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("experiments")
+            .join(file);
         let exp = Experiment::load(&path).unwrap_or_else(|e| panic!("{file}: {e}"));
         assert_eq!(exp.runs.len(), runs, "{file}");
     }
@@ -127,7 +137,10 @@ fn every_shipped_experiment_plans() {
     .unwrap();
     for run in &table.runs {
         assert_eq!(run.config.train.epochs, 200);
-        assert_eq!(run.config.data.dataset, ablate::config::DatasetKind::Cifar10);
+        assert_eq!(
+            run.config.data.dataset,
+            ablate::config::DatasetKind::Cifar10
+        );
     }
 }
 
@@ -224,7 +237,12 @@ fn bad_files_give_precise_errors_and_touch_nothing() {
         let file = dir.join(format!("{name}.toml"));
         std::fs::write(&file, text).unwrap();
         for command in ["plan", "run"] {
-            let o = ablate(&[command, file.to_str().unwrap(), "--results", results.to_str().unwrap()]);
+            let o = ablate(&[
+                command,
+                file.to_str().unwrap(),
+                "--results",
+                results.to_str().unwrap(),
+            ]);
             let err = String::from_utf8_lossy(&o.stderr);
             assert_eq!(o.status.code(), Some(2), "{name} ({command}): {err}");
             assert_eq!(err.lines().count(), 1, "{name}: one line expected: {err}");
@@ -235,8 +253,15 @@ fn bad_files_give_precise_errors_and_touch_nothing() {
     }
     let mut left: Vec<String> = walk(&results);
     left.sort();
-    assert_eq!(left, ["x/keep.txt"], "a bad file wrote into the results dir");
-    assert_eq!(std::fs::read_to_string(results.join("x/keep.txt")).unwrap(), "earlier results");
+    assert_eq!(
+        left,
+        ["x/keep.txt"],
+        "a bad file wrote into the results dir"
+    );
+    assert_eq!(
+        std::fs::read_to_string(results.join("x/keep.txt")).unwrap(),
+        "earlier results"
+    );
 }
 
 fn walk(root: &Path) -> Vec<String> {

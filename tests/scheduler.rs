@@ -46,6 +46,18 @@ fn run(file: &Path, results: &Path, extra: &[&str]) -> Output {
     command(file, results, extra).output().unwrap()
 }
 
+/// A scheduler on two CPU slots in the background, and the run dirs of its experiment.
+fn start(file: &Path, results: &Path, output: fn() -> Stdio) -> (Child, Vec<PathBuf>) {
+    let child = command(file, results, &["--devices", "cpu:2"])
+        .stdout(output())
+        .stderr(output())
+        .spawn()
+        .unwrap();
+    let exp = Experiment::load(file).unwrap();
+    let dirs = exp.runs.iter().map(|r| exp.run_dir(results, r)).collect();
+    (child, dirs)
+}
+
 fn statuses(file: &Path, results: &Path) -> Vec<StatusRecord> {
     let exp = Experiment::load(file).unwrap();
     exp.runs
@@ -79,13 +91,7 @@ fn kill(child: &Child, signal: i32) {
 fn sigkill_of_the_scheduler_loses_no_run_and_trains_none_twice() {
     let dir = scratch("sigkill");
     let (file, results) = (experiment(&dir, 5, 3), dir.join("results"));
-    let mut first = command(&file, &results, &["--devices", "cpu:2"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let exp = Experiment::load(&file).unwrap();
-    let dirs: Vec<PathBuf> = exp.runs.iter().map(|r| exp.run_dir(&results, r)).collect();
+    let (mut first, dirs) = start(&file, &results, Stdio::null);
     // Kill it once a run is done and others are mid-way.
     wait_until("a finished run", Duration::from_secs(300), || {
         dirs.iter()
@@ -125,7 +131,11 @@ fn sigkill_of_the_scheduler_loses_no_run_and_trains_none_twice() {
         .collect();
     let third = run(&file, &results, &["--devices", "cpu:2"]);
     assert!(third.status.success(), "{}", text(&third));
-    assert!(text(&third).contains("0 trained now, 5 done before"), "{}", text(&third));
+    assert!(
+        text(&third).contains("0 trained now, 5 done before"),
+        "{}",
+        text(&third)
+    );
     let after: Vec<String> = dirs
         .iter()
         .map(|d| std::fs::read_to_string(d.join("status.json")).unwrap())
@@ -148,9 +158,16 @@ fn fake_gpus_get_one_run_each_at_a_time() {
     std::fs::set_permissions(&smi, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
     let path = format!("{}:{}", bin.display(), std::env::var("PATH").unwrap());
     // Without CUDA in this build the scheduler refuses GPUs...
-    let refused = command(&file, &results, &[]).env("PATH", &path).output().unwrap();
+    let refused = command(&file, &results, &[])
+        .env("PATH", &path)
+        .output()
+        .unwrap();
     assert_eq!(refused.status.code(), Some(1), "{}", text(&refused));
-    assert!(text(&refused).contains("built without CUDA"), "{}", text(&refused));
+    assert!(
+        text(&refused).contains("built without CUDA"),
+        "{}",
+        text(&refused)
+    );
     // ...unless the test switch lets `cuda:0` train on the CPU.
     let o = command(&file, &results, &[])
         .env("PATH", &path)
@@ -167,7 +184,10 @@ fn fake_gpus_get_one_run_each_at_a_time() {
     for s in statuses(&file, &results) {
         assert_eq!(s.status, RunStatus::Done);
         for a in &s.history {
-            let gpu = a.cuda_visible_devices.clone().expect("CUDA_VISIBLE_DEVICES set");
+            let gpu = a
+                .cuda_visible_devices
+                .clone()
+                .expect("CUDA_VISIBLE_DEVICES set");
             per_device
                 .entry(gpu)
                 .or_default()
@@ -180,7 +200,10 @@ fn fake_gpus_get_one_run_each_at_a_time() {
     for (gpu, mut spans) in per_device {
         spans.sort_by(|a, b| a.0.total_cmp(&b.0));
         for w in spans.windows(2) {
-            assert!(w[1].0 >= w[0].1, "two runs overlapped on GPU {gpu}: {spans:?}");
+            assert!(
+                w[1].0 >= w[0].1,
+                "two runs overlapped on GPU {gpu}: {spans:?}"
+            );
         }
     }
 }
@@ -189,13 +212,7 @@ fn fake_gpus_get_one_run_each_at_a_time() {
 fn ctrl_c_stops_children_resumably_and_a_second_scheduler_is_refused() {
     let dir = scratch("ctrlc");
     let (file, results) = (experiment(&dir, 3, 4), dir.join("results"));
-    let first = command(&file, &results, &["--devices", "cpu:2"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let exp = Experiment::load(&file).unwrap();
-    let dirs: Vec<PathBuf> = exp.runs.iter().map(|r| exp.run_dir(&results, r)).collect();
+    let (first, dirs) = start(&file, &results, Stdio::piped);
     wait_until("two runs in progress", Duration::from_secs(300), || {
         dirs.iter()
             .filter(|d| read_status(d).is_some_and(|s| s.status == RunStatus::Running))
@@ -205,13 +222,24 @@ fn ctrl_c_stops_children_resumably_and_a_second_scheduler_is_refused() {
     // The experiment is locked while the first scheduler lives.
     let second = run(&file, &results, &["--devices", "cpu:2"]);
     assert_eq!(second.status.code(), Some(2), "{}", text(&second));
-    assert!(text(&second).contains("another scheduler is running this experiment"), "{}", text(&second));
+    assert!(
+        text(&second).contains("another scheduler is running this experiment"),
+        "{}",
+        text(&second)
+    );
     kill(&first, libc::SIGINT);
     let out = first.wait_with_output().unwrap();
     assert_eq!(out.status.code(), Some(130), "{}", text(&out));
-    assert!(text(&out).contains("run the same command to resume"), "{}", text(&out));
+    assert!(
+        text(&out).contains("run the same command to resume"),
+        "{}",
+        text(&out)
+    );
     let stopped = statuses(&file, &results);
-    assert!(stopped.iter().any(|s| s.status == RunStatus::Interrupted), "{stopped:?}");
+    assert!(
+        stopped.iter().any(|s| s.status == RunStatus::Interrupted),
+        "{stopped:?}"
+    );
     assert!(stopped.iter().all(|s| s.status != RunStatus::Running));
     // The lock died with its holder; the same command finishes the experiment.
     let again = run(&file, &results, &["--devices", "cpu:2"]);

@@ -28,7 +28,11 @@ pub fn run(args: &PlanArgs) -> anyhow::Result<()> {
     match args.format {
         PlanFormat::Json => {
             let mut value = serde_json::to_value(&exp)?;
-            for (run, v) in exp.runs.iter().zip(value["runs"].as_array_mut().into_iter().flatten()) {
+            for (run, v) in exp
+                .runs
+                .iter()
+                .zip(value["runs"].as_array_mut().into_iter().flatten())
+            {
                 v["config"] = serde_json::to_value(&run.config)?;
                 v["model_name"] = run.config.model_name.clone().into();
             }
@@ -49,10 +53,17 @@ pub fn run(args: &PlanArgs) -> anyhow::Result<()> {
             for run in &exp.runs {
                 let status = read_status(&exp.run_dir(&args.results, run));
                 let (state, epochs) = match &status {
-                    Some(s) => (s.status.to_string(), format!("{}/{}", s.epochs_done, s.epochs)),
+                    Some(s) => (
+                        s.status.to_string(),
+                        format!("{}/{}", s.epochs_done, s.epochs),
+                    ),
                     None => ("-".into(), format!("0/{}", run.config.train.epochs)),
                 };
-                println!("{:<12}  {state:<11}  {epochs:<9}  {}", run.id, run.describe());
+                println!(
+                    "{:<12}  {state:<11}  {epochs:<9}  {}",
+                    run.id,
+                    run.describe()
+                );
             }
         }
     }

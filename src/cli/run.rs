@@ -69,7 +69,10 @@ pub fn run(args: &RunArgs) -> anyhow::Result<()> {
         Backend::Local => {
             let slots = slots(args.devices.as_deref())?;
             let gpus = slots.iter().any(|s| matches!(s, Slot::Gpu { .. }));
-            if gpus && !cfg!(feature = "cuda") && std::env::var_os(crate::cli::CUDA_ON_CPU).is_none() {
+            if gpus
+                && !cfg!(feature = "cuda")
+                && std::env::var_os(crate::cli::CUDA_ON_CPU).is_none()
+            {
                 anyhow::bail!(
                     "found GPUs ({}) but this ablate was built without CUDA: rebuild with \
                      `cargo build --release --features cuda`, or pass --devices cpu",
@@ -155,6 +158,12 @@ fn finish(exp: &Experiment, o: &Outcome) -> anyhow::Result<()> {
         }
         .into());
     }
+    if !o.stopped.is_empty() {
+        anyhow::bail!(
+            "{} runs were stopped by a signal from outside; run the same command to resume them",
+            o.stopped.len()
+        );
+    }
     if !o.failed.is_empty() {
         let ids: Vec<String> = o.failed.iter().map(ToString::to_string).collect();
         anyhow::bail!(
@@ -204,7 +213,12 @@ pub fn status(args: &StatusArgs) -> anyhow::Result<()> {
                     format!("{} @ {}", s.device, s.host)
                 },
             ),
-            None => ("planned".into(), format!("0/{}", run.config.train.epochs), "0".into(), "-".into()),
+            None => (
+                "planned".into(),
+                format!("0/{}", run.config.train.epochs),
+                "0".into(),
+                "-".into(),
+            ),
         };
         *counts.entry(state.clone()).or_default() += 1;
         let slurm = task.map_or("-".to_string(), |t| format!("{} {}", t.task, t.state));
@@ -215,6 +229,11 @@ pub fn status(args: &StatusArgs) -> anyhow::Result<()> {
         );
     }
     let summary: Vec<String> = counts.iter().map(|(k, v)| format!("{v} {k}")).collect();
-    println!("{}: {} runs: {}", exp.name, exp.runs.len(), summary.join(", "));
+    println!(
+        "{}: {} runs: {}",
+        exp.name,
+        exp.runs.len(),
+        summary.join(", ")
+    );
     Ok(())
 }

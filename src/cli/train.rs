@@ -63,7 +63,10 @@ pub fn parse_device(arg: &str) -> anyhow::Result<Device> {
         anyhow::bail!("--device {arg}: expected `cpu` or `cuda:N`");
     };
     if !cfg!(feature = "cuda") && std::env::var_os(super::CUDA_ON_CPU).is_some() {
-        eprintln!("warning: {arg} runs on the CPU ({} is set; a test of GPU scheduling)", super::CUDA_ON_CPU);
+        eprintln!(
+            "warning: {arg} runs on the CPU ({} is set; a test of GPU scheduling)",
+            super::CUDA_ON_CPU
+        );
         return Ok(Device::Cpu);
     }
     if !cfg!(feature = "cuda") {

@@ -32,7 +32,11 @@ pub fn run(args: &WorkerArgs) -> anyhow::Result<()> {
     let text = std::fs::read_to_string(&snapshot)
         .with_context(|| format!("reading {}", snapshot.display()))?;
     let cfg = RunConfig::from_toml(&snapshot, &text)?;
-    let device = if manifest.gpus_per_run > 0 { "cuda:0" } else { "cpu" };
+    let device = if manifest.gpus_per_run > 0 {
+        "cuda:0"
+    } else {
+        "cpu"
+    };
     let opts = TrainOptions {
         data_dir: manifest.data_dir.clone(),
         device: super::train::parse_device(device)?,

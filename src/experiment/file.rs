@@ -122,7 +122,11 @@ impl ExperimentFile {
                     DeValue::Integer(_) => {
                         let n = file.leaf(value).as_integer().unwrap_or(-1);
                         if n < 0 {
-                            return Err(file.error(span.start, "retries", "must be an integer >= 0"));
+                            return Err(file.error(
+                                span.start,
+                                "retries",
+                                "must be an integer >= 0",
+                            ));
                         }
                         file.retries = Some(Spanned::new(span, n));
                     }
@@ -149,7 +153,11 @@ impl ExperimentFile {
                     for t in file.tables(value, "zip")? {
                         let axes = file.axes(t.get_ref(), "zip")?;
                         if axes.is_empty() {
-                            return Err(file.error(t.span().start, "zip", "a [[zip]] group has no axes"));
+                            return Err(file.error(
+                                t.span().start,
+                                "zip",
+                                "a [[zip]] group has no axes",
+                            ));
                         }
                         file.zips.push((axes, t.span()));
                     }
@@ -380,9 +388,15 @@ impl ExperimentFile {
             if e.key == "label" {
                 match (&e.value, include) {
                     (toml::Value::String(s), true) => label = Some(s.clone()),
-                    (_, true) => return Err(self.error(e.value_span.start, "label", "must be a string")),
+                    (_, true) => {
+                        return Err(self.error(e.value_span.start, "label", "must be a string"))
+                    }
                     (_, false) => {
-                        return Err(self.error(e.key_span.start, "label", "only [[include]] points have labels"))
+                        return Err(self.error(
+                            e.key_span.start,
+                            "label",
+                            "only [[include]] points have labels",
+                        ))
                     }
                 }
             } else {
@@ -391,7 +405,11 @@ impl ExperimentFile {
             Ok(())
         })?;
         if entries.is_empty() && !include {
-            return Err(self.error(table.span().start, "exclude", "an [[exclude]] point needs at least one key"));
+            return Err(self.error(
+                table.span().start,
+                "exclude",
+                "an [[exclude]] point needs at least one key",
+            ));
         }
         Ok(PointSpec {
             label,
@@ -404,7 +422,10 @@ impl ExperimentFile {
 /// A table's entries in the order they appear in the file.
 fn in_file_order<'a, 'i>(
     table: &'a DeTable<'i>,
-) -> Vec<(&'a Spanned<toml::de::DeString<'i>>, &'a Spanned<DeValue<'i>>)> {
+) -> Vec<(
+    &'a Spanned<toml::de::DeString<'i>>,
+    &'a Spanned<DeValue<'i>>,
+)> {
     let mut entries: Vec<_> = table.iter().collect();
     entries.sort_by_key(|(k, _)| k.span().start);
     entries

@@ -51,18 +51,22 @@ pub struct PlannedRun {
 }
 
 impl PlannedRun {
-    /// `key=value` pairs of the point, or `(base)` for none.
+    /// `[label] key=value ...` of the point, or `(base)` for none.
     pub fn describe(&self) -> String {
-        let mut parts: Vec<String> = Vec::new();
-        if let Some(label) = &self.label {
-            parts.push(format!("[{label}]"));
-        }
-        parts.extend(self.point.iter().map(|(k, v)| format!("{k}={v}")));
-        if parts.is_empty() {
-            "(base)".into()
-        } else {
-            parts.join(" ")
-        }
+        describe(self.label.as_deref(), &self.point)
+    }
+}
+
+fn describe(label: Option<&str>, point: &[(String, String)]) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    if let Some(label) = label {
+        parts.push(format!("[{label}]"));
+    }
+    parts.extend(point.iter().map(|(k, v)| format!("{k}={v}")));
+    if parts.is_empty() {
+        "(base)".into()
+    } else {
+        parts.join(" ")
     }
 }
 
@@ -97,11 +101,7 @@ impl Experiment {
             let run = PlannedRun {
                 id: id.clone(),
                 label: point.label.clone(),
-                point: point
-                    .assignments
-                    .iter()
-                    .map(|a| (a.key.clone(), a.value.to_string()))
-                    .collect(),
+                point: point.pairs(),
                 config,
             };
             if let Some(&first) = seen.get(&id) {
@@ -156,6 +156,16 @@ struct Point {
     at: usize,
 }
 
+impl Point {
+    /// `(key, value as TOML)` of each assignment.
+    fn pairs(&self) -> Vec<(String, String)> {
+        self.assignments
+            .iter()
+            .map(|a| (a.key.clone(), a.value.to_string()))
+            .collect()
+    }
+}
+
 /// One dimension of the grid: a sweep axis, a zip group or the seeds.
 struct Dimension<'a> {
     axes: Vec<&'a Axis>,
@@ -189,7 +199,10 @@ fn expand(file: &ExperimentFile) -> Result<Vec<Point>, ConfigError> {
             len,
         });
     }
-    let grid_has_seed = dims.iter().flat_map(|d| &d.axes).any(|a| a.key == "train.seed");
+    let grid_has_seed = dims
+        .iter()
+        .flat_map(|d| &d.axes)
+        .any(|a| a.key == "train.seed");
     if let Some(seeds) = &file.seeds {
         if grid_has_seed {
             return Err(file.error(
@@ -212,7 +225,9 @@ fn expand(file: &ExperimentFile) -> Result<Vec<Point>, ConfigError> {
     }
     // Seeds alone make a grid of the base only when no [[include]] point exists; otherwise
     // they multiply the included points (an ablation of explicit points).
-    let seeds_only = dims.iter().all(|d| d.axes.iter().all(|a| a.key == "train.seed"));
+    let seeds_only = dims
+        .iter()
+        .all(|d| d.axes.iter().all(|a| a.key == "train.seed"));
     let mut points = Vec::new();
     if !dims.is_empty() && !(seeds_only && !file.include.is_empty()) {
         let total: usize = dims.iter().map(|d| d.len).product();
@@ -383,22 +398,12 @@ fn resolve(file: &ExperimentFile, point: &Point) -> Result<RunConfig, ConfigErro
         cfg.model_name = format!("{} [{}]", model.name, sets.join(", "));
     }
     cfg.validate().map_err(|e| {
-        let shown = PlannedRun {
-            id: RunId(String::new()),
-            label: point.label.clone(),
-            point: point
-                .assignments
-                .iter()
-                .map(|a| (a.key.clone(), a.value.to_string()))
-                .collect(),
-            config: cfg.clone(),
-        };
         let (line, column) = super::file::locate(&file.text, point.at);
         ConfigError::Context {
             context: format!(
                 "{}:{line}:{column}: run {}",
                 file.path.display(),
-                shown.describe()
+                describe(point.label.as_deref(), &point.pairs())
             ),
             source: Box::new(e),
         }
@@ -428,7 +433,11 @@ fn section_keys(section: &str) -> Option<Vec<&'static str>> {
 
 /// Sets `a.key` in the config tree, checking the key exists and the section still reads
 /// with the new value.
-fn set_key(file: &ExperimentFile, tree: &mut toml::Value, a: &Assignment) -> Result<(), ConfigError> {
+fn set_key(
+    file: &ExperimentFile,
+    tree: &mut toml::Value,
+    a: &Assignment,
+) -> Result<(), ConfigError> {
     let unknown = |msg: String| file.error(a.span.start, &a.key, &msg);
     let Some((section, key)) = a.key.split_once('.') else {
         return Err(unknown(
@@ -463,13 +472,15 @@ fn set_key(file: &ExperimentFile, tree: &mut toml::Value, a: &Assignment) -> Res
             .map(drop),
     };
     if let Err(e) = check {
-        let like = before
-            .as_ref()
-            .map_or(String::new(), |v| {
-                let kind = v.type_str();
-                let a = if kind.starts_with(['a', 'e', 'i', 'o', 'u']) { "an" } else { "a" };
-                format!("; expected {a} {kind} like {v}")
-            });
+        let like = before.as_ref().map_or(String::new(), |v| {
+            let kind = v.type_str();
+            let a = if kind.starts_with(['a', 'e', 'i', 'o', 'u']) {
+                "an"
+            } else {
+                "a"
+            };
+            format!("; expected {a} {kind} like {v}")
+        });
         match before {
             Some(v) => table.insert(key.to_string(), v),
             None => table.remove(key),

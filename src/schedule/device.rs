@@ -121,11 +121,9 @@ pub fn slots(devices: Option<&str>) -> Result<Vec<Slot>, DevicesError> {
         if part == "cpu" || part.starts_with("cpu:") {
             let n: usize = match part.strip_prefix("cpu:") {
                 None => 1,
-                Some(n) => n
-                    .parse()
-                    .ok()
-                    .filter(|&n| n >= 1)
-                    .ok_or_else(|| err(format!("`{part}`: the slot count must be an integer >= 1")))?,
+                Some(n) => n.parse().ok().filter(|&n| n >= 1).ok_or_else(|| {
+                    err(format!("`{part}`: the slot count must be an integer >= 1"))
+                })?,
             };
             let threads = (cpu_count() / n).max(1);
             let first = slots.len();
@@ -137,7 +135,9 @@ pub fn slots(devices: Option<&str>) -> Result<Vec<Slot>, DevicesError> {
             let index: usize = i
                 .parse()
                 .map_err(|_| err(format!("`{part}`: the GPU index must be an integer")))?;
-            let found = known.iter().find(|s| matches!(s, Slot::Gpu { index: k, .. } if *k == index));
+            let found = known
+                .iter()
+                .find(|s| matches!(s, Slot::Gpu { index: k, .. } if *k == index));
             slots.push(found.cloned().unwrap_or(Slot::Gpu {
                 index,
                 name: "GPU".into(),

@@ -63,7 +63,8 @@ pub fn run_local(exp: &Experiment, opts: &LocalOptions) -> anyhow::Result<Outcom
         pending.len(),
         match (outcome.failed.len(), outcome.diverged.len()) {
             (0, 0) => String::new(),
-            (f, d) => format!("; skipping {f} failed (out of retries; --rerun-failed) and {d} diverged"),
+            (f, d) =>
+                format!("; skipping {f} failed (out of retries; --rerun-failed) and {d} diverged"),
         }
     );
     if pending.is_empty() {
@@ -112,7 +113,17 @@ pub fn run_local(exp: &Experiment, opts: &LocalOptions) -> anyhow::Result<Outcom
                     let r = running.swap_remove(i);
                     free[r.slot] = true;
                     let p = &prepared[r.run];
-                    let requeue = settle(exp, p, &opts.policy, exit, &r, &launches, stopping, &display, &mut outcome);
+                    let requeue = settle(
+                        exp,
+                        p,
+                        &opts.policy,
+                        exit,
+                        &r,
+                        &launches,
+                        stopping,
+                        &display,
+                        &mut outcome,
+                    );
                     if requeue {
                         pending.push_back(r.run);
                     } else {
@@ -158,7 +169,17 @@ pub fn run_local(exp: &Experiment, opts: &LocalOptions) -> anyhow::Result<Outcom
         if running.is_empty() && (pending.is_empty() || stopping) {
             break;
         }
-        display.state(finished, &state_line(exp, &prepared, &running, &outcome, pending.len(), &opts.slots));
+        display.state(
+            finished,
+            &state_line(
+                exp,
+                &prepared,
+                &running,
+                &outcome,
+                pending.len(),
+                &opts.slots,
+            ),
+        );
         std::thread::sleep(Duration::from_millis(250));
     }
     display.finish();
@@ -183,7 +204,10 @@ fn settle(
     let run = &exp.runs[p.index];
     let took = duration(r.started.elapsed().as_secs_f64());
     let mut status = read_status(&p.dir);
-    if status.as_ref().is_some_and(|s| s.status == RunStatus::Running) {
+    if status
+        .as_ref()
+        .is_some_and(|s| s.status == RunStatus::Running)
+    {
         if is_busy(&p.dir) {
             // Our child found the run held by another process and left; try again later.
             return !stopping;
@@ -192,7 +216,11 @@ fn settle(
         status = mark_lost(&p.dir, &message).ok().flatten().or(status);
     }
     let Some(status) = status else {
-        display.event(&format!("failed {}: no status.json after {exit}; see {}", run.id, p.dir.join(OUTPUT_FILE).display()));
+        display.event(&format!(
+            "failed {}: no status.json after {exit}; see {}",
+            run.id,
+            p.dir.join(OUTPUT_FILE).display()
+        ));
         outcome.failed.push(run.id.clone());
         return false;
     };
@@ -212,7 +240,11 @@ fn settle(
             false
         }
         RunStatus::Diverged => {
-            display.event(&format!("diverged {}: {}", run.id, status.message.unwrap_or_default()));
+            display.event(&format!(
+                "diverged {}: {}",
+                run.id,
+                status.message.unwrap_or_default()
+            ));
             outcome.diverged.push(run.id.clone());
             false
         }

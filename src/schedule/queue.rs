@@ -29,7 +29,9 @@ pub enum Decision {
     Done,
     Diverged,
     /// Failed more often than the retry budget allows.
-    OutOfRetries { failures: usize },
+    OutOfRetries {
+        failures: usize,
+    },
 }
 
 /// Failed attempts of a run that count against its retry budget.
@@ -89,7 +91,8 @@ pub fn prepare(exp: &Experiment, results: &Path, policy: &Policy) -> anyhow::Res
             );
         }
     }
-    let text = std::fs::read(&exp.file).with_context(|| format!("reading {}", exp.file.display()))?;
+    let text =
+        std::fs::read(&exp.file).with_context(|| format!("reading {}", exp.file.display()))?;
     write_atomic(&root.join("experiment.toml"), &text)?;
     write_atomic(
         &root.join("plan.json"),
@@ -99,9 +102,9 @@ pub fn prepare(exp: &Experiment, results: &Path, policy: &Policy) -> anyhow::Res
     for (index, run) in exp.runs.iter().enumerate() {
         let dir = exp.run_dir(results, run);
         if policy.force && dir.exists() {
-            let aside = root
-                .join(".replaced")
-                .join(format!("{}-{}", run.id, unix_seconds() as u64));
+            let aside =
+                root.join(".replaced")
+                    .join(format!("{}-{}", run.id, unix_seconds() as u64));
             std::fs::create_dir_all(aside.parent().expect("has a parent"))?;
             std::fs::rename(&dir, &aside).with_context(|| {
                 format!("moving {} aside to {}", dir.display(), aside.display())

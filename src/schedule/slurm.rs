@@ -79,7 +79,9 @@ pub fn parse_time(t: &str) -> anyhow::Result<String> {
     let parts: Vec<&str> = hms.split(':').collect();
     let ok = days.is_none_or(|d| d.parse::<u32>().is_ok())
         && parts.len() == 3
-        && parts.iter().all(|p| p.len() == 2 && p.parse::<u32>().is_ok())
+        && parts
+            .iter()
+            .all(|p| p.len() == 2 && p.parse::<u32>().is_ok())
         && parts[1] < "60"
         && parts[2] < "60";
     if !ok {
@@ -137,9 +139,18 @@ pub fn submit(exp: &Experiment, opts: &SlurmOptions) -> anyhow::Result<Submitted
             })
             .collect(),
     };
-    write_atomic(&manifest_path, serde_json::to_string_pretty(&manifest)?.as_bytes())?;
+    write_atomic(
+        &manifest_path,
+        serde_json::to_string_pretty(&manifest)?.as_bytes(),
+    )?;
     let script_path = dir.join(format!("job-{stamp}.sh"));
-    let script = job_script(exp, opts, &manifest_path, manifest.runs.len(), &dir.join("logs"))?;
+    let script = job_script(
+        exp,
+        opts,
+        &manifest_path,
+        manifest.runs.len(),
+        &dir.join("logs"),
+    )?;
     write_atomic(&script_path, script.as_bytes())?;
     let out = Command::new("sbatch")
         .arg("--parsable")
@@ -284,5 +295,6 @@ pub fn live_tasks(exp: &Experiment, results: &Path) -> anyhow::Result<HashMap<St
 pub fn read_manifest(path: &Path) -> anyhow::Result<Manifest> {
     let text =
         std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-    serde_json::from_str(&text).with_context(|| format!("{}: not an ablate manifest", path.display()))
+    serde_json::from_str(&text)
+        .with_context(|| format!("{}: not an ablate manifest", path.display()))
 }

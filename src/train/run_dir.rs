@@ -217,7 +217,10 @@ impl RunDir {
             let fresh = read_status(root).is_none_or(|s| s.status == RunStatus::Queued);
             if !resume && !fresh {
                 let state = match read_status(root) {
-                    Some(s) => format!("{}, {} of {} epochs done", s.status, s.epochs_done, s.epochs),
+                    Some(s) => format!(
+                        "{}, {} of {} epochs done",
+                        s.status, s.epochs_done, s.epochs
+                    ),
                     None => "started".into(),
                 };
                 return Err(RunDirError::Exists {
@@ -351,8 +354,8 @@ fn acquire(root: &Path) -> anyhow::Result<LockFile> {
 /// Refuses a run dir whose config snapshot differs from `cfg`.
 fn check_same_run(root: &Path, cfg: &RunConfig) -> anyhow::Result<()> {
     let config = root.join(CONFIG_FILE);
-    let text =
-        std::fs::read_to_string(&config).with_context(|| format!("reading {}", config.display()))?;
+    let text = std::fs::read_to_string(&config)
+        .with_context(|| format!("reading {}", config.display()))?;
     let theirs = RunConfig::from_toml(&config, &text)?;
     let differences = theirs.differences(cfg);
     if differences.is_empty() {

@@ -15,9 +15,7 @@ use super::loss::{class_balanced_weights, cross_entropy, focal_loss};
 use super::metrics::{write_metrics, EpochRecord};
 use super::optim::{cosine_lr, Sgd, SgdConfig};
 use super::progress::EpochProgress;
-use super::run_dir::{
-    RunDir, RunStatus, CHECKPOINT_FILE, METRICS_FILE, MODEL_FILE, SUMMARY_FILE,
-};
+use super::run_dir::{RunDir, RunStatus, CHECKPOINT_FILE, METRICS_FILE, MODEL_FILE, SUMMARY_FILE};
 use crate::analyze::{self, trace_costs, Convention, Cost};
 use crate::config::{Loss, RunConfig};
 use crate::data::{epoch_order, prepare_batch, Crop, Dataset};
