@@ -5,7 +5,7 @@ use clap::Parser;
 use ablate::cli::{run, Cli};
 use ablate::config::ConfigError;
 use ablate::schedule::device::DevicesError;
-use ablate::schedule::Locked;
+use ablate::schedule::{Locked, Stopped};
 use ablate::train::{Diverged, Interrupted, RunDirError};
 
 fn main() -> ExitCode {
@@ -26,7 +26,7 @@ fn main() -> ExitCode {
                 eprintln!("error: {e}");
                 return ExitCode::from(2);
             }
-            if e.downcast_ref::<Interrupted>().is_some() {
+            if e.downcast_ref::<Interrupted>().is_some() || e.downcast_ref::<Stopped>().is_some() {
                 eprintln!("{e}");
                 return ExitCode::from(130);
             }

@@ -249,3 +249,69 @@ fn ctrl_c_stops_children_resumably_and_a_second_scheduler_is_refused() {
         assert_eq!(s.epochs_done, 4);
     }
 }
+
+#[test]
+fn failed_runs_are_retried_then_skipped_until_rerun_failed_and_force_keeps_old_results() {
+    let dir = scratch("retries");
+    let results = dir.join("results");
+    // CIFAR-10 that is neither present nor downloadable: every attempt fails at once.
+    let file = dir.join("broken.toml");
+    std::fs::write(
+        &file,
+        "retries = 1\n[base]\npreset = \"condensenext\"\nmodel.stages = [1, 1, 1]\ndata.dataset = \"cifar10\"\n",
+    )
+    .unwrap();
+    let offline = |extra: &[&str]| {
+        command(&file, &results, extra)
+            .arg("--data-dir")
+            .arg(dir.join("no-data"))
+            .env(
+                "ABLATE_CIFAR10_URL",
+                "file:///nonexistent/cifar-10-binary.tar.gz",
+            )
+            .output()
+            .unwrap()
+    };
+    let o = offline(&[]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert!(text(&o).contains("retrying"), "{}", text(&o));
+    assert!(text(&o).contains("1 runs failed"), "{}", text(&o));
+    let s = &statuses(&file, &results)[0];
+    assert_eq!(
+        (s.status, s.attempts),
+        (RunStatus::Failed, 2),
+        "one try and one retry"
+    );
+    assert!(
+        s.message.as_deref().unwrap_or("").contains("cifar"),
+        "{s:?}"
+    );
+    // Out of retries: skipped, still reported, no new attempt.
+    let o = offline(&[]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert!(text(&o).contains("skipping 1 failed"), "{}", text(&o));
+    assert_eq!(statuses(&file, &results)[0].attempts, 2);
+    // --rerun-failed: a fresh budget.
+    let o = offline(&["--rerun-failed"]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert_eq!(statuses(&file, &results)[0].attempts, 4);
+
+    // --force on a finished run: trained again, the old run dir kept under .replaced/.
+    let tiny = experiment(&dir, 1, 1);
+    let o = run(&tiny, &results, &[]);
+    assert!(o.status.success(), "{}", text(&o));
+    let first = statuses(&tiny, &results)[0].clone();
+    let o = run(&tiny, &results, &["--force"]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(text(&o).contains("1 trained now"), "{}", text(&o));
+    let second = statuses(&tiny, &results)[0].clone();
+    assert_eq!((second.status, second.attempts), (RunStatus::Done, 1));
+    assert!(second.started > first.finished);
+    let replaced: Vec<PathBuf> = std::fs::read_dir(results.join("tiny/.replaced"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert_eq!(replaced.len(), 1);
+    assert_eq!(read_status(&replaced[0]).unwrap(), first);
+    assert!(replaced[0].join("model.safetensors").is_file());
+}

@@ -4,8 +4,8 @@ use std::path::PathBuf;
 
 use crate::experiment::Experiment;
 use crate::schedule::slurm::{self, SlurmOptions};
-use crate::schedule::{run_local, slots, LocalOptions, Outcome, Policy, Slot};
-use crate::train::{read_status, unix_seconds, Interrupted};
+use crate::schedule::{run_local, slots, LocalOptions, Outcome, Policy, Slot, Stopped};
+use crate::train::{read_status, unix_seconds};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Backend {
@@ -152,11 +152,7 @@ fn finish(exp: &Experiment, o: &Outcome) -> anyhow::Result<()> {
         }
     );
     if o.interrupted {
-        return Err(Interrupted {
-            epochs_done: 0,
-            epochs: 0,
-        }
-        .into());
+        return Err(Stopped.into());
     }
     if !o.stopped.is_empty() {
         anyhow::bail!(

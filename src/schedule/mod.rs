@@ -37,6 +37,11 @@ pub fn lock_experiment(exp: &Experiment, results: &Path, what: &str) -> anyhow::
         .map_err(|holder| Locked { dir, holder }.into())
 }
 
+/// A scheduling session ended because it was asked to stop (SIGINT / SIGTERM).
+#[derive(Debug, thiserror::Error)]
+#[error("stopped on request; every unfinished run resumes when the same command runs again")]
+pub struct Stopped;
+
 /// How a scheduling session went.
 #[derive(Debug, Default)]
 pub struct Outcome {

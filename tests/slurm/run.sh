@@ -12,7 +12,14 @@ state=$work/cluster
 results=$work/results
 exp=experiments/ci.toml
 
-trap 'tests/slurm/cluster.sh stop "$state"' EXIT
+passed=0
+# Stop every daemon the test started, then (only after a pass) remove the work dir, which holds
+# the cluster's pid files.
+cleanup() {
+  tests/slurm/cluster.sh stop "$state"
+  if (( passed )); then rm -rf "$work"; else echo "slurm test: files kept in $work" >&2; fi
+}
+trap cleanup EXIT
 tests/slurm/cluster.sh start "$state"
 export SLURM_CONF=$state/slurm.conf
 
@@ -72,4 +79,4 @@ submit | tee "$work/submit3.txt"
 grep -q "nothing to submit" "$work/submit3.txt" || fail "submitting a finished experiment submitted runs"
 grep -q "$runs done" "$work/submit3.txt" || fail "a finished experiment was not reported done"
 echo "slurm test: passed ($runs runs through sbatch --array)"
-rm -rf "$work"
+passed=1
