@@ -28,3 +28,8 @@ plan FILE *ARGS:
 # Each run of an experiment: status, epochs, attempts, where it runs, its Slurm task.
 status FILE *ARGS:
     cargo run --release -- status {{FILE}} {{ARGS}}
+
+# Tables (Table I, Table II, ablation), figures and report.md for every experiment in results/
+# (or one: `just report ablations`), into reports/<experiment>/.
+report *ARGS:
+    cargo run --release -- report {{ARGS}}

@@ -14,6 +14,7 @@ pub mod io;
 pub mod lock;
 pub mod model;
 pub mod provenance;
+pub mod report;
 pub mod rng;
 pub mod schedule;
 pub mod signal;

@@ -3,6 +3,7 @@
 mod count;
 mod format;
 mod plan;
+mod report;
 mod run;
 mod train;
 mod worker;
@@ -33,6 +34,8 @@ pub enum Command {
     Run(run::RunArgs),
     /// Show each run of an experiment: status, epochs, attempts, where, Slurm task.
     Status(run::StatusArgs),
+    /// Tables (Table I, Table II, ablation) and report.md from the results of experiments.
+    Report(report::ReportArgs),
     /// Train one run of a Slurm manifest (what each array task executes).
     Worker(worker::WorkerArgs),
 }
@@ -51,6 +54,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             run::run(&args)
         }
         Command::Status(args) => run::status(&args),
+        Command::Report(args) => report::run(&args),
         Command::Worker(args) => {
             crate::signal::install();
             worker::run(&args)

@@ -1,0 +1,197 @@
+//! Reading an experiment's results: `plan.json`, then each planned run's `config.toml`,
+//! `status.json`, `summary.json` and `metrics.csv` (the last with polars). Missing, failed and
+//! partial runs are kept, with whatever they have.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use polars::prelude::{CsvReadOptions, DataFrame, DataType, SerReader};
+
+use crate::config::RunConfig;
+use crate::train::{read_status, CONFIG_FILE, METRICS_FILE, SUMMARY_FILE};
+
+/// One planned run and what its dir holds. Every measured field is `None` when the run has
+/// not produced it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RunRow {
+    pub id: String,
+    /// The include label, if any.
+    pub label: Option<String>,
+    /// The run's axis values without the seed: runs that differ only by seed share it.
+    pub group: String,
+    pub model_name: String,
+    pub seed: u64,
+    /// `done`, `running`, `failed`, ... or `missing` (no run dir).
+    pub status: String,
+    pub epochs_done: usize,
+    pub epochs: usize,
+    /// Test top-1 (percent) of the last recorded epoch.
+    pub final_top1: Option<f64>,
+    /// Best test top-1 over the recorded epochs.
+    pub best_top1: Option<f64>,
+    pub deploy_top1: Option<f64>,
+    /// Deploy form, `paper` convention (multiply-adds and parameters, batch 1).
+    pub flops_paper: Option<f64>,
+    pub params_paper: Option<f64>,
+    /// Deploy form, `executed` convention.
+    pub flops_executed: Option<f64>,
+    pub params_executed: Option<f64>,
+    pub deploy_bytes: Option<f64>,
+    pub checkpoint_bytes: Option<f64>,
+    /// Sum of the recorded epochs' training seconds.
+    pub train_seconds: Option<f64>,
+    /// Median over the recorded epochs.
+    pub epoch_seconds: Option<f64>,
+    pub images_per_second: Option<f64>,
+    /// `cpu @ host` or `cuda:0 @ host` of the latest attempt.
+    pub device: Option<String>,
+    pub dir: PathBuf,
+}
+
+/// A run's `metrics.csv`, read with polars.
+pub fn read_metrics_frame(path: &Path) -> anyhow::Result<DataFrame> {
+    CsvReadOptions::default()
+        .with_has_header(true)
+        .try_into_reader_with_file_path(Some(path.to_path_buf()))
+        .and_then(|r| r.finish())
+        .with_context(|| format!("reading {}", path.display()))
+}
+
+pub(crate) fn column_f64(df: &DataFrame, name: &str) -> anyhow::Result<Vec<f64>> {
+    let col = df
+        .column(name)
+        .with_context(|| format!("metrics.csv has no column `{name}`"))?
+        .cast(&DataType::Float64)?;
+    let values = col.f64()?;
+    Ok((0..values.len()).filter_map(|i| values.get(i)).collect())
+}
+
+fn median(mut v: Vec<f64>) -> Option<f64> {
+    if v.is_empty() {
+        return None;
+    }
+    v.sort_by(f64::total_cmp);
+    let m = v.len() / 2;
+    Some(if v.len() % 2 == 1 {
+        v[m]
+    } else {
+        (v[m - 1] + v[m]) / 2.0
+    })
+}
+
+/// Every run of the experiment in `exp_dir` (a dir with `plan.json`), in plan order.
+pub fn load_experiment(exp_dir: &Path) -> anyhow::Result<Vec<RunRow>> {
+    let plan_path = exp_dir.join("plan.json");
+    let plan: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(&plan_path)
+            .with_context(|| format!("reading {}", plan_path.display()))?,
+    )
+    .with_context(|| format!("{}: not a plan", plan_path.display()))?;
+    let runs = plan["runs"]
+        .as_array()
+        .with_context(|| format!("{}: no `runs` list", plan_path.display()))?;
+    let mut rows = Vec::with_capacity(runs.len());
+    for run in runs {
+        let id = run["id"]
+            .as_str()
+            .context("a run without an id")?
+            .to_string();
+        let label = run["label"].as_str().map(str::to_string);
+        let point: Vec<(String, String)> = run["point"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|p| Some((p[0].as_str()?.to_string(), p[1].as_str()?.to_string())))
+            .collect();
+        rows.push(load_run(exp_dir, id, label, &point)?);
+    }
+    Ok(rows)
+}
+
+fn load_run(
+    exp_dir: &Path,
+    id: String,
+    label: Option<String>,
+    point: &[(String, String)],
+) -> anyhow::Result<RunRow> {
+    let dir = exp_dir.join(&id);
+    let config_path = dir.join(CONFIG_FILE);
+    let config = match std::fs::read_to_string(&config_path) {
+        Ok(text) => Some(RunConfig::from_toml(&config_path, &text)?),
+        Err(_) => None,
+    };
+    let axes: Vec<String> = point
+        .iter()
+        .filter(|(k, _)| k != "train.seed")
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect();
+    let group = match (&label, axes.is_empty()) {
+        (Some(l), _) => l.clone(),
+        (None, false) => axes.join(" "),
+        (None, true) => "(base)".into(),
+    };
+    let status = read_status(&dir);
+    let summary: Option<serde_json::Value> = std::fs::read_to_string(dir.join(SUMMARY_FILE))
+        .ok()
+        .and_then(|t| serde_json::from_str(&t).ok());
+    let metrics_path = dir.join(METRICS_FILE);
+    let metrics = if metrics_path.is_file() {
+        Some(read_metrics_frame(&metrics_path)?)
+    } else {
+        None
+    };
+    let (mut final_top1, mut best_top1, mut train_seconds, mut epoch_seconds, mut ips) =
+        (None, None, None, None, None);
+    if let Some(df) = metrics.filter(|df| df.height() > 0) {
+        let top1 = column_f64(&df, "test_top1")?;
+        final_top1 = top1.last().copied();
+        best_top1 = top1.iter().copied().reduce(f64::max);
+        let seconds = column_f64(&df, "epoch_seconds")?;
+        train_seconds = Some(seconds.iter().sum());
+        epoch_seconds = median(seconds);
+        ips = median(column_f64(&df, "images_per_second")?);
+    }
+    let num = |path: &[&str]| {
+        let mut v = summary.as_ref()?;
+        for p in path {
+            v = v.get(p)?;
+        }
+        v.as_f64()
+    };
+    Ok(RunRow {
+        id,
+        label,
+        group,
+        model_name: config
+            .as_ref()
+            .map_or_else(|| "?".into(), |c| c.model_name.clone()),
+        seed: point
+            .iter()
+            .find(|(k, _)| k == "train.seed")
+            .and_then(|(_, v)| v.parse().ok())
+            .or(config.as_ref().map(|c| c.train.seed))
+            .unwrap_or(0),
+        status: status
+            .as_ref()
+            .map_or_else(|| "missing".into(), |s| s.status.to_string()),
+        epochs_done: status.as_ref().map_or(0, |s| s.epochs_done),
+        epochs: config.as_ref().map_or(0, |c| c.train.epochs),
+        final_top1,
+        best_top1,
+        deploy_top1: num(&["deploy_test_top1"]),
+        flops_paper: num(&["deploy", "paper", "flops"]),
+        params_paper: num(&["deploy", "paper", "params"]),
+        flops_executed: num(&["deploy", "executed", "flops"]),
+        params_executed: num(&["deploy", "executed", "params"]),
+        deploy_bytes: num(&["deploy_bytes"]),
+        checkpoint_bytes: num(&["checkpoint_bytes"]),
+        train_seconds,
+        epoch_seconds,
+        images_per_second: ips,
+        device: status
+            .as_ref()
+            .filter(|s| !s.host.is_empty())
+            .map(|s| format!("{} @ {}", s.device, s.host)),
+        dir,
+    })
+}

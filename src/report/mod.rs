@@ -1,0 +1,162 @@
+//! Reports: every run of an experiment read from its run dirs ([`load`]), grouped by the axes
+//! that differ with seeds aggregated ([`aggregate`]), and rendered as the paper's Table I and
+//! Table II and an ablation table ([`tables`]) in Markdown, CSV and LaTeX, plus a combined
+//! `report.md`.
+
+pub mod aggregate;
+pub mod load;
+pub mod plots;
+pub mod table;
+pub mod tables;
+
+use std::fmt::Write;
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+
+use crate::io::write_atomic;
+pub use aggregate::{aggregate, GroupRow, Stat};
+pub use load::{load_experiment, RunRow};
+pub use table::{Format, Table};
+pub use tables::Metric;
+
+/// The experiment dirs at `target`: itself when it holds a `plan.json`, else its subdirs that
+/// do, sorted by name.
+pub fn experiment_dirs(target: &Path) -> Vec<PathBuf> {
+    if target.join("plan.json").is_file() {
+        return vec![target.to_path_buf()];
+    }
+    let mut dirs: Vec<PathBuf> = std::fs::read_dir(target)
+        .into_iter()
+        .flatten()
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.join("plan.json").is_file())
+        .collect();
+    dirs.sort();
+    dirs
+}
+
+/// Writes the report of the experiment in `exp_dir` into `out` and returns the files written.
+pub fn write_report(
+    exp_dir: &Path,
+    out: &Path,
+    formats: &[Format],
+    metric: Metric,
+) -> anyhow::Result<Vec<PathBuf>> {
+    let rows = load_experiment(exp_dir)?;
+    let groups = aggregate(&rows)?;
+    let tables = [
+        ("table1", tables::table1(&groups, metric)),
+        ("table2", tables::table2(&groups)),
+        ("ablation", tables::ablation(&groups, metric)),
+    ];
+    std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
+    let mut written = Vec::new();
+    for (stem, table) in &tables {
+        for format in formats {
+            let path = out.join(format!("{stem}.{}", format.extension()));
+            write_atomic(&path, table.render(*format).as_bytes())?;
+            written.push(path);
+        }
+    }
+    let mut figures = Vec::new();
+    for (file, caption) in [
+        (
+            plots::accuracy_vs_flops(out, &groups, metric)?,
+            "Top-1 against FLOPs",
+        ),
+        (
+            plots::time_per_epoch(out, &groups)?,
+            "Training time per epoch",
+        ),
+    ] {
+        if let Some(png) = file
+            .iter()
+            .find(|p| p.extension().is_some_and(|e| e == "png"))
+        {
+            figures.push((caption.to_string(), png.clone()));
+        }
+        written.extend(file);
+    }
+    for row in rows.iter().filter(|r| r.status != "missing") {
+        let Some(c) = plots::Curves::read(&row.dir.join(crate::train::METRICS_FILE))? else {
+            continue;
+        };
+        let title = format!(
+            "{} — {} (seed {}, {})",
+            row.id, row.group, row.seed, row.status
+        );
+        let file = plots::curves(out, &row.id, &title, &c)?;
+        if let Some(png) = file
+            .iter()
+            .find(|p| p.extension().is_some_and(|e| e == "png"))
+        {
+            figures.push((
+                format!(
+                    "Training curves of {} ({}, seed {})",
+                    row.id, row.group, row.seed
+                ),
+                png.clone(),
+            ));
+        }
+        written.extend(file);
+    }
+    let path = out.join("report.md");
+    write_atomic(
+        &path,
+        combined(exp_dir, &rows, &tables, &figures).as_bytes(),
+    )?;
+    written.push(path);
+    Ok(written)
+}
+
+/// `report.md`: the experiment, its runs' state, and every table.
+fn combined(
+    exp_dir: &Path,
+    rows: &[RunRow],
+    tables: &[(&str, Table)],
+    figures: &[(String, PathBuf)],
+) -> String {
+    let name = exp_dir
+        .file_name()
+        .map_or_else(String::new, |n| n.to_string_lossy().into_owned());
+    let done = rows.iter().filter(|r| r.status == "done").count();
+    let mut s = format!("# Report: {name}\n\n");
+    let _ = writeln!(
+        s,
+        "{done} of {} planned runs are done; results from `{}`.\n",
+        rows.len(),
+        exp_dir.display()
+    );
+    for (_, table) in tables {
+        s += &table.markdown();
+        s += "\n";
+    }
+    if !figures.is_empty() {
+        s += "### Figures\n\n";
+        for (caption, png) in figures {
+            let file = png
+                .file_name()
+                .map_or_else(String::new, |f| f.to_string_lossy().into_owned());
+            let _ = writeln!(s, "**{caption}**\n\n![{caption}]({file})\n");
+        }
+    }
+    s += "### Runs\n\n| id | group | seed | status | epochs | final top-1 (%) | best top-1 (%) | device |\n|---|---|---|---|---|---|---|---|\n";
+    let opt = |v: Option<f64>| v.map_or("-".into(), |v| format!("{v:.2}"));
+    for r in rows {
+        let _ = writeln!(
+            s,
+            "| {} | {} | {} | {} | {}/{} | {} | {} | {} |",
+            r.id,
+            r.group.replace('|', "\\|"),
+            r.seed,
+            r.status,
+            r.epochs_done,
+            r.epochs,
+            opt(r.final_top1),
+            opt(r.best_top1),
+            r.device.as_deref().unwrap_or("-")
+        );
+    }
+    s
+}

@@ -1,0 +1,289 @@
+//! Reports from fixture run dirs in the layout `ablate run` writes: a group of three seeds, a
+//! group with a failed run, a partial run and a missing one. Checks the numbers in the tables
+//! (means, stds, n/N, deltas, the paper's values), not only that files exist.
+
+use std::path::{Path, PathBuf};
+
+use ablate::config::{preset, DataConfig, RunConfig, TrainConfig};
+use ablate::report::{aggregate, load_experiment, tables, write_report, Format, Metric};
+use ablate::train::{write_metrics, EpochRecord};
+
+fn scratch(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("ablate-report-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+struct Fixture<'a> {
+    id: &'a str,
+    label: &'a str,
+    model: &'a str,
+    seed: u64,
+    status: &'a str,
+    /// (test top-1, epoch seconds) per recorded epoch.
+    epochs: &'a [(f64, f64)],
+    /// deploy FLOPs and params (paper convention); a summary is written when set.
+    counts: Option<(u64, u64)>,
+}
+
+fn write_run(exp: &Path, f: &Fixture) {
+    let dir = exp.join(f.id);
+    std::fs::create_dir_all(&dir).unwrap();
+    let cfg = RunConfig {
+        model_name: f.model.into(),
+        model: preset(f.model).unwrap(),
+        train: TrainConfig {
+            epochs: 2,
+            seed: f.seed,
+            ..TrainConfig::default()
+        },
+        data: DataConfig::default(),
+    };
+    std::fs::write(dir.join("config.toml"), cfg.to_toml()).unwrap();
+    let status = serde_json::json!({
+        "status": f.status, "epochs_done": f.epochs.len(), "epochs": 2, "attempts": 1,
+        "device": "cpu", "host": "fixture", "git_commit": "abc", "updated": 1.0, "history": []
+    });
+    std::fs::write(dir.join("status.json"), status.to_string()).unwrap();
+    let records: Vec<EpochRecord> = f
+        .epochs
+        .iter()
+        .enumerate()
+        .map(|(i, &(top1, seconds))| EpochRecord {
+            epoch: i + 1,
+            train_loss: 1.0,
+            train_top1: 50.0,
+            test_loss: 1.0,
+            test_top1: top1,
+            lr: 0.1,
+            epoch_seconds: seconds,
+            data_seconds: 0.0,
+            compute_seconds: seconds,
+            eval_seconds: 1.0,
+            images_per_second: 50_000.0 / seconds,
+        })
+        .collect();
+    write_metrics(&dir.join("metrics.csv"), &records).unwrap();
+    if let Some((flops, params)) = f.counts {
+        let summary = serde_json::json!({
+            "deploy_test_top1": f.epochs.last().unwrap().0 - 0.5,
+            "deploy": {"paper": {"flops": flops, "params": params},
+                       "executed": {"flops": flops, "params": params}},
+            "deploy_bytes": params * 4 + 1000,
+            "checkpoint_bytes": 16_787_200u64,
+        });
+        std::fs::write(dir.join("summary.json"), summary.to_string()).unwrap();
+    }
+}
+
+/// The fixture experiment in a scratch dir of its own (`name`: tests run in parallel).
+fn fixture(name: &str) -> PathBuf {
+    let exp = scratch(name).join("ablations");
+    std::fs::create_dir_all(&exp).unwrap();
+    let base = Some((65_812_394, 516_202));
+    let runs = [
+        Fixture {
+            id: "b0",
+            label: "baseline",
+            model: "condensenet-86",
+            seed: 0,
+            status: "done",
+            epochs: &[(80.0, 100.0), (90.0, 110.0)],
+            counts: base,
+        },
+        Fixture {
+            id: "b1",
+            label: "baseline",
+            model: "condensenet-86",
+            seed: 1,
+            status: "done",
+            epochs: &[(93.0, 120.0), (92.0, 100.0)],
+            counts: base,
+        },
+        Fixture {
+            id: "b2",
+            label: "baseline",
+            model: "condensenet-86",
+            seed: 2,
+            status: "done",
+            epochs: &[(85.0, 90.0), (94.0, 130.0)],
+            counts: base,
+        },
+        Fixture {
+            id: "r0",
+            label: "relu6",
+            model: "condensenet-86",
+            seed: 0,
+            status: "done",
+            epochs: &[(70.0, 50.0), (88.0, 50.0)],
+            counts: Some((60_000_000, 500_000)),
+        },
+        Fixture {
+            id: "r1",
+            label: "relu6",
+            model: "condensenet-86",
+            seed: 1,
+            status: "failed",
+            epochs: &[(60.0, 50.0)],
+            counts: None,
+        },
+        Fixture {
+            id: "p0",
+            label: "partial",
+            model: "condensenext",
+            seed: 0,
+            status: "running",
+            epochs: &[(40.0, 10.0)],
+            counts: None,
+        },
+    ];
+    let mut plan_runs = Vec::new();
+    for f in &runs {
+        write_run(&exp, f);
+        plan_runs.push(serde_json::json!({"id": f.id, "label": f.label, "point": [["train.seed", f.seed.to_string()]]}));
+    }
+    // Planned but never started: no run dir.
+    plan_runs
+        .push(serde_json::json!({"id": "m0", "label": "partial", "point": [["train.seed", "1"]]}));
+    let plan =
+        serde_json::json!({"name": "ablations", "file": "x.toml", "retries": 1, "runs": plan_runs});
+    std::fs::write(exp.join("plan.json"), plan.to_string()).unwrap();
+    exp
+}
+
+#[test]
+fn groups_aggregate_seeds_with_counts_means_and_stds() {
+    let exp = fixture("groups");
+    let rows = load_experiment(&exp).unwrap();
+    assert_eq!(rows.len(), 7);
+    assert_eq!(rows[6].status, "missing");
+    assert_eq!(
+        rows[5].final_top1,
+        Some(40.0),
+        "a partial run keeps its metrics"
+    );
+    let groups = aggregate(&rows).unwrap();
+    let names: Vec<&str> = groups.iter().map(|g| g.group.as_str()).collect();
+    assert_eq!(names, ["baseline", "relu6", "partial"]);
+    let (b, r, p) = (&groups[0], &groups[1], &groups[2]);
+    assert_eq!(
+        (b.n, b.total, r.n, r.total, p.n, p.total),
+        (3, 3, 1, 2, 0, 2)
+    );
+    // Final top-1 90, 92, 94: mean 92, sample std 2.
+    let f = b.stat("final_top1");
+    assert!((f.mean.unwrap() - 92.0).abs() < 1e-12 && (f.std.unwrap() - 2.0).abs() < 1e-12);
+    // Best top-1 90, 93, 94.
+    assert!((b.stat("best_top1").mean.unwrap() - 277.0 / 3.0).abs() < 1e-12);
+    // Median epoch seconds 105, 110, 110 -> mean 108.33.
+    assert!((b.stat("epoch_seconds").mean.unwrap() - 325.0 / 3.0).abs() < 1e-9);
+    // Total training seconds 210, 220, 220.
+    assert!((b.stat("train_seconds").mean.unwrap() - 650.0 / 3.0).abs() < 1e-9);
+    // The failed run does not enter the relu6 means; one value has no std.
+    assert_eq!(r.stat("final_top1").mean, Some(88.0));
+    assert_eq!(r.stat("final_top1").std, None);
+    assert_eq!(p.stat("final_top1").mean, None);
+    assert_eq!(b.device, "cpu @ fixture");
+}
+
+#[test]
+fn tables_show_the_numbers_and_the_papers_values() {
+    let exp = fixture("tables");
+    let groups = aggregate(&load_experiment(&exp).unwrap()).unwrap();
+    let t1 = tables::table1(&groups, Metric::Final);
+    let col =
+        |t: &ablate::report::Table, name: &str| t.columns.iter().position(|c| c == name).unwrap();
+    let base = &t1.rows[0];
+    assert_eq!(base[col(&t1, "model")], "baseline");
+    assert_eq!(base[col(&t1, "n/N")], "3/3");
+    assert_eq!(base[col(&t1, "top-1 (%)")], "92.00 ± 2.00");
+    assert_eq!(base[col(&t1, "FLOPs (M)")], "65.81 ± 0.00");
+    assert_eq!(base[col(&t1, "paper FLOPs (M)")], "65.81");
+    assert_eq!(base[col(&t1, "Δ FLOPs (M)")], "+0.00");
+    assert_eq!(base[col(&t1, "paper top-1 (%)")], "94.24");
+    assert_eq!(base[col(&t1, "Δ top-1 (pp)")], "-2.24");
+    assert_eq!(base[col(&t1, "Δ size vs checkpoint (MB)")], "+0.09");
+    assert_eq!(t1.rows[1][col(&t1, "n/N")], "1/2");
+    let cnx = &t1.rows[2];
+    assert_eq!(cnx[col(&t1, "model")], "partial");
+    assert_eq!(cnx[col(&t1, "n/N")], "0/2");
+    assert_eq!(cnx[col(&t1, "top-1 (%)")], "-");
+    assert_eq!(cnx[col(&t1, "paper FLOPs (M)")], "23.80");
+    assert_eq!(cnx[col(&t1, "paper params (M)")], "0.16");
+    assert_eq!(
+        cnx[col(&t1, "Δ FLOPs (M)")],
+        "-",
+        "no finished run, no difference"
+    );
+    // The claimed CondenseNeXt counts are in the table's reference values, with the reason.
+    assert!(t1
+        .notes
+        .iter()
+        .any(|n| n.contains("23.80M") && n.contains("cannot be reproduced")));
+
+    let t2 = tables::table2(&groups);
+    assert_eq!(
+        t2.rows[0][col(&t2, "total training time (HH:MM:SS)")],
+        "00:03:37"
+    );
+    assert_eq!(t2.rows[0][col(&t2, "time per epoch (s)")], "108.3 ± 2.9");
+    assert_eq!(t2.rows[0][col(&t2, "device")], "cpu @ fixture");
+
+    let ab = tables::ablation(&groups, Metric::Final);
+    assert!(ab.title.ends_with("baseline"));
+    let relu6 = &ab.rows[1];
+    assert_eq!(relu6[col(&ab, "Δ top-1 (pp)")], "-4.00");
+    assert_eq!(relu6[col(&ab, "Δ FLOPs")], "-8.8%");
+    assert_eq!(relu6[col(&ab, "Δ time")], "-53.8%");
+    let best = tables::ablation(&groups, Metric::Best);
+    assert_eq!(
+        best.rows[1][col(&best, "Δ top-1 (pp)")],
+        format!("{:+.2}", 88.0 - 277.0 / 3.0)
+    );
+}
+
+#[test]
+fn files_in_every_format_and_a_combined_report() {
+    let exp = fixture("files");
+    let out = exp.parent().unwrap().join("reports");
+    let written = write_report(
+        &exp,
+        &out,
+        &[Format::Md, Format::Csv, Format::Tex],
+        Metric::Final,
+    )
+    .unwrap();
+    // 3 tables x 3 formats, report.md, 2 figures and 6 runs' curves as SVG and PNG.
+    assert_eq!(written.len(), 10 + 2 * 2 + 6 * 2, "{written:?}");
+    for png in written
+        .iter()
+        .filter(|p| p.extension().is_some_and(|e| e == "png"))
+    {
+        let bytes = std::fs::read(png).unwrap();
+        assert_eq!(&bytes[..8], b"\x89PNG\r\n\x1a\n", "{}", png.display());
+    }
+    let svg = std::fs::read_to_string(out.join("accuracy_vs_flops.svg")).unwrap();
+    assert!(svg.contains("<svg") && svg.contains("relu6") && svg.contains("baseline"));
+    assert!(
+        out.join("curves-p0.png").is_file(),
+        "a partial run has curves"
+    );
+    assert!(!out.join("curves-m0.png").exists());
+    let csv = std::fs::read_to_string(out.join("table1.csv")).unwrap();
+    let mut r = csv::Reader::from_reader(csv.as_bytes());
+    let rows: Vec<csv::StringRecord> = r.records().map(Result::unwrap).collect();
+    assert_eq!(rows.len(), 3);
+    assert_eq!(&rows[0][6], "92.00 ± 2.00");
+    let tex = std::fs::read_to_string(out.join("table1.tex")).unwrap();
+    assert!(
+        tex.contains("92.00 $\\pm$ 2.00") && tex.contains("\\begin{tabular}"),
+        "{tex}"
+    );
+    let report = std::fs::read_to_string(out.join("report.md")).unwrap();
+    assert!(report.contains("4 of 7 planned runs are done"), "{report}");
+    assert!(
+        report.contains("| m0 | partial | 1 | missing |"),
+        "{report}"
+    );
+}
