@@ -3,6 +3,10 @@
 //! - [`config`]: what a model is ([`config::ModelSpec`]), presets, overrides.
 //! - [`model`]: the networks in candle, training and deploy forms.
 //! - [`analyze`]: FLOPs and parameters from the layers a forward pass runs; model sizes.
+//! - [`data`], [`train`]: CIFAR-10 and synthetic data; the training loop and its run dirs.
+//! - [`experiment`]: experiment files expanded to runs with stable ids.
+//! - [`schedule`]: running an experiment's runs locally (GPUs, CPU slots) or through Slurm.
+//! - [`report`]: tables and figures from the results.
 //! - [`cli`]: the `ablate` command line.
 
 pub mod analyze;
