@@ -8,7 +8,7 @@ use anyhow::Context;
 use polars::prelude::{CsvReadOptions, DataFrame, DataType, SerReader};
 
 use crate::config::RunConfig;
-use crate::train::{read_status, CONFIG_FILE, METRICS_FILE, SUMMARY_FILE};
+use crate::train::{median, read_status, CONFIG_FILE, METRICS_FILE, SUMMARY_FILE};
 
 /// One planned run and what its dir holds. Every measured field is `None` when the run has
 /// not produced it.
@@ -64,19 +64,6 @@ pub(crate) fn column_f64(df: &DataFrame, name: &str) -> anyhow::Result<Vec<f64>>
         .cast(&DataType::Float64)?;
     let values = col.f64()?;
     Ok((0..values.len()).filter_map(|i| values.get(i)).collect())
-}
-
-fn median(mut v: Vec<f64>) -> Option<f64> {
-    if v.is_empty() {
-        return None;
-    }
-    v.sort_by(f64::total_cmp);
-    let m = v.len() / 2;
-    Some(if v.len() % 2 == 1 {
-        v[m]
-    } else {
-        (v[m - 1] + v[m]) / 2.0
-    })
 }
 
 /// Every run of the experiment in `exp_dir` (a dir with `plan.json`), in plan order.

@@ -10,7 +10,7 @@ mod run_dir;
 mod trainer;
 
 pub use loss::{class_balanced_weights, cross_entropy, focal_loss, FocalConfig};
-pub use metrics::{read_metrics, write_metrics, EpochRecord, HEADER};
+pub use metrics::{median, read_metrics, write_metrics, EpochRecord, HEADER};
 pub use optim::{cosine_lr, Sgd, SgdConfig};
 pub use run_dir::{
     is_busy, mark_lost, queue, read_status, unix_now, unix_seconds, Attempt, RunDir, RunDirError,

@@ -12,7 +12,7 @@ use serde::Serialize;
 
 use super::checkpoint::{self, Progress};
 use super::loss::{class_balanced_weights, cross_entropy, focal_loss};
-use super::metrics::{write_metrics, EpochRecord};
+use super::metrics::{median, write_metrics, EpochRecord};
 use super::optim::{cosine_lr, Sgd, SgdConfig};
 use super::progress::EpochProgress;
 use super::run_dir::{RunDir, RunStatus, CHECKPOINT_FILE, METRICS_FILE, MODEL_FILE, SUMMARY_FILE};
@@ -241,7 +241,7 @@ impl<'a> Trainer<'a> {
     /// Records the epochs done and the median epoch time so far.
     fn record_progress(&mut self) -> anyhow::Result<()> {
         let records = &self.progress.records;
-        let seconds = (!records.is_empty()).then(|| median(records, |r| r.epoch_seconds));
+        let seconds = median(records.iter().map(|r| r.epoch_seconds));
         self.dir.progress(self.progress.epochs_done, seconds)
     }
 
@@ -507,8 +507,10 @@ impl<'a> Trainer<'a> {
             deploy_agreement,
             training_form_test_top1: last.test_top1,
             train_seconds: records.iter().map(|r| r.epoch_seconds).sum(),
-            median_epoch_seconds: median(records, |r| r.epoch_seconds),
-            median_images_per_second: median(records, |r| r.images_per_second),
+            median_epoch_seconds: median(records.iter().map(|r| r.epoch_seconds))
+                .expect("records are not empty"),
+            median_images_per_second: median(records.iter().map(|r| r.images_per_second))
+                .expect("records are not empty"),
             deploy: FormCounts::of(&deploy)?,
             training: FormCounts::of(&fresh)?,
             deploy_bytes,
@@ -517,18 +519,6 @@ impl<'a> Trainer<'a> {
             test_images: self.test.len(),
             last,
         })
-    }
-}
-
-/// The median of `f` over `records` (not empty).
-fn median(records: &[EpochRecord], f: fn(&EpochRecord) -> f64) -> f64 {
-    let mut v: Vec<f64> = records.iter().map(f).collect();
-    v.sort_by(f64::total_cmp);
-    let m = v.len() / 2;
-    if v.len() % 2 == 1 {
-        v[m]
-    } else {
-        (v[m - 1] + v[m]) / 2.0
     }
 }
 
