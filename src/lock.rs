@@ -3,13 +3,12 @@
 
 use std::fs::{File, OpenOptions, TryLockError};
 use std::io::{Read, Seek, Write};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 /// A held lock; dropping it releases the lock.
 #[derive(Debug)]
 pub struct LockFile {
     _file: File,
-    path: PathBuf,
 }
 
 impl LockFile {
@@ -28,10 +27,7 @@ impl LockFile {
                 file.rewind()?;
                 file.write_all(holder.as_bytes())?;
                 file.flush()?;
-                Ok(Ok(Self {
-                    _file: file,
-                    path: path.to_path_buf(),
-                }))
+                Ok(Ok(Self { _file: file }))
             }
             Err(TryLockError::WouldBlock) => {
                 let mut text = String::new();
@@ -57,10 +53,6 @@ impl LockFile {
             Err(TryLockError::WouldBlock) => true,
             Err(TryLockError::Error(_)) => false,
         }
-    }
-
-    pub fn path(&self) -> &Path {
-        &self.path
     }
 }
 

@@ -17,7 +17,7 @@ use crate::lock::{holder_note, LockFile};
 
 pub use device::{slots, Slot};
 pub use local::{run_local, LocalOptions};
-pub use queue::{Decision, Policy};
+pub use queue::Policy;
 
 /// The experiment's results are being scheduled by another live process.
 #[derive(Debug, thiserror::Error)]

@@ -76,14 +76,12 @@ pub fn parse_time(t: &str) -> anyhow::Result<String> {
         Some((d, rest)) => (Some(d), rest),
         None => (None, t),
     };
-    let parts: Vec<&str> = hms.split(':').collect();
+    let fields: Option<Vec<u32>> = hms
+        .split(':')
+        .map(|p| (p.len() == 2).then(|| p.parse().ok()).flatten())
+        .collect();
     let ok = days.is_none_or(|d| d.parse::<u32>().is_ok())
-        && parts.len() == 3
-        && parts
-            .iter()
-            .all(|p| p.len() == 2 && p.parse::<u32>().is_ok())
-        && parts[1] < "60"
-        && parts[2] < "60";
+        && matches!(fields.as_deref(), Some([_, m, s]) if *m < 60 && *s < 60);
     if !ok {
         anyhow::bail!("--time {t}: expected HH:MM:SS or D-HH:MM:SS");
     }
