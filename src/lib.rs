@@ -7,14 +7,18 @@
 //! - [`experiment`]: experiment files expanded to runs with stable ids.
 //! - [`schedule`]: running an experiment's runs locally (GPUs, CPU slots) or through Slurm.
 //! - [`report`]: tables and figures from the results.
+//! - [`kernels`]: CPU kernels (custom candle ops) for the slow ops; [`bench`]: speed and memory.
 //! - [`cli`]: the `ablate` command line.
 
+pub mod alloc;
 pub mod analyze;
+pub mod bench;
 pub mod cli;
 pub mod config;
 pub mod data;
 pub mod experiment;
 pub mod io;
+pub mod kernels;
 pub mod lock;
 pub mod model;
 pub mod provenance;

@@ -40,14 +40,12 @@ fn main() -> ExitCode {
     }
 }
 
-/// mimalloc, never returning freed memory to the OS: candle allocates and frees tensors of
-/// many MB every step, and with glibc malloc (or mimalloc's default 10 ms purge) each one is a
-/// fresh mmap whose pages the kernel faults in and zeroes again. Measured on this 2-core
-/// machine, one short training run of a stages-2-2-2 CondenseNet: 9.8 s of system time with
-/// purging, 1.2 s without. (The allocator comparison on a whole training step is the fast-
-/// kernels issue's.)
+/// mimalloc unless `ABLATE_ALLOCATOR=system`, never returning freed memory to the OS: candle
+/// allocates and frees tensors of many MB every step, and with glibc malloc (or mimalloc's
+/// default 10 ms purge) each one is a fresh mmap whose pages the kernel faults in and zeroes
+/// again. `ablate bench --allocator mimalloc,system` compares the two (README, Performance).
 #[global_allocator]
-static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static ALLOC: ablate::alloc::Selected = ablate::alloc::Selected;
 
 extern "C" {
     /// From the mimalloc library the allocator links.
@@ -58,8 +56,14 @@ const MI_OPTION_PURGE_DELAY: std::ffi::c_int = 15;
 
 /// Process-wide settings made before any work starts.
 fn configure_runtime() {
-    // SAFETY: setting an option is allowed at any time; -1 disables purging.
-    unsafe { mi_option_set(MI_OPTION_PURGE_DELAY, -1) };
+    if ablate::alloc::active() == ablate::alloc::Allocator::Mimalloc {
+        // SAFETY: setting an option is allowed at any time; -1 disables purging.
+        unsafe { mi_option_set(MI_OPTION_PURGE_DELAY, -1) };
+    }
+    if let Err(e) = ablate::kernels::set_from_env() {
+        eprintln!("error: {e}");
+        std::process::exit(2);
+    }
     // candle asks for its thread count on every op and, unless RAYON_NUM_THREADS is set,
     // re-reads /proc/cpuinfo each time.
     if std::env::var_os("RAYON_NUM_THREADS").is_none() {

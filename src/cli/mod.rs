@@ -1,5 +1,6 @@
 //! The `ablate` command line.
 
+mod bench;
 mod count;
 mod format;
 mod plan;
@@ -36,6 +37,9 @@ pub enum Command {
     Status(run::StatusArgs),
     /// Tables (Table I, Table II, ablation) and report.md from the results of experiments.
     Report(report::ReportArgs),
+    /// Speed and memory on this CPU: training and inference images/s, batch-1 latency, peak
+    /// RSS, GFLOP/s; optionally against candle's reference ops and the system allocator.
+    Bench(bench::BenchArgs),
     /// Train one run of a Slurm manifest (what each array task executes).
     Worker(worker::WorkerArgs),
 }
@@ -55,6 +59,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Status(args) => run::status(&args),
         Command::Report(args) => report::run(&args),
+        Command::Bench(args) => bench::run(&args),
         Command::Worker(args) => {
             crate::signal::install();
             worker::run(&args)

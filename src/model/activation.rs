@@ -4,6 +4,7 @@ use candle_core::{Module, Result, Tensor};
 
 use crate::analyze::{trace, Cost, LayerCost};
 use crate::config::Activation;
+use crate::kernels::ActKind;
 
 #[derive(Debug, Clone)]
 pub struct Act {
@@ -17,16 +18,39 @@ impl Act {
     }
 }
 
-impl Module for Act {
-    fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let (op, y) = match self.kind {
-            Activation::Relu => ("relu", x.relu()?),
-            Activation::Relu6 => ("relu6", x.relu()?.minimum(6f32)?),
-        };
+impl Act {
+    pub fn kind(&self) -> Activation {
+        self.kind
+    }
+
+    /// The kernels' name for this activation.
+    pub fn kernel(&self) -> ActKind {
+        match self.kind {
+            Activation::Relu => ActKind::Relu,
+            Activation::Relu6 => ActKind::Relu6,
+        }
+    }
+
+    /// Records the cost of applying this activation to `x` (for a fused kernel that did).
+    pub fn record(&self, x: &Tensor) {
         trace::record(|| {
+            let op = match self.kind {
+                Activation::Relu => "relu",
+                Activation::Relu6 => "relu6",
+            };
             let per_sample = x.elem_count() / x.dim(0).unwrap_or(1).max(1);
             LayerCost::same(&self.name, op, Cost::new(per_sample as u64, 0))
         });
+    }
+}
+
+impl Module for Act {
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let y = match self.kind {
+            Activation::Relu => x.relu()?,
+            Activation::Relu6 => x.relu()?.minimum(6f32)?,
+        };
+        self.record(x);
         Ok(y)
     }
 }

@@ -1,10 +1,12 @@
 //! Batch normalisation over channels of NCHW tensors, with running statistics.
 
-use candle_core::{Result, Tensor, Var, D};
+use candle_core::{Module, Result, Tensor, Var, D};
 use candle_nn::{Init, ModuleT, VarBuilder};
 
+use super::activation::Act;
 use super::state::{fresh_var, HasState, State, StateTensor};
 use crate::analyze::{trace, Cost, LayerCost};
+use crate::kernels::{self, bn_act, bn_stats};
 
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct BatchNormConfig {
@@ -64,6 +66,43 @@ impl BatchNorm {
         })
     }
 
+    /// Moves the running statistics towards a batch's `mean` and biased `var` over `n`
+    /// values per channel (the running variance is the unbiased one, as in PyTorch).
+    fn update_running(&self, mean: &Tensor, var: &Tensor, n: usize) -> Result<()> {
+        let m = self.cfg.momentum;
+        let unbiased = (var * (n as f64 / (n.max(2) - 1) as f64))?;
+        self.running_mean
+            .set(&((self.running_mean.as_tensor() * (1.0 - m))? + (mean.detach() * m)?)?)?;
+        self.running_var
+            .set(&((self.running_var.as_tensor() * (1.0 - m))? + (unbiased.detach() * m)?)?)
+    }
+
+    /// `act(self(x))`: one fused kernel ([`bn_act`]) where the fast kernels run, else
+    /// candle's ops. Same costs recorded either way.
+    pub fn forward_act(&self, x: &Tensor, train: bool, act: &Act) -> Result<Tensor> {
+        if !kernels::fast_for(x) {
+            return act.forward(&self.forward_t(x, train)?);
+        }
+        let c = x.dim(1)?;
+        trace::record(|| LayerCost::same(&self.name, "bn", Cost::new(0, 2 * c as u64)));
+        let stats = if train {
+            let stats = bn_stats(x)?;
+            self.update_running(&stats.get(0)?, &stats.get(1)?, x.elem_count() / c)?;
+            stats
+        } else {
+            Tensor::stack(
+                &[self.running_mean.as_tensor(), self.running_var.as_tensor()],
+                0,
+            )?
+            .detach()
+        };
+        let affine = Tensor::stack(&[self.weight.as_tensor(), self.bias.as_tensor()], 0)?;
+        let params = Tensor::cat(&[&stats, &affine], 0)?;
+        let y = bn_act(x, &params, self.cfg.eps, act.kernel(), train)?;
+        act.record(x);
+        Ok(y)
+    }
+
     fn per_channel(t: &Tensor) -> Result<Tensor> {
         t.reshape((1, (), 1, 1))
     }
@@ -82,12 +121,7 @@ impl ModuleT for BatchNorm {
                 .broadcast_sub(&mean.unsqueeze(1)?)?
                 .sqr()?
                 .mean(D::Minus1)?;
-            let m = self.cfg.momentum;
-            let unbiased = (&var * (n as f64 / (n.max(2) - 1) as f64))?;
-            self.running_mean
-                .set(&((self.running_mean.as_tensor() * (1.0 - m))? + (mean.detach() * m)?)?)?;
-            self.running_var
-                .set(&((self.running_var.as_tensor() * (1.0 - m))? + (unbiased.detach() * m)?)?)?;
+            self.update_running(&mean, &var, n)?;
             (mean, var)
         } else {
             (

@@ -3,6 +3,7 @@
 use candle_core::{Module, Result, Tensor};
 use candle_nn::ModuleT;
 
+use super::channel_select::ChannelSelect;
 use super::conv::{Conv2d, Conv2dConfig};
 use super::preactivation::PreActivation;
 use super::state::{HasState, State, StateTensor};
@@ -13,11 +14,12 @@ use crate::analyze::{trace, Cost, LayerCost};
 #[derive(Debug, Clone)]
 pub struct CondensedGroupConv {
     name: String,
-    /// u32, `G * Cin/C` input channels, group by group, ascending within a group.
-    index: Tensor,
+    /// `G * Cin/C` input channels, group by group, ascending within a group.
+    select: ChannelSelect,
+    /// Each group's outputs contiguous -> interleaved.
+    shuffle: ChannelSelect,
     pre: PreActivation,
     conv: Conv2d,
-    groups: usize,
 }
 
 impl CondensedGroupConv {
@@ -33,17 +35,19 @@ impl CondensedGroupConv {
             ..Conv2dConfig::pointwise()
         };
         let conv = Conv2d::from_weight(format!("{name}.conv"), &weight, cfg)?;
+        let shuffle = ChannelSelect::shuffle(weight.dim(0)?, groups, weight.device())?;
         Ok(Self {
             name,
-            index,
+            select: ChannelSelect::new(index)?,
+            shuffle,
             pre,
             conv,
-            groups,
         })
     }
 }
 
-/// Channel shuffle: view `(G, C/G)`, transpose, flatten.
+/// Channel shuffle with candle's ops: view `(G, C/G)`, transpose, flatten (the reference of
+/// [`ChannelSelect::shuffle`]).
 pub fn channel_shuffle(x: &Tensor, groups: usize) -> Result<Tensor> {
     let (n, c, h, w) = x.dims4()?;
     x.reshape((n, groups, c / groups, h, w))?
@@ -53,12 +57,12 @@ pub fn channel_shuffle(x: &Tensor, groups: usize) -> Result<Tensor> {
 
 impl ModuleT for CondensedGroupConv {
     fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
-        let x = x.index_select(&self.index, 1)?;
+        let x = self.select.forward(x)?;
         trace::record(|| {
             LayerCost::same(&format!("{}.index", self.name), "index-select", Cost::ZERO)
         });
         let x = self.pre.forward_t(&x, train)?;
-        let y = channel_shuffle(&self.conv.forward(&x)?, self.groups)?;
+        let y = self.shuffle.forward(&self.conv.forward(&x)?)?;
         trace::record(|| LayerCost::same(&format!("{}.shuffle", self.name), "shuffle", Cost::ZERO));
         Ok(y)
     }
@@ -68,7 +72,7 @@ impl HasState for CondensedGroupConv {
     fn collect_state(&self, out: &mut State) {
         out.push((
             format!("{}.index", self.name),
-            StateTensor::Index(self.index.clone()),
+            StateTensor::Index(self.select.index().clone()),
         ));
         self.pre.collect_state(out);
         self.conv.collect_state(out);

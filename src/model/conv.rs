@@ -3,9 +3,9 @@
 use candle_core::{Module, Result, Tensor, Var};
 use candle_nn::{Init, VarBuilder};
 
-use super::depthwise::depthwise3x3;
 use super::state::{fresh_var, HasState, State, StateTensor};
 use crate::analyze::{conv_flops, conv_op, trace, Cost, LayerCost};
+use crate::kernels::{self, depthwise3x3};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Conv2dConfig {
@@ -80,25 +80,33 @@ impl Conv2d {
     }
 }
 
+/// `x` convolved with `w` as `cfg` says: depthwise 3x3 through [`depthwise3x3`] on CPU,
+/// other stride-1 convs through [`kernels::conv2d`] where the fast kernels run
+/// ([`kernels::fast_for`]), else candle's `conv2d`.
+pub(crate) fn convolve(x: &Tensor, w: &Tensor, cfg: Conv2dConfig) -> Result<Tensor> {
+    let Conv2dConfig {
+        kernel,
+        padding,
+        stride,
+        groups,
+    } = cfg;
+    let depthwise =
+        kernel == 3 && padding == 1 && stride == 1 && groups == w.dim(0)? && groups == x.dim(1)?;
+    // candle's own depthwise conv (one conv per channel, 1 s backward per layer) is not a
+    // usable reference: the depthwise kernel predates the others and runs in both modes.
+    if depthwise && x.device().is_cpu() {
+        depthwise3x3(x, w)
+    } else if stride == 1 && kernels::fast_for(x) {
+        kernels::conv2d(x, w, padding, groups)
+    } else {
+        x.conv2d(w, padding, stride, 1, groups)
+    }
+}
+
 impl Module for Conv2d {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let Conv2dConfig {
-            kernel,
-            padding,
-            stride,
-            groups,
-        } = self.cfg;
-        let w = self.weight.as_tensor();
-        let depthwise = kernel == 3
-            && padding == 1
-            && stride == 1
-            && groups == w.dim(0)?
-            && groups == x.dim(1)?;
-        let y = if depthwise {
-            depthwise3x3(x, w)?
-        } else {
-            x.conv2d(w, padding, stride, 1, groups)?
-        };
+        let Conv2dConfig { kernel, groups, .. } = self.cfg;
+        let y = convolve(x, self.weight.as_tensor(), self.cfg)?;
         trace::record(|| {
             let (cin, cout) = (x.dim(1).unwrap_or(0), y.dim(1).unwrap_or(0));
             let side = (y.dim(2).unwrap_or(0), y.dim(3).unwrap_or(0));

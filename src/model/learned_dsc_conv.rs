@@ -3,7 +3,8 @@
 use candle_core::{Module, Result, Tensor, Var};
 use candle_nn::{ModuleT, VarBuilder};
 
-use super::conv::{conv_init, Conv2d, Conv2dConfig};
+use super::channel_select::ChannelSelect;
+use super::conv::{conv_init, convolve, Conv2d, Conv2dConfig};
 use super::dropout::Dropout;
 use super::preactivation::PreActivation;
 use super::state::{
@@ -39,7 +40,7 @@ enum Form {
     },
     /// index-select of the kept kernels' inputs -> depthwise 3x3 on `T` channels -> 1x1 `T -> W`.
     Separable {
-        index: Tensor,
+        select: ChannelSelect,
         dw: Conv2d,
         pw: Conv2d,
     },
@@ -126,8 +127,8 @@ impl LearnedDscConv {
                 .chunks(card * ipg)
                 .map(|g| g.iter().filter(|&&k| k).count())
                 .collect(),
-            Form::Separable { index, .. } => {
-                vec![index.elem_count() / self.groups(); self.groups()]
+            Form::Separable { select, .. } => {
+                vec![select.index().elem_count() / self.groups(); self.groups()]
             }
         }
     }
@@ -174,7 +175,7 @@ impl LearnedDscConv {
             let dw = saved_like(saved, &format!("{dw_name}.weight"), &dw_like)?;
             let pw = saved_like(saved, &format!("{pw_name}.weight"), &pw_like)?;
             self.form = Form::Separable {
-                index,
+                select: ChannelSelect::new(index)?,
                 dw: Conv2d::from_weight(dw_name, dw, Conv2dConfig::grouped3x3(taps))?,
                 pw: Conv2d::from_weight(pw_name, pw, Conv2dConfig::pointwise())?,
             };
@@ -260,7 +261,7 @@ impl LearnedDscConv {
         let device = weight.device();
         let dw_cfg = Conv2dConfig::grouped3x3(taps);
         self.form = Form::Separable {
-            index: Tensor::from_vec(index, taps, device)?,
+            select: ChannelSelect::new(Tensor::from_vec(index, taps, device)?)?,
             dw: Conv2d::from_weight(
                 format!("{}.dw", self.name),
                 &from_host(dw, (taps, 1, 3, 3), weight)?,
@@ -282,7 +283,8 @@ impl ModuleT for LearnedDscConv {
         match &self.form {
             Form::Masked { weight, mask, .. } => {
                 let groups = self.groups();
-                let y = x.conv2d(&weight.as_tensor().broadcast_mul(mask)?, 1, 1, 1, groups)?;
+                let w = weight.as_tensor().broadcast_mul(mask)?;
+                let y = convolve(&x, &w, Conv2dConfig::grouped3x3(groups))?;
                 trace::record(|| {
                     // Both conventions count the masked conv at its full (executed) size: the spec
                     // defines the /C rule for learned-group only, and measure_model counts a conv by
@@ -301,8 +303,8 @@ impl ModuleT for LearnedDscConv {
                 });
                 Ok(y)
             }
-            Form::Separable { index, dw, pw } => {
-                let x = x.index_select(index, 1)?;
+            Form::Separable { select, dw, pw } => {
+                let x = select.forward(&x)?;
                 trace::record(|| {
                     LayerCost::same(&format!("{}.index", self.name), "index-select", Cost::ZERO)
                 });
@@ -326,10 +328,10 @@ impl HasState for LearnedDscConv {
                     StateTensor::Mask(mask.clone()),
                 ));
             }
-            Form::Separable { index, dw, pw } => {
+            Form::Separable { select, dw, pw } => {
                 out.push((
                     format!("{}.index", self.name),
-                    StateTensor::Index(index.clone()),
+                    StateTensor::Index(select.index().clone()),
                 ));
                 dw.collect_state(out);
                 pw.collect_state(out);

@@ -4,7 +4,7 @@ use candle_core::{Result, Tensor, Var};
 use candle_nn::{ModuleT, VarBuilder};
 
 use super::condensed_group_conv::CondensedGroupConv;
-use super::conv::conv_init;
+use super::conv::{conv_init, convolve, Conv2dConfig};
 use super::dropout::Dropout;
 use super::preactivation::PreActivation;
 use super::state::{
@@ -198,7 +198,8 @@ impl LearnedGroupConv {
 impl ModuleT for LearnedGroupConv {
     fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
         let x = self.pre.forward_t(x, train)?;
-        let y = x.conv2d(&(self.weight.as_tensor() * &self.mask)?, 0, 1, 1, 1)?;
+        let w = (self.weight.as_tensor() * &self.mask)?;
+        let y = convolve(&x, &w, Conv2dConfig::pointwise())?;
         trace::record(|| {
             let (cin, width) = (self.cin() as u64, self.width() as u64);
             let full = cin * width * (y.dim(2).unwrap_or(0) * y.dim(3).unwrap_or(0)) as u64;

@@ -3,11 +3,11 @@
 
 mod activation;
 mod batch_norm;
+mod channel_select;
 mod classifier;
 mod condensed_group_conv;
 mod conv;
 mod dense_layer;
-mod depthwise;
 mod dropout;
 mod init;
 mod learned_dsc_conv;
@@ -21,11 +21,11 @@ mod state;
 
 pub use activation::Act;
 pub use batch_norm::{BatchNorm, BatchNormConfig};
+pub use channel_select::ChannelSelect;
 pub use classifier::{Classifier, CondensedLinear};
 pub use condensed_group_conv::{channel_shuffle, CondensedGroupConv};
 pub use conv::{Conv2d, Conv2dConfig};
 pub use dense_layer::{Bottleneck, DenseLayer, Spatial};
-pub use depthwise::depthwise3x3;
 pub use dropout::Dropout;
 pub use init::SeededInit;
 pub use learned_dsc_conv::{LearnedDscConfig, LearnedDscConv};

@@ -240,9 +240,7 @@ impl ModuleT for Network {
                 x = pool.forward(&x)?;
             }
         }
-        let x = self
-            .head_act
-            .forward(&self.head_norm.forward_t(&x, train)?)?;
+        let x = self.head_norm.forward_act(&x, train, &self.head_act)?;
         let x = self.head_pool.forward(&x)?.flatten_from(1)?;
         match &self.head {
             Head::Training(c) => c.forward(&x),

@@ -1,6 +1,6 @@
 //! The pre-activation every conv of the family starts with: BN -> activation -> (dropout).
 
-use candle_core::{Module, Result, Tensor};
+use candle_core::{Result, Tensor};
 use candle_nn::{ModuleT, VarBuilder};
 
 use super::activation::Act;
@@ -44,7 +44,7 @@ impl PreActivation {
 
 impl ModuleT for PreActivation {
     fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
-        let x = self.act.forward(&self.norm.forward_t(x, train)?)?;
+        let x = self.norm.forward_act(x, train, &self.act)?;
         match &self.dropout {
             Some(d) => d.forward_t(&x, train),
             None => Ok(x),

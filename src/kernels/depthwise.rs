@@ -10,6 +10,10 @@
 use candle_core::{CpuStorage, CustomOp2, Layout, Result, Shape, Tensor, WithDType};
 use rayon::prelude::*;
 
+use super::{by_dtype, dims4, slice};
+
+const OP: &str = "depthwise3x3";
+
 /// `y[n,c] = sum_{i,j} w[c,i,j] * x[n,c, . + i - 1, . + j - 1]` with zero padding.
 /// `x: [N, C, H, W]`, `w: [C, 1, 3, 3]`; CPU tensors use the kernel, others candle's conv.
 pub fn depthwise3x3(x: &Tensor, w: &Tensor) -> Result<Tensor> {
@@ -21,14 +25,6 @@ pub fn depthwise3x3(x: &Tensor, w: &Tensor) -> Result<Tensor> {
         candle_core::bail!("depthwise3x3: weight {:?} for {c} channels", w.dims());
     }
     x.contiguous()?.apply_op2(&w.contiguous()?, Forward)
-}
-
-/// Contiguous slice of a CPU storage of dtype `T`.
-fn slice<'a, T: WithDType>(s: &'a CpuStorage, l: &Layout) -> Result<&'a [T]> {
-    let (start, end) = l
-        .contiguous_offsets()
-        .ok_or_else(|| candle_core::Error::Msg("depthwise3x3: non-contiguous input".into()))?;
-    Ok(&s.as_slice::<T>()?[start..end])
 }
 
 /// One output plane: `out = conv(plane, k)`, 3x3, zero padding 1. `flip` uses the kernel
@@ -105,25 +101,6 @@ fn weight_grad<T: WithDType>(x: &[T], dy: &[T], dims: [usize; 4]) -> Vec<T> {
         .collect()
 }
 
-fn dims4(l: &Layout) -> Result<[usize; 4]> {
-    let d = l.dims();
-    if d.len() != 4 {
-        candle_core::bail!("depthwise3x3: expected [N, C, H, W], got {d:?}");
-    }
-    Ok([d[0], d[1], d[2], d[3]])
-}
-
-/// Dispatch on dtype: `$f::<T>` for f32 and f64.
-macro_rules! by_dtype {
-    ($s:expr, $f:ident($($arg:expr),*)) => {
-        match $s {
-            CpuStorage::F32(_) => CpuStorage::F32($f::<f32>($($arg),*)?),
-            CpuStorage::F64(_) => CpuStorage::F64($f::<f64>($($arg),*)?),
-            _ => candle_core::bail!("depthwise3x3: only f32 and f64 are supported"),
-        }
-    };
-}
-
 /// `y = depthwise3x3(x, w)`, with a backward.
 struct Forward;
 /// `dx`: the same conv of `dy` with each kernel rotated by 180 degrees.
@@ -139,9 +116,9 @@ fn forward<T: WithDType>(
     flip: bool,
 ) -> Result<Vec<T>> {
     Ok(conv(
-        slice::<T>(xs, xl)?,
-        slice::<T>(ks, kl)?,
-        dims4(xl)?,
+        slice::<T>(xs, xl, OP)?,
+        slice::<T>(ks, kl, OP)?,
+        dims4(xl, OP)?,
         flip,
     ))
 }
@@ -153,9 +130,9 @@ fn weight_grad_of<T: WithDType>(
     gl: &Layout,
 ) -> Result<Vec<T>> {
     Ok(weight_grad(
-        slice::<T>(xs, xl)?,
-        slice::<T>(gs, gl)?,
-        dims4(xl)?,
+        slice::<T>(xs, xl, OP)?,
+        slice::<T>(gs, gl, OP)?,
+        dims4(xl, OP)?,
     ))
 }
 
@@ -172,7 +149,7 @@ impl CustomOp2 for Forward {
         kl: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
         Ok((
-            by_dtype!(xs, forward(xs, xl, ks, kl, false)),
+            by_dtype!(OP, xs, forward(xs, xl, ks, kl, false)),
             xl.shape().clone(),
         ))
     }
@@ -204,7 +181,7 @@ impl CustomOp2 for InputGrad {
         kl: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
         Ok((
-            by_dtype!(gs, forward(gs, gl, ks, kl, true)),
+            by_dtype!(OP, gs, forward(gs, gl, ks, kl, true)),
             gl.shape().clone(),
         ))
     }
@@ -222,9 +199,9 @@ impl CustomOp2 for WeightGrad {
         gs: &CpuStorage,
         gl: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
-        let c = dims4(xl)?[1];
+        let c = dims4(xl, OP)?[1];
         Ok((
-            by_dtype!(xs, weight_grad_of(xs, xl, gs, gl)),
+            by_dtype!(OP, xs, weight_grad_of(xs, xl, gs, gl)),
             Shape::from((c, 1, 3, 3)),
         ))
     }
@@ -233,32 +210,9 @@ impl CustomOp2 for WeightGrad {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::kernels::testing::{max_diff, random};
     use crate::rng::Rng;
-    use candle_core::{DType, Device, Var};
-
-    fn random(rng: &mut Rng, shape: &[usize], dtype: DType) -> Tensor {
-        let n = shape.iter().product();
-        let v: Vec<f64> = (0..n).map(|_| rng.uniform(-1.0, 1.0)).collect();
-        Tensor::from_vec(v, shape, &Device::Cpu)
-            .unwrap()
-            .to_dtype(dtype)
-            .unwrap()
-    }
-
-    fn max_diff(a: &Tensor, b: &Tensor) -> f64 {
-        (a - b)
-            .unwrap()
-            .abs()
-            .unwrap()
-            .flatten_all()
-            .unwrap()
-            .max(0)
-            .unwrap()
-            .to_dtype(DType::F64)
-            .unwrap()
-            .to_scalar::<f64>()
-            .unwrap()
-    }
+    use candle_core::{DType, Var};
 
     /// Forward and both gradients against candle's grouped conv2d, on odd shapes.
     #[test]

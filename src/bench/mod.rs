@@ -1,0 +1,169 @@
+//! `ablate bench`'s measurements: training and inference speed, batch-1 latency, peak memory
+//! and achieved GFLOP/s of one model, in this process.
+//!
+//! Every time is a median over timed repetitions that follow untimed warm-up ones. FLOPs are
+//! the executed count of the analyzer (multiply-adds, batch 1) of the form that ran, times two
+//! for FLOP; a training step is counted as three forward passes (forward, input gradient,
+//! weight gradient).
+
+use std::time::Instant;
+
+use candle_core::{DType, Device, Tensor};
+use candle_nn::ModuleT;
+use serde::{Deserialize, Serialize};
+
+use crate::analyze::{total, trace_costs, Convention};
+use crate::config::ModelSpec;
+use crate::model::Network;
+use crate::rng::Rng;
+use crate::train::{cross_entropy, median, Sgd, SgdConfig};
+
+/// What to measure.
+#[derive(Debug, Clone)]
+pub struct BenchConfig {
+    /// Images per training step and per batched inference.
+    pub batch: usize,
+    /// Timed training steps (and batched inference passes).
+    pub steps: usize,
+    /// Untimed steps before them.
+    pub warmup: usize,
+    /// Training progress in [0, 1] the pruning schedule is put at before measuring: 0 is the
+    /// first step (nothing pruned), 1 the end (every drop made).
+    pub progress: f64,
+    /// Timed batch-1 forward passes.
+    pub latency_runs: usize,
+}
+
+impl Default for BenchConfig {
+    fn default() -> Self {
+        Self {
+            batch: 64,
+            steps: 5,
+            warmup: 1,
+            progress: 0.0,
+            latency_runs: 30,
+        }
+    }
+}
+
+/// One model's measurements.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct BenchRow {
+    pub model: String,
+    pub kernels: String,
+    pub allocator: String,
+    pub threads: usize,
+    pub batch: usize,
+    pub progress: f64,
+    /// Median training images per second (forward, loss, backward, SGD step).
+    pub train_images_per_s: f64,
+    /// Median deploy-form inference images per second at `batch`.
+    pub infer_images_per_s: f64,
+    /// Median deploy-form forward time at batch 1, milliseconds.
+    pub latency_ms: f64,
+    /// Peak resident memory of the process after the training steps, bytes.
+    pub train_peak_rss: u64,
+    /// Executed multiply-adds per image of the training form at `progress`.
+    pub train_macs: u64,
+    /// Executed multiply-adds per image of the deploy form.
+    pub deploy_macs: u64,
+    /// Achieved training GFLOP/s: `3 * 2 * train_macs * train_images_per_s / 1e9`.
+    pub train_gflops: f64,
+    /// Achieved inference GFLOP/s at `batch`: `2 * deploy_macs * infer_images_per_s / 1e9`.
+    pub infer_gflops: f64,
+}
+
+/// Seconds of each of `timed` calls of `f`, after `warmup` untimed ones.
+fn time_runs(
+    warmup: usize,
+    timed: usize,
+    mut f: impl FnMut() -> candle_core::Result<()>,
+) -> candle_core::Result<Vec<f64>> {
+    for _ in 0..warmup {
+        f()?;
+    }
+    (0..timed)
+        .map(|_| {
+            let t = Instant::now();
+            f()?;
+            Ok(t.elapsed().as_secs_f64())
+        })
+        .collect()
+}
+
+/// A seeded batch of `n` images with pixel values in [-2, 2) and labels `0, 1, ..., 9, 0, ...`.
+fn batch(n: usize, classes: usize) -> candle_core::Result<(Tensor, Tensor)> {
+    let mut rng = Rng::for_stream(0, "bench/input");
+    let pixels: Vec<f32> = (0..n * 3 * 32 * 32)
+        .map(|_| rng.uniform(-2.0, 2.0) as f32)
+        .collect();
+    let labels: Vec<u32> = (0..n).map(|i| (i % classes) as u32).collect();
+    Ok((
+        Tensor::from_vec(pixels, (n, 3, 32, 32), &Device::Cpu)?,
+        Tensor::from_vec(labels, n, &Device::Cpu)?,
+    ))
+}
+
+/// The process's peak resident set size (VmHWM), bytes; 0 where /proc is missing.
+pub fn peak_rss() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("VmHWM:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        })
+        .map_or(0, |kb| kb * 1024)
+}
+
+/// Measures `spec` (named `model`) on the CPU with the kernels and allocator now active.
+pub fn measure(model: &str, spec: &ModelSpec, cfg: &BenchConfig) -> anyhow::Result<BenchRow> {
+    let device = Device::Cpu;
+    let mut net = Network::seeded(spec, 0, &device)?;
+    net.update_progress(cfg.progress)?;
+    let train_macs = total(&trace_costs(&net)?, Convention::Executed).flops;
+
+    let (x, y) = batch(cfg.batch, spec.classes)?;
+    let mut sgd = Sgd::new(net.trainable(), SgdConfig::default());
+    let train_times = time_runs(cfg.warmup, cfg.steps, || {
+        let logits = net.forward_t(&x, true)?;
+        let loss = cross_entropy(&logits, &y)?;
+        let grads = loss.backward()?;
+        sgd.step(&grads, 0.01)
+    })?;
+    let train_peak_rss = peak_rss();
+    drop(sgd);
+
+    net.finish_pruning()?;
+    let deploy = net.condense()?;
+    drop(net);
+    let deploy_macs = total(&trace_costs(&deploy)?, Convention::Executed).flops;
+    let infer_times = time_runs(cfg.warmup, cfg.steps, || {
+        deploy.forward_t(&x, false)?.to_dtype(DType::F32).map(drop)
+    })?;
+    let one = x.narrow(0, 0, 1)?.contiguous()?;
+    let latency = time_runs(3, cfg.latency_runs, || {
+        deploy.forward_t(&one, false).map(drop)
+    })?;
+
+    let med = |times: &[f64]| median(times.iter().copied()).unwrap_or(f64::NAN);
+    let per_s = |times: &[f64]| cfg.batch as f64 / med(times);
+    let train_images_per_s = per_s(&train_times);
+    let infer_images_per_s = per_s(&infer_times);
+    Ok(BenchRow {
+        model: model.to_string(),
+        kernels: crate::kernels::active().name().to_string(),
+        allocator: crate::alloc::active().name().to_string(),
+        threads: rayon::current_num_threads(),
+        batch: cfg.batch,
+        progress: cfg.progress,
+        train_images_per_s,
+        infer_images_per_s,
+        latency_ms: med(&latency) * 1e3,
+        train_peak_rss,
+        train_macs,
+        deploy_macs,
+        train_gflops: 6.0 * train_macs as f64 * train_images_per_s / 1e9,
+        infer_gflops: 2.0 * deploy_macs as f64 * infer_images_per_s / 1e9,
+    })
+}

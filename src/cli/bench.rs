@@ -1,0 +1,203 @@
+//! `ablate bench`: speed and memory of models on this machine's CPU, one child process per
+//! (model, kernels, allocator), so each row's peak memory is its own and the allocator can
+//! differ between rows.
+
+use std::process::{Command, Stdio};
+
+use anyhow::Context;
+
+use super::format::{aligned, csv_line, markdown};
+use crate::alloc::{Allocator, ALLOCATOR_ENV};
+use crate::bench::{measure, BenchConfig, BenchRow};
+use crate::config::{ConfigError, ModelSource};
+use crate::kernels::{Kernels, KERNELS_ENV};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Format {
+    Table,
+    Md,
+    Csv,
+    Json,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct BenchArgs {
+    /// Presets or model TOML files, comma-separated.
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "condensenet-86,condensenext"
+    )]
+    pub models: Vec<String>,
+    /// Images per training step and per batched inference.
+    #[arg(long, default_value_t = 64)]
+    pub batch: usize,
+    /// Timed training steps and batched inference passes (after one warm-up).
+    #[arg(long, default_value_t = 5)]
+    pub steps: usize,
+    /// Timed batch-1 forward passes.
+    #[arg(long, default_value_t = 30)]
+    pub latency_runs: usize,
+    /// Training progress in [0, 1] to put the pruning schedule at (0: nothing pruned yet).
+    #[arg(long, default_value_t = 0.0)]
+    pub progress: f64,
+    /// Kernels: this crate's (`fast`), candle's (`reference`), or a row of each.
+    #[arg(long, value_delimiter = ',', default_value = "fast")]
+    pub kernels: Vec<Kernels>,
+    /// Global allocator of the measuring process, or a row of each.
+    #[arg(long, value_delimiter = ',', default_value = "mimalloc")]
+    pub allocator: Vec<Allocator>,
+    #[arg(long, value_enum, default_value_t = Format::Table)]
+    pub format: Format,
+    /// Measure one model in this process and print its row as JSON (what each child runs).
+    #[arg(long, hide = true)]
+    pub child: bool,
+}
+
+fn config(args: &BenchArgs) -> BenchConfig {
+    BenchConfig {
+        batch: args.batch,
+        steps: args.steps,
+        latency_runs: args.latency_runs,
+        progress: args.progress,
+        ..BenchConfig::default()
+    }
+}
+
+fn check(args: &BenchArgs) -> Result<(), ConfigError> {
+    for (key, value) in [
+        ("--batch", args.batch),
+        ("--steps", args.steps),
+        ("--latency-runs", args.latency_runs),
+    ] {
+        if value == 0 {
+            return Err(ConfigError::invalid(
+                key,
+                "expected a positive number, got 0",
+            ));
+        }
+    }
+    if !(0.0..=1.0).contains(&args.progress) {
+        return Err(ConfigError::invalid(
+            "--progress",
+            format!("expected a number in [0, 1], got {}", args.progress),
+        ));
+    }
+    Ok(())
+}
+
+pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
+    check(args)?;
+    // Resolve every model first: a typo fails before minutes of measuring.
+    let specs = args
+        .models
+        .iter()
+        .map(|m| {
+            ModelSource::parse(m)
+                .resolve(&[])
+                .map(|r| (m.clone(), r.spec))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    if args.child {
+        let (name, spec) = &specs[0];
+        let row = measure(name, spec, &config(args))?;
+        println!("{}", serde_json::to_string(&row)?);
+        return Ok(());
+    }
+    let exe = std::env::current_exe().context("finding the ablate executable")?;
+    let mut rows = Vec::new();
+    for (name, _) in &specs {
+        for &kernels in &args.kernels {
+            for &allocator in &args.allocator {
+                eprintln!(
+                    "bench: {name}, {} kernels, {} allocator, batch {}, {} steps ...",
+                    kernels.name(),
+                    allocator.name(),
+                    args.batch,
+                    args.steps
+                );
+                let out = Command::new(&exe)
+                    .arg("bench")
+                    .arg("--child")
+                    .args(["--models", name])
+                    .args(["--batch", &args.batch.to_string()])
+                    .args(["--steps", &args.steps.to_string()])
+                    .args(["--latency-runs", &args.latency_runs.to_string()])
+                    .args(["--progress", &args.progress.to_string()])
+                    .env(KERNELS_ENV, kernels.name())
+                    .env(ALLOCATOR_ENV, allocator.name())
+                    .stderr(Stdio::inherit())
+                    .output()
+                    .with_context(|| format!("running {}", exe.display()))?;
+                if !out.status.success() {
+                    anyhow::bail!("measuring {name} failed ({})", out.status);
+                }
+                let line = String::from_utf8_lossy(&out.stdout);
+                let row: BenchRow = serde_json::from_str(line.trim())
+                    .with_context(|| format!("reading the measurement of {name}: {line}"))?;
+                eprintln!(
+                    "bench: {name}: {:.1} train img/s, {:.2} ms at batch 1",
+                    row.train_images_per_s, row.latency_ms
+                );
+                rows.push(row);
+            }
+        }
+    }
+    print!("{}", render(&rows, args.format)?);
+    Ok(())
+}
+
+const HEADER: [&str; 12] = [
+    "model",
+    "kernels",
+    "allocator",
+    "train img/s",
+    "train GFLOP/s",
+    "peak RSS (MB)",
+    "infer img/s",
+    "infer GFLOP/s",
+    "batch-1 ms",
+    "train MMAC/img",
+    "deploy MMAC/img",
+    "threads",
+];
+
+fn cells(r: &BenchRow) -> Vec<String> {
+    vec![
+        r.model.clone(),
+        r.kernels.clone(),
+        r.allocator.clone(),
+        format!("{:.1}", r.train_images_per_s),
+        format!("{:.1}", r.train_gflops),
+        format!("{:.0}", r.train_peak_rss as f64 / 1e6),
+        format!("{:.1}", r.infer_images_per_s),
+        format!("{:.1}", r.infer_gflops),
+        format!("{:.2}", r.latency_ms),
+        format!("{:.1}", r.train_macs as f64 / 1e6),
+        format!("{:.1}", r.deploy_macs as f64 / 1e6),
+        r.threads.to_string(),
+    ]
+}
+
+fn render(rows: &[BenchRow], format: Format) -> anyhow::Result<String> {
+    let header: Vec<String> = HEADER.iter().map(|s| s.to_string()).collect();
+    let body: Vec<Vec<String>> = rows.iter().map(cells).collect();
+    Ok(match format {
+        Format::Json => serde_json::to_string_pretty(rows)? + "\n",
+        Format::Csv => std::iter::once(&header)
+            .chain(&body)
+            .map(|r| csv_line(r) + "\n")
+            .collect(),
+        Format::Md => markdown(&header, &body),
+        Format::Table => {
+            let mut all = vec![header];
+            all.extend(body);
+            let (batch, progress) = rows.first().map_or((0, 0.0), |r| (r.batch, r.progress));
+            format!(
+                "{}\nbatch {batch}, pruning progress {progress}; medians. Training GFLOP/s count a \
+                 step as 3 forward passes of the executed multiply-adds.\n",
+                aligned(&all)
+            )
+        }
+    })
+}

@@ -1,0 +1,465 @@
+//! Batch normalisation fused with its activation: `y = act(gamma * (x - mean) / sqrt(var +
+//! eps) + beta)` per channel, in one pass forward and two passes backward.
+//!
+//! candle's composition of ~15 generic ops keeps each intermediate alive for the backward
+//! pass; this op keeps only its input and output. Statistics come from [`bn_stats`] (summed
+//! in f64, per channel in (image, pixel) order) so the layer can also update its running
+//! averages; the backward treats them as functions of `x` in training mode and as constants
+//! in evaluation mode. The activation's derivative is PyTorch's: 0 at the kinks (ReLU at 0,
+//! ReLU6 at 0 and 6), where candle's `relu` passes the gradient at 0.
+
+use candle_core::WithDType;
+use candle_core::{CpuStorage, CustomOp1, CustomOp2, CustomOp3, Layout, Result, Shape, Tensor};
+use rayon::prelude::*;
+
+use super::{by_dtype, dims4, slice};
+
+/// The activation after the normalisation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ActKind {
+    Relu,
+    /// `min(max(x, 0), 6)`.
+    Relu6,
+}
+
+impl ActKind {
+    /// `act(a)`.
+    #[inline(always)]
+    fn apply<T: WithDType>(self, a: T) -> T {
+        let zero = T::from_f64(0.0);
+        let a = if a > zero { a } else { zero };
+        match self {
+            Self::Relu => a,
+            Self::Relu6 => {
+                let six = T::from_f64(6.0);
+                if a < six {
+                    a
+                } else {
+                    six
+                }
+            }
+        }
+    }
+
+    /// `g` where the gradient passes at pre-activation `a`, else 0.
+    #[inline(always)]
+    fn gate<T: WithDType>(self, a: T, g: T) -> T {
+        let zero = T::from_f64(0.0);
+        let passes = match self {
+            Self::Relu => a > zero,
+            Self::Relu6 => a > zero && a < T::from_f64(6.0),
+        };
+        if passes {
+            g
+        } else {
+            zero
+        }
+    }
+}
+
+/// Lanes of the fixed-order partial sums: wide enough for the compiler to vectorise, fixed
+/// so that every sum is added in the same order on every run.
+const LANES: usize = 16;
+
+/// `sum(f(i))` over `0..len` in f64: `LANES` running partial sums of type `T` over each
+/// plane, added into f64 plane by plane.
+#[inline(always)]
+fn lane_sum<T: WithDType>(len: usize, f: impl Fn(usize) -> T) -> f64 {
+    let zero = T::from_f64(0.0);
+    let mut lanes = [zero; LANES];
+    let full = len / LANES * LANES;
+    for base in (0..full).step_by(LANES) {
+        for (l, lane) in lanes.iter_mut().enumerate() {
+            *lane += f(base + l);
+        }
+    }
+    let mut total = (full..len).map(|i| f(i).to_f64()).sum::<f64>();
+    for lane in lanes {
+        total += lane.to_f64();
+    }
+    total
+}
+
+/// `[2, C]`: per-channel mean and biased variance of `x: [N, C, H, W]` over (N, H, W).
+/// No gradient flows through it.
+pub fn bn_stats(x: &Tensor) -> Result<Tensor> {
+    x.contiguous()?.apply_op1_no_bwd(&Stats)
+}
+
+/// `act(gamma * (x - mean) / sqrt(var + eps) + beta)` with `params = [mean; var; gamma; beta]`
+/// (`[4, C]`). `train`: the statistics are `x`'s own ([`bn_stats`]), and the input gradient
+/// accounts for their dependence on `x`; the gradient of `params` has zero rows for them.
+pub fn bn_act(x: &Tensor, params: &Tensor, eps: f64, act: ActKind, train: bool) -> Result<Tensor> {
+    let c = x.dim(1)?;
+    if params.dims() != [4, c] {
+        candle_core::bail!("bn_act: params {:?} for {c} channels", params.dims());
+    }
+    let op = BnAct { eps, act, train };
+    x.contiguous()?.apply_op2(&params.contiguous()?, op)
+}
+
+struct Stats;
+
+#[derive(Debug, Clone, Copy)]
+struct BnAct {
+    eps: f64,
+    act: ActKind,
+    train: bool,
+}
+
+/// `(dx, dparams)` packed in one flat tensor: `dx` then the `[4, C]` parameter gradient.
+struct BnActGrad(BnAct);
+
+/// `(mean, biased var)` of every channel, two-pass.
+fn stats<T: WithDType>(x: &[T], [n, c, h, w]: [usize; 4]) -> Vec<(f64, f64)> {
+    let plane = h * w;
+    let count = (n * plane) as f64;
+    (0..c)
+        .into_par_iter()
+        .map(|ch| {
+            let planes = || (0..n).map(move |i| &x[(i * c + ch) * plane..][..plane]);
+            let sum: f64 = planes().map(|p| lane_sum(plane, |k| p[k])).sum();
+            let mean = sum / count;
+            let m = T::from_f64(mean);
+            let sq: f64 = planes()
+                .map(|p| lane_sum(plane, |k| (p[k] - m) * (p[k] - m)))
+                .sum();
+            (mean, sq / count)
+        })
+        .collect()
+}
+
+/// Per-channel coefficients of `params = [mean; var; gamma; beta]`.
+#[derive(Debug, Clone, Copy)]
+struct Coefficients {
+    mean: f64,
+    invstd: f64,
+    gamma: f64,
+    /// `gamma * invstd`: `a = x * scale + shift`.
+    scale: f64,
+    shift: f64,
+}
+
+fn coefficients<T: WithDType>(p: &[T], c: usize, eps: f64) -> Vec<Coefficients> {
+    (0..c)
+        .map(|ch| {
+            let (mean, var) = (p[ch].to_f64(), p[c + ch].to_f64());
+            let (gamma, beta) = (p[2 * c + ch].to_f64(), p[3 * c + ch].to_f64());
+            let invstd = 1.0 / (var + eps).sqrt();
+            let scale = gamma * invstd;
+            Coefficients {
+                mean,
+                invstd,
+                gamma,
+                scale,
+                shift: beta - mean * scale,
+            }
+        })
+        .collect()
+}
+
+fn forward<T: WithDType>(x: &[T], p: &[T], dims: [usize; 4], op: BnAct) -> Vec<T> {
+    let [_, c, h, w] = dims;
+    let k = coefficients(p, c, op.eps);
+    let mut y = vec![T::from_f64(0.0); x.len()];
+    y.par_chunks_mut(h * w)
+        .zip(x.par_chunks(h * w))
+        .enumerate()
+        .for_each(|(i, (out, inp))| {
+            let (scale, shift) = (T::from_f64(k[i % c].scale), T::from_f64(k[i % c].shift));
+            for (o, &v) in out.iter_mut().zip(inp) {
+                *o = op.act.apply(v * scale + shift);
+            }
+        });
+    y
+}
+
+/// `dx` (the first `x.len()` values) followed by `dparams` (`4 * C`).
+///
+/// With `da = dy * act'(a)`, `xhat = (x - mean) * invstd`: `dbeta = sum(da)`, `dgamma =
+/// sum(da * xhat)`, and in training mode `dx = gamma * invstd * (da - dbeta / M - xhat *
+/// dgamma / M)` over `M = N * H * W` values per channel; in evaluation mode
+/// `dx = gamma * invstd * da`.
+fn backward<T: WithDType>(x: &[T], dy: &[T], p: &[T], dims: [usize; 4], op: BnAct) -> Vec<T> {
+    let [n, c, h, w] = dims;
+    let plane = h * w;
+    let k = coefficients(p, c, op.eps);
+    // Per channel: sum(da) and sum(da * x); sum(da * xhat) follows from both.
+    let sums: Vec<(f64, f64)> = (0..c)
+        .into_par_iter()
+        .map(|ch| {
+            let Coefficients {
+                scale,
+                shift,
+                mean,
+                invstd,
+                ..
+            } = k[ch];
+            let (scale, shift) = (T::from_f64(scale), T::from_f64(shift));
+            let (mut s, mut sx) = (0f64, 0f64);
+            for i in 0..n {
+                let base = (i * c + ch) * plane;
+                let (xs, gs) = (&x[base..base + plane], &dy[base..base + plane]);
+                let da = |j: usize| op.act.gate(xs[j] * scale + shift, gs[j]);
+                s += lane_sum(plane, da);
+                sx += lane_sum(plane, |j| da(j) * xs[j]);
+            }
+            (s, (sx - mean * s) * invstd)
+        })
+        .collect();
+    let count = (n * plane) as f64;
+    let mut out = vec![T::from_f64(0.0); x.len() + 4 * c];
+    let (dx, dp) = out.split_at_mut(x.len());
+    dx.par_chunks_mut(plane)
+        .zip(x.par_chunks(plane).zip(dy.par_chunks(plane)))
+        .enumerate()
+        .for_each(|(i, (out, (xs, gs)))| {
+            let ch = i % c;
+            let Coefficients {
+                scale,
+                shift,
+                gamma,
+                invstd,
+                mean,
+            } = k[ch];
+            let (s, sxhat) = sums[ch];
+            // dx = k1 * da + k2 * x + k3.
+            let k1 = gamma * invstd;
+            let (k2, k3) = if op.train {
+                let k2 = -k1 * invstd * sxhat / count;
+                (k2, -k1 * s / count - k2 * mean)
+            } else {
+                (0.0, 0.0)
+            };
+            let (k1, k2, k3) = (T::from_f64(k1), T::from_f64(k2), T::from_f64(k3));
+            let (scale, shift) = (T::from_f64(scale), T::from_f64(shift));
+            for (o, (&v, &g)) in out.iter_mut().zip(xs.iter().zip(gs)) {
+                *o = k1 * op.act.gate(v * scale + shift, g) + k2 * v + k3;
+            }
+        });
+    for ch in 0..c {
+        dp[2 * c + ch] = T::from_f64(sums[ch].1);
+        dp[3 * c + ch] = T::from_f64(sums[ch].0);
+    }
+    out
+}
+
+fn run_stats<T: WithDType>(s: &CpuStorage, l: &Layout) -> Result<Vec<T>> {
+    let dims = dims4(l, "bn_stats")?;
+    let st = stats(slice::<T>(s, l, "bn_stats")?, dims);
+    let (means, vars): (Vec<f64>, Vec<f64>) = st.into_iter().unzip();
+    Ok(means.into_iter().chain(vars).map(T::from_f64).collect())
+}
+
+impl CustomOp1 for Stats {
+    fn name(&self) -> &'static str {
+        "bn-stats"
+    }
+
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
+        let c = dims4(l, "bn_stats")?[1];
+        Ok((
+            by_dtype!("bn_stats", s, run_stats(s, l)),
+            Shape::from((2, c)),
+        ))
+    }
+}
+
+fn run_forward<T: WithDType>(
+    xs: &CpuStorage,
+    xl: &Layout,
+    ps: &CpuStorage,
+    pl: &Layout,
+    op: BnAct,
+) -> Result<Vec<T>> {
+    Ok(forward(
+        slice::<T>(xs, xl, "bn_act")?,
+        slice::<T>(ps, pl, "bn_act")?,
+        dims4(xl, "bn_act")?,
+        op,
+    ))
+}
+
+impl CustomOp2 for BnAct {
+    fn name(&self) -> &'static str {
+        "bn-act"
+    }
+
+    fn cpu_fwd(
+        &self,
+        xs: &CpuStorage,
+        xl: &Layout,
+        ps: &CpuStorage,
+        pl: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        Ok((
+            by_dtype!("bn_act", xs, run_forward(xs, xl, ps, pl, *self)),
+            xl.shape().clone(),
+        ))
+    }
+
+    fn bwd(
+        &self,
+        x: &Tensor,
+        params: &Tensor,
+        _y: &Tensor,
+        dy: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>)> {
+        let packed = x.apply_op3_no_bwd(&dy.contiguous()?, params, &BnActGrad(*self))?;
+        let numel = x.elem_count();
+        let dx = packed.narrow(0, 0, numel)?.reshape(x.shape())?;
+        let dp = packed
+            .narrow(0, numel, params.elem_count())?
+            .reshape(params.shape())?;
+        Ok((Some(dx), Some(dp)))
+    }
+}
+
+fn run_backward<T: WithDType>(
+    (xs, xl): (&CpuStorage, &Layout),
+    (gs, gl): (&CpuStorage, &Layout),
+    (ps, pl): (&CpuStorage, &Layout),
+    op: BnAct,
+) -> Result<Vec<T>> {
+    Ok(backward(
+        slice::<T>(xs, xl, "bn_act")?,
+        slice::<T>(gs, gl, "bn_act")?,
+        slice::<T>(ps, pl, "bn_act")?,
+        dims4(xl, "bn_act")?,
+        op,
+    ))
+}
+
+impl CustomOp3 for BnActGrad {
+    fn name(&self) -> &'static str {
+        "bn-act-grad"
+    }
+
+    fn cpu_fwd(
+        &self,
+        xs: &CpuStorage,
+        xl: &Layout,
+        gs: &CpuStorage,
+        gl: &Layout,
+        ps: &CpuStorage,
+        pl: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let len = xl.shape().elem_count() + pl.shape().elem_count();
+        let out = by_dtype!(
+            "bn_act",
+            xs,
+            run_backward((xs, xl), (gs, gl), (ps, pl), self.0)
+        );
+        Ok((out, Shape::from(len)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::kernels::testing::{max_diff, random};
+    use crate::rng::Rng;
+    use candle_core::{DType, Var, D};
+
+    /// candle's composition: batch statistics (train) or given ones, then the activation.
+    fn reference(x: &Tensor, p: &Tensor, eps: f64, act: ActKind, train: bool) -> Tensor {
+        let c = x.dim(1).unwrap();
+        let row = |i| p.narrow(0, i, 1).unwrap().reshape(c).unwrap();
+        let (mean, var) = if train {
+            let xc = x.transpose(0, 1).unwrap().flatten_from(1).unwrap();
+            let mean = xc.mean(D::Minus1).unwrap();
+            let var = xc
+                .broadcast_sub(&mean.unsqueeze(1).unwrap())
+                .unwrap()
+                .sqr()
+                .unwrap()
+                .mean(D::Minus1)
+                .unwrap();
+            (mean, var)
+        } else {
+            (row(0), row(1))
+        };
+        let scale = (row(2) / (var + eps).unwrap().sqrt().unwrap()).unwrap();
+        let shift = (row(3) - (mean * &scale).unwrap()).unwrap();
+        let per = |t: &Tensor| t.reshape((1, c, 1, 1)).unwrap();
+        let a = x
+            .broadcast_mul(&per(&scale))
+            .unwrap()
+            .broadcast_add(&per(&shift))
+            .unwrap();
+        match act {
+            ActKind::Relu => a.relu().unwrap(),
+            ActKind::Relu6 => a.relu().unwrap().minimum(6.0).unwrap(),
+        }
+    }
+
+    #[test]
+    fn stats_match_candle() {
+        let mut rng = Rng::new(3);
+        let x = random(&mut rng, &[3, 4, 5, 2], DType::F64);
+        let s = bn_stats(&x).unwrap();
+        let xc = x.transpose(0, 1).unwrap().flatten_from(1).unwrap();
+        let mean = xc.mean(D::Minus1).unwrap();
+        let var = xc
+            .broadcast_sub(&mean.unsqueeze(1).unwrap())
+            .unwrap()
+            .sqr()
+            .unwrap()
+            .mean(D::Minus1)
+            .unwrap();
+        assert!(max_diff(&s, &Tensor::stack(&[mean, var], 0).unwrap()) < 1e-12);
+    }
+
+    /// Forward and the gradients of x, gamma and beta, in training and evaluation mode, for
+    /// both activations, against candle's ops. Inputs are scaled so that both ReLU6 kinks
+    /// are crossed.
+    #[test]
+    fn matches_candle_forward_and_gradients() {
+        let mut rng = Rng::new(4);
+        for (dtype, tol) in [(DType::F32, 2e-4), (DType::F64, 1e-10)] {
+            for dims in [[4, 3, 5, 5], [1, 6, 3, 4], [7, 2, 1, 1]] {
+                for act in [ActKind::Relu, ActKind::Relu6] {
+                    for train in [true, false] {
+                        let c = dims[1];
+                        let x = Var::from_tensor(&(random(&mut rng, &dims, dtype) * 3.0).unwrap())
+                            .unwrap();
+                        let gamma = (random(&mut rng, &[c], dtype) * 8.0).unwrap();
+                        let gamma = Var::from_tensor(&gamma).unwrap();
+                        let beta = Var::from_tensor(&random(&mut rng, &[c], dtype)).unwrap();
+                        let stats = if train {
+                            bn_stats(&x).unwrap()
+                        } else {
+                            let m = random(&mut rng, &[c], dtype);
+                            let v = (random(&mut rng, &[c], dtype).abs().unwrap() + 0.5).unwrap();
+                            Tensor::stack(&[m, v], 0).unwrap()
+                        };
+                        let params = Tensor::cat(
+                            &[
+                                &stats,
+                                &Tensor::stack(&[gamma.as_tensor(), beta.as_tensor()], 0).unwrap(),
+                            ],
+                            0,
+                        )
+                        .unwrap();
+                        let ours = bn_act(&x, &params, 1e-5, act, train).unwrap();
+                        let theirs = reference(&x, &params, 1e-5, act, train);
+                        let case = format!("{dims:?} {act:?} train {train} {dtype:?}");
+                        assert!(max_diff(&ours, &theirs) < tol, "forward {case}");
+                        let up = random(&mut rng, &dims, dtype);
+                        let go = (ours * &up).unwrap().sum_all().unwrap().backward().unwrap();
+                        let gt = (theirs * &up)
+                            .unwrap()
+                            .sum_all()
+                            .unwrap()
+                            .backward()
+                            .unwrap();
+                        for (v, what) in [(&x, "dx"), (&gamma, "dgamma"), (&beta, "dbeta")] {
+                            let d = max_diff(go.get(v).unwrap(), gt.get(v).unwrap());
+                            assert!(d < tol * 10.0, "{what} {case}: {d}");
+                        }
+                    }
+                }
+            }
+        }
+    }
+}

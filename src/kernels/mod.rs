@@ -1,0 +1,145 @@
+//! CPU kernels for the ops candle runs slowly, as candle custom ops with their own backward:
+//! convolution as im2col + GEMM ([`conv2d`]), depthwise 3x3 ([`depthwise3x3`]), fused
+//! batch-norm + activation ([`bn_act`]) and channel gathers ([`select_channels`], which also
+//! does the channel shuffle).
+//!
+//! Every kernel sums each output element in one fixed order that does not depend on thread
+//! timing or the thread count's work split, so training stays bit-reproducible. Each is
+//! tested against candle's own ops (forward and gradients) on random inputs. The layers pick
+//! these kernels on CPU tensors of f32/f64 unless [`Kernels::Reference`] is active, which
+//! runs candle's ops instead (for comparisons: `ablate bench --kernels reference`).
+
+mod bn_act;
+mod conv;
+mod depthwise;
+mod select;
+
+pub use bn_act::{bn_act, bn_stats, ActKind};
+pub use conv::conv2d;
+pub use depthwise::depthwise3x3;
+pub use select::{select_channels, ChannelIndex};
+
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use candle_core::{CpuStorage, DType, Layout, Result, Tensor, WithDType};
+
+/// Environment variable that selects the kernels of a process: `fast` (default) or
+/// `reference`.
+pub const KERNELS_ENV: &str = "ABLATE_KERNELS";
+
+/// Which implementation the layers run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Kernels {
+    /// This module's kernels on CPU (candle's ops elsewhere).
+    Fast,
+    /// candle's ops everywhere.
+    Reference,
+}
+
+impl Kernels {
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Fast => "fast",
+            Self::Reference => "reference",
+        }
+    }
+}
+
+static REFERENCE: AtomicBool = AtomicBool::new(false);
+
+/// Makes the layers of this process run `kernels` from now on.
+pub fn set(kernels: Kernels) {
+    REFERENCE.store(kernels == Kernels::Reference, Ordering::Relaxed);
+}
+
+/// The kernels the layers run now.
+pub fn active() -> Kernels {
+    if REFERENCE.load(Ordering::Relaxed) {
+        Kernels::Reference
+    } else {
+        Kernels::Fast
+    }
+}
+
+/// Applies `KERNELS_ENV` if set; an unknown value is an error naming it.
+pub fn set_from_env() -> std::result::Result<(), String> {
+    match std::env::var(KERNELS_ENV).as_deref() {
+        Err(_) | Ok("fast") => set(Kernels::Fast),
+        Ok("reference") => set(Kernels::Reference),
+        Ok(other) => {
+            return Err(format!(
+                "{KERNELS_ENV}={other}: expected `fast` or `reference`"
+            ))
+        }
+    }
+    Ok(())
+}
+
+/// Whether the fast kernels run on `t`: they are active and `t` is an f32/f64 CPU tensor.
+pub(crate) fn fast_for(t: &Tensor) -> bool {
+    active() == Kernels::Fast && t.device().is_cpu() && matches!(t.dtype(), DType::F32 | DType::F64)
+}
+
+/// The contiguous elements of a CPU storage of dtype `T` that `l` covers.
+fn slice<'a, T: WithDType>(s: &'a CpuStorage, l: &Layout, op: &str) -> Result<&'a [T]> {
+    let (start, end) = l
+        .contiguous_offsets()
+        .ok_or_else(|| candle_core::Error::Msg(format!("{op}: non-contiguous input")))?;
+    Ok(&s.as_slice::<T>()?[start..end])
+}
+
+/// `[N, C, H, W]` of a rank-4 layout.
+fn dims4(l: &Layout, op: &str) -> Result<[usize; 4]> {
+    match *l.dims() {
+        [n, c, h, w] => Ok([n, c, h, w]),
+        ref d => candle_core::bail!("{op}: expected [N, C, H, W], got {d:?}"),
+    }
+}
+
+/// `$f::<T>(args)` for the f32 or f64 storage `$s`, wrapped back into a `CpuStorage`.
+macro_rules! by_dtype {
+    ($op:expr, $s:expr, $f:ident($($arg:expr),*)) => {
+        match $s {
+            CpuStorage::F32(_) => CpuStorage::F32($f::<f32>($($arg),*)?),
+            CpuStorage::F64(_) => CpuStorage::F64($f::<f64>($($arg),*)?),
+            _ => candle_core::bail!("{}: only f32 and f64 are supported", $op),
+        }
+    };
+}
+pub(crate) use by_dtype;
+
+#[cfg(test)]
+pub(crate) mod testing {
+    //! Random tensors and comparisons for the kernels' tests.
+
+    use candle_core::{DType, Device, Tensor};
+
+    use crate::rng::Rng;
+
+    pub fn random(rng: &mut Rng, shape: &[usize], dtype: DType) -> Tensor {
+        let n = shape.iter().product();
+        let v: Vec<f64> = (0..n).map(|_| rng.uniform(-1.0, 1.0)).collect();
+        Tensor::from_vec(v, shape, &Device::Cpu)
+            .unwrap()
+            .to_dtype(dtype)
+            .unwrap()
+    }
+
+    /// Largest absolute elementwise difference.
+    pub fn max_diff(a: &Tensor, b: &Tensor) -> f64 {
+        assert_eq!(a.dims(), b.dims());
+        (a - b)
+            .unwrap()
+            .abs()
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .max(0)
+            .unwrap()
+            .to_dtype(DType::F64)
+            .unwrap()
+            .to_scalar::<f64>()
+            .unwrap()
+    }
+}

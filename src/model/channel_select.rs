@@ -1,0 +1,45 @@
+//! A fixed index-select over channels (repeats allowed): the condensed layers' input
+//! selection and the channel shuffle.
+
+use candle_core::{Module, Result, Tensor};
+
+use crate::kernels::{self, select_channels, ChannelIndex};
+
+/// `y[:, j] = x[:, index[j]]`. The index is held as a u32 tensor (the saved state) and on the
+/// host (for the kernel); both always hold the same values.
+#[derive(Debug, Clone)]
+pub struct ChannelSelect {
+    index: Tensor,
+    host: ChannelIndex,
+}
+
+impl ChannelSelect {
+    /// From a u32 index tensor.
+    pub fn new(index: Tensor) -> Result<Self> {
+        let host = ChannelIndex::new(index.to_vec1::<u32>()?);
+        Ok(Self { index, host })
+    }
+
+    /// The channel shuffle of `channels` channels in `groups` groups: view
+    /// `(groups, channels / groups)`, transpose, flatten.
+    pub fn shuffle(channels: usize, groups: usize, device: &candle_core::Device) -> Result<Self> {
+        let host = ChannelIndex::shuffle(channels, groups);
+        let index = Tensor::from_vec(host.to_vec(), channels, device)?;
+        Ok(Self { index, host })
+    }
+
+    /// The u32 index tensor.
+    pub fn index(&self) -> &Tensor {
+        &self.index
+    }
+}
+
+impl Module for ChannelSelect {
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        if kernels::fast_for(x) {
+            select_channels(x, &self.host)
+        } else {
+            x.index_select(&self.index, 1)
+        }
+    }
+}
