@@ -12,7 +12,7 @@ use candle_core::WithDType;
 use candle_core::{CpuStorage, CustomOp1, CustomOp2, CustomOp3, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
-use super::{by_dtype, dims4, slice};
+use super::{by_dtype, dims4, filled, slice};
 
 /// The activation after the normalisation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -25,7 +25,7 @@ pub enum ActKind {
 impl ActKind {
     /// `act(a)`.
     #[inline(always)]
-    fn apply<T: WithDType>(self, a: T) -> T {
+    pub(super) fn apply<T: WithDType>(self, a: T) -> T {
         let zero = T::from_f64(0.0);
         let a = if a > zero { a } else { zero };
         match self {
@@ -41,13 +41,14 @@ impl ActKind {
         }
     }
 
-    /// `g` where the gradient passes at pre-activation `a`, else 0.
+    /// `g` where the gradient passes at pre-activation `a`, else 0 (branch-free, so loops
+    /// over it vectorise).
     #[inline(always)]
-    fn gate<T: WithDType>(self, a: T, g: T) -> T {
+    pub(super) fn gate<T: WithDType>(self, a: T, g: T) -> T {
         let zero = T::from_f64(0.0);
         let passes = match self {
             Self::Relu => a > zero,
-            Self::Relu6 => a > zero && a < T::from_f64(6.0),
+            Self::Relu6 => (a > zero) & (a < T::from_f64(6.0)),
         };
         if passes {
             g
@@ -59,7 +60,7 @@ impl ActKind {
 
 /// Lanes of the fixed-order partial sums: wide enough for the compiler to vectorise, fixed
 /// so that every sum is added in the same order on every run.
-const LANES: usize = 16;
+pub(super) const LANES: usize = 16;
 
 /// `sum(f(i))` over `0..len` in f64: `LANES` running partial sums of type `T` over each
 /// plane, added into f64 plane by plane.
@@ -101,14 +102,42 @@ pub fn bn_act(x: &Tensor, params: &Tensor, eps: f64, act: ActKind, train: bool) 
 struct Stats;
 
 #[derive(Debug, Clone, Copy)]
-struct BnAct {
-    eps: f64,
-    act: ActKind,
-    train: bool,
+pub(super) struct BnAct {
+    pub(super) eps: f64,
+    pub(super) act: ActKind,
+    pub(super) train: bool,
 }
 
 /// `(dx, dparams)` packed in one flat tensor: `dx` then the `[4, C]` parameter gradient.
 struct BnActGrad(BnAct);
+
+/// `(sum(da), sum(da * x))` over one plane, `da = act'(x * scale + shift) * g`, in `LANES`
+/// fixed-order partial sums.
+#[inline(always)]
+fn gated_sums<T: WithDType>(xs: &[T], gs: &[T], scale: T, shift: T, act: ActKind) -> (f64, f64) {
+    let zero = T::from_f64(0.0);
+    let (mut s, mut sx) = ([zero; LANES], [zero; LANES]);
+    let (xc, gc) = (xs.chunks_exact(LANES), gs.chunks_exact(LANES));
+    let (xr, gr) = (xc.remainder(), gc.remainder());
+    for (xl, gl) in xc.zip(gc) {
+        for l in 0..LANES {
+            let d = act.gate(xl[l] * scale + shift, gl[l]);
+            s[l] += d;
+            sx[l] += d * xl[l];
+        }
+    }
+    let (mut total, mut total_x) = (0f64, 0f64);
+    for (&v, &g) in xr.iter().zip(gr) {
+        let d = act.gate(v * scale + shift, g).to_f64();
+        total += d;
+        total_x += d * v.to_f64();
+    }
+    for l in 0..LANES {
+        total += s[l].to_f64();
+        total_x += sx[l].to_f64();
+    }
+    (total, total_x)
+}
 
 /// `(mean, biased var)` of every channel, two-pass.
 fn stats<T: WithDType>(x: &[T], [n, c, h, w]: [usize; 4]) -> Vec<(f64, f64)> {
@@ -131,16 +160,16 @@ fn stats<T: WithDType>(x: &[T], [n, c, h, w]: [usize; 4]) -> Vec<(f64, f64)> {
 
 /// Per-channel coefficients of `params = [mean; var; gamma; beta]`.
 #[derive(Debug, Clone, Copy)]
-struct Coefficients {
-    mean: f64,
-    invstd: f64,
-    gamma: f64,
+pub(super) struct Coefficients {
+    pub(super) mean: f64,
+    pub(super) invstd: f64,
+    pub(super) gamma: f64,
     /// `gamma * invstd`: `a = x * scale + shift`.
-    scale: f64,
-    shift: f64,
+    pub(super) scale: f64,
+    pub(super) shift: f64,
 }
 
-fn coefficients<T: WithDType>(p: &[T], c: usize, eps: f64) -> Vec<Coefficients> {
+pub(super) fn coefficients<T: WithDType>(p: &[T], c: usize, eps: f64) -> Vec<Coefficients> {
     (0..c)
         .map(|ch| {
             let (mean, var) = (p[ch].to_f64(), p[c + ch].to_f64());
@@ -161,17 +190,16 @@ fn coefficients<T: WithDType>(p: &[T], c: usize, eps: f64) -> Vec<Coefficients> 
 fn forward<T: WithDType>(x: &[T], p: &[T], dims: [usize; 4], op: BnAct) -> Vec<T> {
     let [_, c, h, w] = dims;
     let k = coefficients(p, c, op.eps);
-    let mut y = vec![T::from_f64(0.0); x.len()];
-    y.par_chunks_mut(h * w)
-        .zip(x.par_chunks(h * w))
-        .enumerate()
-        .for_each(|(i, (out, inp))| {
+    let plane = h * w;
+    // SAFETY: each plane's closure writes all of its plane.
+    unsafe {
+        filled(x.len(), plane, true, |i, out| {
             let (scale, shift) = (T::from_f64(k[i % c].scale), T::from_f64(k[i % c].shift));
-            for (o, &v) in out.iter_mut().zip(inp) {
-                *o = op.act.apply(v * scale + shift);
+            for (o, &v) in out.iter_mut().zip(&x[i * plane..(i + 1) * plane]) {
+                o.write(op.act.apply(v * scale + shift));
             }
-        });
-    y
+        })
+    }
 }
 
 /// `dx` (the first `x.len()` values) followed by `dparams` (`4 * C`).
@@ -200,9 +228,12 @@ fn backward<T: WithDType>(x: &[T], dy: &[T], p: &[T], dims: [usize; 4], op: BnAc
             for i in 0..n {
                 let base = (i * c + ch) * plane;
                 let (xs, gs) = (&x[base..base + plane], &dy[base..base + plane]);
-                let da = |j: usize| op.act.gate(xs[j] * scale + shift, gs[j]);
-                s += lane_sum(plane, da);
-                sx += lane_sum(plane, |j| da(j) * xs[j]);
+                let (ps, psx) = match op.act {
+                    ActKind::Relu => gated_sums(xs, gs, scale, shift, ActKind::Relu),
+                    ActKind::Relu6 => gated_sums(xs, gs, scale, shift, ActKind::Relu6),
+                };
+                s += ps;
+                sx += psx;
             }
             (s, (sx - mean * s) * invstd)
         })
@@ -355,14 +386,20 @@ impl CustomOp3 for BnActGrad {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
     use crate::kernels::testing::{max_diff, random};
     use crate::rng::Rng;
     use candle_core::{DType, Var, D};
 
     /// candle's composition: batch statistics (train) or given ones, then the activation.
-    fn reference(x: &Tensor, p: &Tensor, eps: f64, act: ActKind, train: bool) -> Tensor {
+    pub(in crate::kernels) fn reference(
+        x: &Tensor,
+        p: &Tensor,
+        eps: f64,
+        act: ActKind,
+        train: bool,
+    ) -> Tensor {
         let c = x.dim(1).unwrap();
         let row = |i| p.narrow(0, i, 1).unwrap().reshape(c).unwrap();
         let (mean, var) = if train {

@@ -11,14 +11,16 @@
 //! in image order, and the chunks are added in order: the same sums in the same order
 //! whatever the thread timing.
 
+use std::mem::MaybeUninit;
+
 use candle_core::{CpuStorage, CustomOp2, Layout, Result, Shape, Tensor, WithDType};
 use gemm::Parallelism;
 use rayon::prelude::*;
 
-use super::{by_dtype, dims4, slice};
+use super::{by_dtype, dims4, filled, slice};
 
 /// Images per weight-gradient partial sum.
-const CHUNK: usize = 4;
+pub(super) const CHUNK: usize = 4;
 
 /// `y = conv2d(x, w)` with stride 1 and `padding` zero pixels on each side.
 /// `x: [N, Cin, H, W]`, `w: [Cout, Cin/groups, k, k]`; `k` odd.
@@ -41,27 +43,27 @@ pub fn conv2d(x: &Tensor, w: &Tensor, padding: usize, groups: usize) -> Result<T
 
 /// The forward op; its backward uses [`InputGrad`] and [`WeightGrad`].
 #[derive(Debug, Clone, Copy)]
-struct Conv {
-    padding: usize,
-    groups: usize,
+pub(super) struct Conv {
+    pub(super) padding: usize,
+    pub(super) groups: usize,
 }
 
 /// Sizes of one conv.
 #[derive(Debug, Clone, Copy)]
-struct Geometry {
-    n: usize,
-    cin: usize,
-    cout: usize,
+pub(super) struct Geometry {
+    pub(super) n: usize,
+    pub(super) cin: usize,
+    pub(super) cout: usize,
     /// Input height and width.
-    h: usize,
-    w: usize,
-    k: usize,
-    padding: usize,
-    groups: usize,
+    pub(super) h: usize,
+    pub(super) w: usize,
+    pub(super) k: usize,
+    pub(super) padding: usize,
+    pub(super) groups: usize,
 }
 
 impl Geometry {
-    fn new(x: [usize; 4], cout: usize, k: usize, op: Conv) -> Self {
+    pub(super) fn new(x: [usize; 4], cout: usize, k: usize, op: Conv) -> Self {
         let [n, cin, h, w] = x;
         Self {
             n,
@@ -74,39 +76,39 @@ impl Geometry {
             groups: op.groups,
         }
     }
-    fn oh(&self) -> usize {
+    pub(super) fn oh(&self) -> usize {
         self.h + 2 * self.padding + 1 - self.k
     }
-    fn ow(&self) -> usize {
+    pub(super) fn ow(&self) -> usize {
         self.w + 2 * self.padding + 1 - self.k
     }
-    fn in_plane(&self) -> usize {
+    pub(super) fn in_plane(&self) -> usize {
         self.h * self.w
     }
-    fn out_plane(&self) -> usize {
+    pub(super) fn out_plane(&self) -> usize {
         self.oh() * self.ow()
     }
-    fn cin_g(&self) -> usize {
+    pub(super) fn cin_g(&self) -> usize {
         self.cin / self.groups
     }
-    fn cout_g(&self) -> usize {
+    pub(super) fn cout_g(&self) -> usize {
         self.cout / self.groups
     }
     /// Rows of one group's im2col matrix: `Cin/groups * k * k`.
-    fn rows(&self) -> usize {
+    pub(super) fn rows(&self) -> usize {
         self.cin_g() * self.k * self.k
     }
     /// Whether `cols` is the input itself (1x1, no padding).
-    fn identity_cols(&self) -> bool {
+    pub(super) fn identity_cols(&self) -> bool {
         self.k == 1 && self.padding == 0
     }
-    fn weight_len(&self) -> usize {
+    pub(super) fn weight_len(&self) -> usize {
         self.cout * self.rows()
     }
 }
 
 /// `cols[(c, i, j), (y, x)] = x[c, y + i - p, x + j - p]` (0 outside) for one image's group.
-fn im2col<T: WithDType>(x: &[T], g: &Geometry, cols: &mut [T]) {
+pub(super) fn im2col<T: WithDType>(x: &[T], g: &Geometry, cols: &mut [T]) {
     let (k, p, (h, w), (oh, ow)) = (g.k, g.padding, (g.h, g.w), (g.oh(), g.ow()));
     let zero = T::from_f64(0.0);
     for c in 0..g.cin_g() {
@@ -136,7 +138,7 @@ fn im2col<T: WithDType>(x: &[T], g: &Geometry, cols: &mut [T]) {
 
 /// The adjoint of [`im2col`]: `x[c, y + i - p, x + j - p] += cols[(c, i, j), (y, x)]`,
 /// into a zeroed `x`, in (c, i, j, y, x) order.
-fn col2im<T: WithDType>(cols: &[T], g: &Geometry, x: &mut [T]) {
+pub(super) fn col2im<T: WithDType>(cols: &[T], g: &Geometry, x: &mut [T]) {
     let (k, p, (h, w), (oh, ow)) = (g.k, g.padding, (g.h, g.w), (g.oh(), g.ow()));
     for c in 0..g.cin_g() {
         let plane = &mut x[c * h * w..(c + 1) * h * w];
@@ -165,7 +167,7 @@ fn col2im<T: WithDType>(cols: &[T], g: &Geometry, x: &mut [T]) {
 
 /// A row-major or transposed matrix operand: element (r, c) at `ptr + r * rs + c * cs`.
 #[derive(Clone, Copy)]
-struct Mat<T> {
+pub(super) struct Mat<T> {
     ptr: *const T,
     rs: isize,
     cs: isize,
@@ -173,7 +175,7 @@ struct Mat<T> {
 
 impl<T> Mat<T> {
     /// Row-major with `cols` columns.
-    fn rows(s: &[T], cols: usize) -> Self {
+    pub(super) fn rows(s: &[T], cols: usize) -> Self {
         Self {
             ptr: s.as_ptr(),
             rs: cols as isize,
@@ -181,7 +183,7 @@ impl<T> Mat<T> {
         }
     }
     /// The transpose of a row-major matrix with `cols` columns.
-    fn transposed(s: &[T], cols: usize) -> Self {
+    pub(super) fn transposed(s: &[T], cols: usize) -> Self {
         Self {
             ptr: s.as_ptr(),
             rs: 1,
@@ -191,45 +193,55 @@ impl<T> Mat<T> {
 }
 
 /// `dst[m x n] (+)= a[m x k] · b[k x n]`; `dst` row-major with `n` columns.
-fn matmul<T: WithDType>(
+pub(super) fn matmul<T: WithDType>(
     dst: &mut [T],
+    dims: (usize, usize, usize),
+    a: Mat<T>,
+    b: Mat<T>,
+    accumulate: bool,
+    par: Parallelism,
+) {
+    assert!(dst.len() >= dims.0 * dims.1);
+    // SAFETY: `dst` holds m x n initialised elements.
+    unsafe { gemm_raw(dst.as_mut_ptr(), dims, a, b, accumulate, par) }
+}
+
+/// `dst[m x n] = a[m x k] · b[k x n]` into uninitialised memory, all of which it writes.
+pub(super) fn matmul_into<T: WithDType>(
+    dst: &mut [MaybeUninit<T>],
+    dims: (usize, usize, usize),
+    a: Mat<T>,
+    b: Mat<T>,
+    par: Parallelism,
+) {
+    assert!(dst.len() >= dims.0 * dims.1);
+    // SAFETY: `dst` holds m x n elements; gemm only writes them when not accumulating.
+    unsafe { gemm_raw(dst.as_mut_ptr().cast::<T>(), dims, a, b, false, par) }
+}
+
+/// # Safety
+/// `dst` points to m x n elements (initialised when `accumulate`); `a` and `b` point into
+/// live slices holding the (m x k) and (k x n) elements their strides address.
+unsafe fn gemm_raw<T: WithDType>(
+    dst: *mut T,
     (m, n, k): (usize, usize, usize),
     a: Mat<T>,
     b: Mat<T>,
     accumulate: bool,
     par: Parallelism,
 ) {
-    assert!(dst.len() >= m * n);
     let one = T::from_f64(1.0);
-    // SAFETY: `dst` holds m x n elements; `a` and `b` point into live slices that hold the
-    // (m x k) and (k x n) elements their strides address (checked by the callers' sizes).
+    // SAFETY: as the caller guarantees.
     unsafe {
         gemm::gemm(
-            m,
-            n,
-            k,
-            dst.as_mut_ptr(),
-            1,
-            n as isize,
-            accumulate,
-            a.ptr,
-            a.cs,
-            a.rs,
-            b.ptr,
-            b.cs,
-            b.rs,
-            one,
-            one,
-            false,
-            false,
-            false,
-            par,
+            m, n, k, dst, 1, n as isize, accumulate, a.ptr, a.cs, a.rs, b.ptr, b.cs, b.rs, one,
+            one, false, false, false, par,
         )
     }
 }
 
 /// Parallel over images when there are enough of them, else inside each GEMM.
-fn split(n: usize) -> (bool, Parallelism) {
+pub(super) fn split(n: usize) -> (bool, Parallelism) {
     let threads = rayon::current_num_threads();
     if n >= threads {
         (true, Parallelism::None)
@@ -257,9 +269,8 @@ fn per_image<T: Send>(
 fn forward<T: WithDType>(x: &[T], w: &[T], g: &Geometry) -> Vec<T> {
     let (in_len, out_len) = (g.cin * g.in_plane(), g.cout * g.out_plane());
     let (rows, cout_g, op) = (g.rows(), g.cout_g(), g.out_plane());
-    let mut y = vec![T::from_f64(0.0); g.n * out_len];
     let (parallel, par) = split(g.n);
-    per_image(&mut y, out_len, parallel, |img, out| {
+    let image = |img: usize, out: &mut [MaybeUninit<T>]| {
         let mut cols = vec![T::from_f64(0.0); if g.identity_cols() { 0 } else { rows * op }];
         for grp in 0..g.groups {
             let xg = &x[img * in_len + grp * g.cin_g() * g.in_plane()..];
@@ -271,10 +282,11 @@ fn forward<T: WithDType>(x: &[T], w: &[T], g: &Geometry) -> Vec<T> {
             };
             let a = Mat::rows(&w[grp * cout_g * rows..], rows);
             let dst = &mut out[grp * cout_g * op..(grp + 1) * cout_g * op];
-            matmul(dst, (cout_g, op, rows), a, b, false, par);
+            matmul_into(dst, (cout_g, op, rows), a, b, par);
         }
-    });
-    y
+    };
+    // SAFETY: the groups' GEMMs write all of an image's output.
+    unsafe { filled(g.n * out_len, out_len, parallel, image) }
 }
 
 fn input_grad<T: WithDType>(dy: &[T], w: &[T], g: &Geometry) -> Vec<T> {

@@ -10,16 +10,21 @@
 //! runs candle's ops instead (for comparisons: `ablate bench --kernels reference`).
 
 mod bn_act;
+mod bn_act_conv;
 mod conv;
 mod depthwise;
 mod select;
 
 pub use bn_act::{bn_act, bn_stats, ActKind};
+pub use bn_act_conv::bn_act_conv;
 pub use conv::conv2d;
 pub use depthwise::depthwise3x3;
 pub use select::{select_channels, ChannelIndex};
 
+use std::mem::MaybeUninit;
 use std::sync::atomic::{AtomicBool, Ordering};
+
+use rayon::prelude::*;
 
 use candle_core::{CpuStorage, DType, Layout, Result, Tensor, WithDType};
 
@@ -79,6 +84,37 @@ pub fn set_from_env() -> std::result::Result<(), String> {
 /// Whether the fast kernels run on `t`: they are active and `t` is an f32/f64 CPU tensor.
 pub(crate) fn fast_for(t: &Tensor) -> bool {
     active() == Kernels::Fast && t.device().is_cpu() && matches!(t.dtype(), DType::F32 | DType::F64)
+}
+
+/// `len` values written by `fill(i, chunk)` over the `i`-th of the chunks of `chunk` values,
+/// in parallel when `parallel`, with no zeroing pass first (for outputs of many MB, that pass
+/// costs as much as the kernel writing them).
+///
+/// # Safety
+/// `fill` must write every element of every chunk it is given.
+unsafe fn filled<T: Send>(
+    len: usize,
+    chunk: usize,
+    parallel: bool,
+    fill: impl Fn(usize, &mut [MaybeUninit<T>]) + Sync + Send,
+) -> Vec<T> {
+    let mut v: Vec<T> = Vec::with_capacity(len);
+    let chunk = chunk.max(1);
+    let spare = &mut v.spare_capacity_mut()[..len];
+    if parallel {
+        spare
+            .par_chunks_mut(chunk)
+            .enumerate()
+            .for_each(|(i, c)| fill(i, c));
+    } else {
+        spare
+            .chunks_mut(chunk)
+            .enumerate()
+            .for_each(|(i, c)| fill(i, c));
+    }
+    // SAFETY: the caller's `fill` initialised all `len` elements.
+    unsafe { v.set_len(len) };
+    v
 }
 
 /// The contiguous elements of a CPU storage of dtype `T` that `l` covers.

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use candle_core::{CpuStorage, CustomOp1, Layout, Result, Shape, Tensor, WithDType};
 use rayon::prelude::*;
 
-use super::{by_dtype, dims4, slice};
+use super::{by_dtype, dims4, filled, slice};
 
 /// `y[:, j] = x[:, index[j]]` for `x: [N, C, H, W]`.
 pub fn select_channels(x: &Tensor, index: &ChannelIndex) -> Result<Tensor> {
@@ -67,13 +67,16 @@ struct SelectGrad {
 
 fn gather<T: WithDType>(x: &[T], [n, c, h, w]: [usize; 4], index: &[u32]) -> Vec<T> {
     let (plane, k) = (h * w, index.len());
-    let mut y = vec![T::from_f64(0.0); n * k * plane];
-    y.par_chunks_mut(plane).enumerate().for_each(|(p, out)| {
-        let (img, j) = (p / k, p % k);
-        let src = (img * c + index[j] as usize) * plane;
-        out.copy_from_slice(&x[src..src + plane]);
-    });
-    y
+    // SAFETY: each plane's closure writes all of its plane.
+    unsafe {
+        filled(n * k * plane, plane, true, |p, out| {
+            let (img, j) = (p / k, p % k);
+            let src = (img * c + index[j] as usize) * plane;
+            for (o, &v) in out.iter_mut().zip(&x[src..src + plane]) {
+                o.write(v);
+            }
+        })
+    }
 }
 
 fn scatter<T: WithDType>(dy: &[T], [n, k, h, w]: [usize; 4], index: &[u32], cin: usize) -> Vec<T> {

@@ -83,6 +83,16 @@ impl BatchNorm {
         if !kernels::fast_for(x) {
             return act.forward(&self.forward_t(x, train)?);
         }
+        let params = self.fused_params(x, train)?;
+        let y = bn_act(x, &params, self.cfg.eps, act.kernel(), train)?;
+        act.record(x);
+        Ok(y)
+    }
+
+    /// The `[mean; var; gamma; beta]` (`[4, C]`) a fused kernel normalises `x` with: in
+    /// training mode `x`'s own statistics (and the running ones move towards them), else the
+    /// running ones. Records this layer's cost, as its forward does.
+    pub fn fused_params(&self, x: &Tensor, train: bool) -> Result<Tensor> {
         let c = x.dim(1)?;
         trace::record(|| LayerCost::same(&self.name, "bn", Cost::new(0, 2 * c as u64)));
         let stats = if train {
@@ -97,10 +107,12 @@ impl BatchNorm {
             .detach()
         };
         let affine = Tensor::stack(&[self.weight.as_tensor(), self.bias.as_tensor()], 0)?;
-        let params = Tensor::cat(&[&stats, &affine], 0)?;
-        let y = bn_act(x, &params, self.cfg.eps, act.kernel(), train)?;
-        act.record(x);
-        Ok(y)
+        Tensor::cat(&[&stats, &affine], 0)
+    }
+
+    /// The epsilon added to the variance.
+    pub fn eps(&self) -> f64 {
+        self.cfg.eps
     }
 
     fn per_channel(t: &Tensor) -> Result<Tensor> {

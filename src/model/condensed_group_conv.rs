@@ -61,8 +61,9 @@ impl ModuleT for CondensedGroupConv {
         trace::record(|| {
             LayerCost::same(&format!("{}.index", self.name), "index-select", Cost::ZERO)
         });
-        let x = self.pre.forward_t(&x, train)?;
-        let y = self.shuffle.forward(&self.conv.forward(&x)?)?;
+        let y = self
+            .shuffle
+            .forward(&self.conv.forward_pre(&self.pre, &x, train)?)?;
         trace::record(|| LayerCost::same(&format!("{}.shuffle", self.name), "shuffle", Cost::ZERO));
         Ok(y)
     }

@@ -3,6 +3,7 @@
 use candle_core::{Module, Result, Tensor, Var};
 use candle_nn::{Init, VarBuilder};
 
+use super::preactivation::PreActivation;
 use super::state::{fresh_var, HasState, State, StateTensor};
 use crate::analyze::{conv_flops, conv_op, trace, Cost, LayerCost};
 use crate::kernels::{self, depthwise3x3};
@@ -80,21 +81,31 @@ impl Conv2d {
     }
 }
 
-/// `x` convolved with `w` as `cfg` says: depthwise 3x3 through [`depthwise3x3`] on CPU,
-/// other stride-1 convs through [`kernels::conv2d`] where the fast kernels run
-/// ([`kernels::fast_for`]), else candle's `conv2d`.
-pub(crate) fn convolve(x: &Tensor, w: &Tensor, cfg: Conv2dConfig) -> Result<Tensor> {
+/// Whether `cfg` with `w` on `x` is a depthwise 3x3 conv (stride 1, padding 1, one filter per
+/// channel).
+pub(crate) fn is_depthwise(x: &Tensor, w: &Tensor, cfg: Conv2dConfig) -> Result<bool> {
     let Conv2dConfig {
         kernel,
         padding,
         stride,
         groups,
     } = cfg;
-    let depthwise =
-        kernel == 3 && padding == 1 && stride == 1 && groups == w.dim(0)? && groups == x.dim(1)?;
+    Ok(kernel == 3 && padding == 1 && stride == 1 && groups == w.dim(0)? && groups == x.dim(1)?)
+}
+
+/// `x` convolved with `w` as `cfg` says: depthwise 3x3 through [`depthwise3x3`] on CPU,
+/// other stride-1 convs through [`kernels::conv2d`] where the fast kernels run
+/// ([`kernels::fast_for`]), else candle's `conv2d`.
+pub(crate) fn convolve(x: &Tensor, w: &Tensor, cfg: Conv2dConfig) -> Result<Tensor> {
+    let Conv2dConfig {
+        padding,
+        stride,
+        groups,
+        ..
+    } = cfg;
     // candle's own depthwise conv (one conv per channel, 1 s backward per layer) is not a
     // usable reference: the depthwise kernel predates the others and runs in both modes.
-    if depthwise && x.device().is_cpu() {
+    if is_depthwise(x, w, cfg)? && x.device().is_cpu() {
         depthwise3x3(x, w)
     } else if stride == 1 && kernels::fast_for(x) {
         kernels::conv2d(x, w, padding, groups)
@@ -103,10 +114,17 @@ pub(crate) fn convolve(x: &Tensor, w: &Tensor, cfg: Conv2dConfig) -> Result<Tens
     }
 }
 
-impl Module for Conv2d {
-    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+impl Conv2d {
+    /// `self(pre(x))`, fused where [`PreActivation::convolve`] can.
+    pub fn forward_pre(&self, pre: &PreActivation, x: &Tensor, train: bool) -> Result<Tensor> {
+        let y = pre.convolve(x, self.weight.as_tensor(), self.cfg, train)?;
+        self.record(x, &y);
+        Ok(y)
+    }
+
+    /// Records the cost of producing `y` from `x`.
+    fn record(&self, x: &Tensor, y: &Tensor) {
         let Conv2dConfig { kernel, groups, .. } = self.cfg;
-        let y = convolve(x, self.weight.as_tensor(), self.cfg)?;
         trace::record(|| {
             let (cin, cout) = (x.dim(1).unwrap_or(0), y.dim(1).unwrap_or(0));
             let side = (y.dim(2).unwrap_or(0), y.dim(3).unwrap_or(0));
@@ -116,6 +134,13 @@ impl Module for Conv2d {
             );
             LayerCost::same(&self.name, conv_op(kernel, groups, cin), cost)
         });
+    }
+}
+
+impl Module for Conv2d {
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let y = convolve(x, self.weight.as_tensor(), self.cfg)?;
+        self.record(x, &y);
         Ok(y)
     }
 }

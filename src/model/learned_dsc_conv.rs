@@ -4,7 +4,7 @@ use candle_core::{Module, Result, Tensor, Var};
 use candle_nn::{ModuleT, VarBuilder};
 
 use super::channel_select::ChannelSelect;
-use super::conv::{conv_init, convolve, Conv2d, Conv2dConfig};
+use super::conv::{conv_init, Conv2d, Conv2dConfig};
 use super::dropout::Dropout;
 use super::preactivation::PreActivation;
 use super::state::{
@@ -279,12 +279,13 @@ impl LearnedDscConv {
 
 impl ModuleT for LearnedDscConv {
     fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
-        let x = self.pre.forward_t(x, train)?;
         match &self.form {
             Form::Masked { weight, mask, .. } => {
                 let groups = self.groups();
                 let w = weight.as_tensor().broadcast_mul(mask)?;
-                let y = convolve(&x, &w, Conv2dConfig::grouped3x3(groups))?;
+                let y = self
+                    .pre
+                    .convolve(x, &w, Conv2dConfig::grouped3x3(groups), train)?;
                 trace::record(|| {
                     // Both conventions count the masked conv at its full (executed) size: the spec
                     // defines the /C rule for learned-group only, and measure_model counts a conv by
@@ -304,7 +305,7 @@ impl ModuleT for LearnedDscConv {
                 Ok(y)
             }
             Form::Separable { select, dw, pw } => {
-                let x = select.forward(&x)?;
+                let x = select.forward(&self.pre.forward_t(x, train)?)?;
                 trace::record(|| {
                     LayerCost::same(&format!("{}.index", self.name), "index-select", Cost::ZERO)
                 });

@@ -4,7 +4,7 @@ use candle_core::{Result, Tensor, Var};
 use candle_nn::{ModuleT, VarBuilder};
 
 use super::condensed_group_conv::CondensedGroupConv;
-use super::conv::{conv_init, convolve, Conv2dConfig};
+use super::conv::{conv_init, Conv2dConfig};
 use super::dropout::Dropout;
 use super::preactivation::PreActivation;
 use super::state::{
@@ -197,9 +197,8 @@ impl LearnedGroupConv {
 
 impl ModuleT for LearnedGroupConv {
     fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
-        let x = self.pre.forward_t(x, train)?;
         let w = (self.weight.as_tensor() * &self.mask)?;
-        let y = convolve(&x, &w, Conv2dConfig::pointwise())?;
+        let y = self.pre.convolve(x, &w, Conv2dConfig::pointwise(), train)?;
         trace::record(|| {
             let (cin, width) = (self.cin() as u64, self.width() as u64);
             let full = cin * width * (y.dim(2).unwrap_or(0) * y.dim(3).unwrap_or(0)) as u64;

@@ -1,6 +1,6 @@
 //! A pre-activated convolution: BN -> activation -> (dropout) -> conv.
 
-use candle_core::{Module, Result, Tensor};
+use candle_core::{Result, Tensor};
 use candle_nn::{ModuleT, VarBuilder};
 
 use super::conv::{Conv2d, Conv2dConfig};
@@ -34,7 +34,7 @@ impl PreActConv {
 
 impl ModuleT for PreActConv {
     fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
-        self.conv.forward(&self.pre.forward_t(x, train)?)
+        self.conv.forward_pre(&self.pre, x, train)
     }
 }
 

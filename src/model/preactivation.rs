@@ -5,9 +5,11 @@ use candle_nn::{ModuleT, VarBuilder};
 
 use super::activation::Act;
 use super::batch_norm::{BatchNorm, BatchNormConfig};
+use super::conv::{convolve, is_depthwise, Conv2dConfig};
 use super::dropout::Dropout;
 use super::state::{HasState, State};
 use crate::config::Activation;
+use crate::kernels::{self, bn_act_conv};
 
 #[derive(Debug, Clone)]
 pub struct PreActivation {
@@ -39,6 +41,28 @@ impl PreActivation {
             act: self.act.clone(),
             dropout: None,
         })
+    }
+}
+
+impl PreActivation {
+    /// `conv(self(x), w)` as `cfg` says: one fused kernel ([`bn_act_conv`], which never
+    /// stores the activated input) where the fast kernels run, nothing (dropout) comes between
+    /// and the conv is a stride-1 non-depthwise one; else the two steps.
+    pub fn convolve(
+        &self,
+        x: &Tensor,
+        w: &Tensor,
+        cfg: Conv2dConfig,
+        train: bool,
+    ) -> Result<Tensor> {
+        let fusable = self.dropout.is_none() && cfg.stride == 1 && !is_depthwise(x, w, cfg)?;
+        if fusable && kernels::fast_for(x) {
+            let params = self.norm.fused_params(x, train)?;
+            self.act.record(x);
+            let (eps, act) = (self.norm.eps(), self.act.kernel());
+            return bn_act_conv(x, &params, w, cfg.padding, cfg.groups, eps, act, train);
+        }
+        convolve(&self.forward_t(x, train)?, w, cfg)
     }
 }
 
