@@ -1,0 +1,160 @@
+//! Each custom kernel against candle's reference op, forward + backward, on layer-sized
+//! inputs of the networks at batch 64 (f32, this machine's threads).
+//! Run: `cargo bench --bench kernels` (or `just bench kernels`).
+
+use ablate::kernels::{
+    bn_act, bn_act_conv, bn_stats, conv2d, depthwise3x3, select_channels, ActKind, ChannelIndex,
+};
+use ablate::rng::Rng;
+use candle_core::{Device, Tensor, Var, D};
+use criterion::{criterion_group, criterion_main, Criterion};
+
+fn random(rng: &mut Rng, shape: &[usize]) -> Tensor {
+    let n = shape.iter().product();
+    let v: Vec<f32> = (0..n).map(|_| rng.uniform(-1.0, 1.0) as f32).collect();
+    Tensor::from_vec(v, shape, &Device::Cpu).unwrap()
+}
+
+/// Forward, then backward of `sum(y * up)`.
+fn step(f: &dyn Fn() -> Tensor, up: &Tensor) {
+    let y = f();
+    (y * up).unwrap().sum_all().unwrap().backward().unwrap();
+}
+
+/// candle's BN (batch statistics) followed by ReLU.
+fn candle_bn_relu(x: &Tensor, gamma: &Tensor, beta: &Tensor) -> Tensor {
+    let c = x.dim(1).unwrap();
+    let xc = x.transpose(0, 1).unwrap().flatten_from(1).unwrap();
+    let mean = xc.mean(D::Minus1).unwrap();
+    let var = xc
+        .broadcast_sub(&mean.unsqueeze(1).unwrap())
+        .unwrap()
+        .sqr()
+        .unwrap()
+        .mean(D::Minus1)
+        .unwrap();
+    let scale = (gamma / (var + 1e-5).unwrap().sqrt().unwrap()).unwrap();
+    let shift = (beta - (mean * &scale).unwrap()).unwrap();
+    let per = |t: &Tensor| t.reshape((1, c, 1, 1)).unwrap();
+    x.broadcast_mul(&per(&scale))
+        .unwrap()
+        .broadcast_add(&per(&shift))
+        .unwrap()
+        .relu()
+        .unwrap()
+}
+
+fn params(x: &Var, gamma: &Var, beta: &Var) -> Tensor {
+    let affine = Tensor::stack(&[gamma.as_tensor(), beta.as_tensor()], 0).unwrap();
+    Tensor::cat(&[&bn_stats(x).unwrap(), &affine], 0).unwrap()
+}
+
+fn kernels(c: &mut Criterion) {
+    let mut rng = Rng::new(1);
+    let mut group = c.benchmark_group("kernel_fwd_bwd_b64");
+    group.sample_size(10);
+
+    // (name, x dims, cout, k, padding, groups): CondenseNet-86's bottleneck 1x1 in the last
+    // block, its grouped spatial 3x3 in the first, and the stem.
+    for (name, dims, cout, k, p, g) in [
+        ("conv1x1_704to128_8x8", [64, 704, 8, 8], 128, 1, 0, 1),
+        ("conv3x3_g4_32to8_32x32", [64, 32, 32, 32], 8, 3, 1, 4),
+        ("conv3x3_3to16_32x32", [64, 3, 32, 32], 16, 3, 1, 1),
+    ] {
+        let x = Var::from_tensor(&random(&mut rng, &dims)).unwrap();
+        let w = Var::from_tensor(&random(&mut rng, &[cout, dims[1] / g, k, k])).unwrap();
+        let up = random(&mut rng, &[64, cout, dims[2], dims[3]]);
+        group.bench_function(format!("{name}/ours"), |b| {
+            b.iter(|| step(&|| conv2d(&x, &w, p, g).unwrap(), &up))
+        });
+        group.bench_function(format!("{name}/candle"), |b| {
+            b.iter(|| step(&|| x.conv2d(&w, p, 1, 1, g).unwrap(), &up))
+        });
+    }
+
+    let dims = [64, 128, 32, 32];
+    let x = Var::from_tensor(&random(&mut rng, &dims)).unwrap();
+    let up = random(&mut rng, &dims);
+    let w = Var::from_tensor(&random(&mut rng, &[128, 1, 3, 3])).unwrap();
+    group.bench_function("depthwise3x3_128_32x32/ours", |b| {
+        b.iter(|| step(&|| depthwise3x3(&x, &w).unwrap(), &up))
+    });
+    group.bench_function("depthwise3x3_128_32x32/candle", |b| {
+        b.iter(|| step(&|| x.conv2d(&w, 1, 1, 1, 128).unwrap(), &up))
+    });
+
+    let gamma = Var::from_tensor(&random(&mut rng, &[128])).unwrap();
+    let beta = Var::from_tensor(&random(&mut rng, &[128])).unwrap();
+    group.bench_function("bn_relu_128_32x32/ours", |b| {
+        b.iter(|| {
+            let p = params(&x, &gamma, &beta);
+            step(&|| bn_act(&x, &p, 1e-5, ActKind::Relu, true).unwrap(), &up)
+        })
+    });
+    group.bench_function("bn_relu_128_32x32/candle", |b| {
+        b.iter(|| step(&|| candle_bn_relu(&x, &gamma, &beta), &up))
+    });
+
+    // BN -> ReLU -> 1x1 conv 128 -> 32 at 32x32: fused against our two kernels and candle.
+    let w1 = Var::from_tensor(&random(&mut rng, &[32, 128, 1, 1])).unwrap();
+    let up1 = random(&mut rng, &[64, 32, 32, 32]);
+    group.bench_function("bn_relu_conv1x1_128to32_32x32/fused", |b| {
+        b.iter(|| {
+            let p = params(&x, &gamma, &beta);
+            step(
+                &|| bn_act_conv(&x, &p, &w1, 0, 1, 1e-5, ActKind::Relu, true).unwrap(),
+                &up1,
+            )
+        })
+    });
+    group.bench_function("bn_relu_conv1x1_128to32_32x32/two_kernels", |b| {
+        b.iter(|| {
+            let p = params(&x, &gamma, &beta);
+            let f = || {
+                conv2d(
+                    &bn_act(&x, &p, 1e-5, ActKind::Relu, true).unwrap(),
+                    &w1,
+                    0,
+                    1,
+                )
+            };
+            step(&|| f().unwrap(), &up1)
+        })
+    });
+    group.bench_function("bn_relu_conv1x1_128to32_32x32/candle", |b| {
+        b.iter(|| {
+            let f = || candle_bn_relu(&x, &gamma, &beta).conv2d(&w1, 0, 1, 1, 1);
+            step(&|| f().unwrap(), &up1)
+        })
+    });
+
+    // CondenseNeXt-style index-select with repeats (256 of 128 channels) and a shuffle.
+    let picks: Vec<u32> = (0..256).map(|i| (i * 37 % 128) as u32).collect();
+    let index = ChannelIndex::new(picks.clone());
+    let t = Tensor::from_vec(picks, 256, &Device::Cpu).unwrap();
+    let up2 = random(&mut rng, &[64, 256, 32, 32]);
+    group.bench_function("index_select_128to256_32x32/ours", |b| {
+        b.iter(|| step(&|| select_channels(&x, &index).unwrap(), &up2))
+    });
+    group.bench_function("index_select_128to256_32x32/candle", |b| {
+        b.iter(|| step(&|| x.index_select(&t, 1).unwrap(), &up2))
+    });
+    let shuffle = ChannelIndex::shuffle(128, 4);
+    group.bench_function("shuffle_128_g4_32x32/ours", |b| {
+        b.iter(|| step(&|| select_channels(&x, &shuffle).unwrap(), &up))
+    });
+    group.bench_function("shuffle_128_g4_32x32/candle", |b| {
+        b.iter(|| {
+            let f = || {
+                x.reshape((64, 4, 32, 32, 32))?
+                    .transpose(1, 2)?
+                    .reshape((64, 128, 32, 32))
+            };
+            step(&|| f().unwrap(), &up)
+        })
+    });
+    group.finish();
+}
+
+criterion_group!(benches, kernels);
+criterion_main!(benches);
