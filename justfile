@@ -8,9 +8,13 @@ test:
 count model="condensenet-86" *args="":
     cargo run --release -- count {{model}} {{args}}
 
-# Criterion benches (forward latency at batch 1).
-bench:
-    cargo bench --bench forward
+# Speed and memory table on this CPU, e.g. `just bench --kernels fast,reference --allocator mimalloc,system`.
+bench *ARGS:
+    cargo run --release -- bench {{ARGS}}
+
+# Criterion benches: `just criterion kernels` (each kernel vs candle's op) or `just criterion forward`.
+criterion NAME="kernels":
+    cargo bench --bench {{NAME}}
 
 # Train one model into a run dir, e.g. `just train --model condensenext --dataset synthetic --epochs 2 --out results/try`.
 train *ARGS:

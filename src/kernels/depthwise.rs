@@ -28,7 +28,8 @@ pub fn depthwise3x3(x: &Tensor, w: &Tensor) -> Result<Tensor> {
 }
 
 /// One output plane: `out = conv(plane, k)`, 3x3, zero padding 1. `flip` uses the kernel
-/// rotated by 180 degrees (the input gradient).
+/// rotated by 180 degrees (the input gradient). Each output element sums its taps in (i, j)
+/// order; the inner loops are whole-row multiply-adds, which vectorise.
 fn conv_plane<T: WithDType>(plane: &[T], k: &[T], h: usize, w: usize, flip: bool, out: &mut [T]) {
     let tap = |i: usize, j: usize| {
         if flip {
@@ -37,26 +38,49 @@ fn conv_plane<T: WithDType>(plane: &[T], k: &[T], h: usize, w: usize, flip: bool
             k[i * 3 + j]
         }
     };
+    out.fill(T::from_f64(0.0));
     for y in 0..h {
-        for x in 0..w {
-            let mut acc = T::from_f64(0.0);
-            for i in 0..3 {
-                let sy = y + i;
-                if sy < 1 || sy > h {
+        let o = &mut out[y * w..(y + 1) * w];
+        for i in 0..3 {
+            let sy = y + i;
+            if sy < 1 || sy > h {
+                continue;
+            }
+            let row = &plane[(sy - 1) * w..sy * w];
+            for j in 0..3 {
+                // Output columns x with input column x + j - 1 inside [0, w).
+                let (x0, x1) = (1usize.saturating_sub(j), (w + 1 - j).min(w));
+                if x0 >= x1 {
                     continue;
                 }
-                let row = &plane[(sy - 1) * w..sy * w];
-                for j in 0..3 {
-                    let sx = x + j;
-                    if sx < 1 || sx > w {
-                        continue;
-                    }
-                    acc += tap(i, j) * row[sx - 1];
+                let kv = tap(i, j);
+                for (d, &v) in o[x0..x1].iter_mut().zip(&row[x0 + j - 1..x1 + j - 1]) {
+                    *d += kv * v;
                 }
             }
-            out[y * w + x] = acc;
         }
     }
+}
+
+/// `sum(a[k] * b[k])` in 8 fixed-order partial sums (so it vectorises), then their sum.
+#[inline(always)]
+fn dot<T: WithDType>(a: &[T], b: &[T]) -> T {
+    const LANES: usize = 8;
+    let mut lanes = [T::from_f64(0.0); LANES];
+    let (ac, bc) = (a.chunks_exact(LANES), b.chunks_exact(LANES));
+    let mut total = T::from_f64(0.0);
+    for (&x, &y) in ac.remainder().iter().zip(bc.remainder()) {
+        total += x * y;
+    }
+    for (al, bl) in ac.zip(bc) {
+        for l in 0..LANES {
+            lanes[l] += al[l] * bl[l];
+        }
+    }
+    for l in lanes {
+        total += l;
+    }
+    total
 }
 
 fn conv<T: WithDType>(x: &[T], k: &[T], dims: [usize; 4], flip: bool) -> Vec<T> {
@@ -89,10 +113,9 @@ fn weight_grad<T: WithDType>(x: &[T], dy: &[T], dims: [usize; 4]) -> Vec<T> {
                     let ys = (1usize.saturating_sub(i))..(h + 1 - i).min(h);
                     let xs = (1usize.saturating_sub(j))..(w + 1 - j).min(w);
                     for y in ys {
-                        let (g, xr) = (&gp[y * w..], &xp[(y + i - 1) * w..]);
-                        for x in xs.clone() {
-                            *a += g[x] * xr[x + j - 1];
-                        }
+                        let g = &gp[y * w + xs.start..y * w + xs.end];
+                        let xr = &xp[(y + i - 1) * w + xs.start + j - 1..][..g.len()];
+                        *a += dot(g, xr);
                     }
                 }
             }
