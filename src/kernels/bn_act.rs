@@ -169,6 +169,28 @@ pub(super) struct Coefficients {
     pub(super) shift: f64,
 }
 
+impl Coefficients {
+    /// `[k1, k2, k3]` of the input gradient `dx = k1 * da + k2 * x + k3`, from the channel's
+    /// `(sum(da), sum(da * xhat))` over its `count` values: in training mode
+    /// `gamma * invstd * (da - sum(da) / M - xhat * sum(da * xhat) / M)`, else
+    /// `gamma * invstd * da`.
+    pub(super) fn input_grad<T: WithDType>(
+        &self,
+        (s, sxhat): (f64, f64),
+        count: f64,
+        train: bool,
+    ) -> [T; 3] {
+        let k1 = self.gamma * self.invstd;
+        let (k2, k3) = if train {
+            let k2 = -k1 * self.invstd * sxhat / count;
+            (k2, -k1 * s / count - k2 * self.mean)
+        } else {
+            (0.0, 0.0)
+        };
+        [k1, k2, k3].map(T::from_f64)
+    }
+}
+
 pub(super) fn coefficients<T: WithDType>(p: &[T], c: usize, eps: f64) -> Vec<Coefficients> {
     (0..c)
         .map(|ch| {
@@ -246,24 +268,8 @@ fn backward<T: WithDType>(x: &[T], dy: &[T], p: &[T], dims: [usize; 4], op: BnAc
         .enumerate()
         .for_each(|(i, (out, (xs, gs)))| {
             let ch = i % c;
-            let Coefficients {
-                scale,
-                shift,
-                gamma,
-                invstd,
-                mean,
-            } = k[ch];
-            let (s, sxhat) = sums[ch];
-            // dx = k1 * da + k2 * x + k3.
-            let k1 = gamma * invstd;
-            let (k2, k3) = if op.train {
-                let k2 = -k1 * invstd * sxhat / count;
-                (k2, -k1 * s / count - k2 * mean)
-            } else {
-                (0.0, 0.0)
-            };
-            let (k1, k2, k3) = (T::from_f64(k1), T::from_f64(k2), T::from_f64(k3));
-            let (scale, shift) = (T::from_f64(scale), T::from_f64(shift));
+            let [k1, k2, k3] = k[ch].input_grad::<T>(sums[ch], count, op.train);
+            let (scale, shift) = (T::from_f64(k[ch].scale), T::from_f64(k[ch].shift));
             for (o, (&v, &g)) in out.iter_mut().zip(xs.iter().zip(gs)) {
                 *o = k1 * op.act.gate(v * scale + shift, g) + k2 * v + k3;
             }

@@ -245,21 +245,7 @@ fn backward<T: WithDType>(x: &[T], dy: &[T], pw: &[T], g: &Geometry, bn: BnAct) 
         .enumerate()
         .for_each(|(i, (d, xs))| {
             let c = i % cin;
-            let Coefficients {
-                gamma,
-                invstd,
-                mean,
-                ..
-            } = k[c];
-            let (s, sxhat) = totals[c];
-            let k1 = gamma * invstd;
-            let (k2, k3) = if bn.train {
-                let k2 = -k1 * invstd * sxhat / count;
-                (k2, -k1 * s / count - k2 * mean)
-            } else {
-                (0.0, 0.0)
-            };
-            let (k1, k2, k3) = (T::from_f64(k1), T::from_f64(k2), T::from_f64(k3));
+            let [k1, k2, k3] = k[c].input_grad::<T>(totals[c], count, bn.train);
             for (o, &v) in d.iter_mut().zip(xs) {
                 *o = k1 * *o + k2 * v + k3;
             }
