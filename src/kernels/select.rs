@@ -45,14 +45,6 @@ impl ChannelIndex {
     pub fn to_vec(&self) -> Vec<u32> {
         self.index.to_vec()
     }
-
-    pub fn len(&self) -> usize {
-        self.index.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.index.is_empty()
-    }
 }
 
 #[derive(Debug, Clone)]

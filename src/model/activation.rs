@@ -19,10 +19,6 @@ impl Act {
 }
 
 impl Act {
-    pub fn kind(&self) -> Activation {
-        self.kind
-    }
-
     /// The kernels' name for this activation.
     pub fn kernel(&self) -> ActKind {
         match self.kind {

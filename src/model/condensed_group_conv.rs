@@ -46,15 +46,6 @@ impl CondensedGroupConv {
     }
 }
 
-/// Channel shuffle with candle's ops: view `(G, C/G)`, transpose, flatten (the reference of
-/// [`ChannelSelect::shuffle`]).
-pub fn channel_shuffle(x: &Tensor, groups: usize) -> Result<Tensor> {
-    let (n, c, h, w) = x.dims4()?;
-    x.reshape((n, groups, c / groups, h, w))?
-        .transpose(1, 2)?
-        .reshape((n, c, h, w))
-}
-
 impl ModuleT for CondensedGroupConv {
     fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
         let x = self.select.forward(x)?;

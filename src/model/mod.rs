@@ -23,7 +23,7 @@ pub use activation::Act;
 pub use batch_norm::{BatchNorm, BatchNormConfig};
 pub use channel_select::ChannelSelect;
 pub use classifier::{Classifier, CondensedLinear};
-pub use condensed_group_conv::{channel_shuffle, CondensedGroupConv};
+pub use condensed_group_conv::CondensedGroupConv;
 pub use conv::{Conv2d, Conv2dConfig};
 pub use dense_layer::{Bottleneck, DenseLayer, Spatial};
 pub use dropout::Dropout;
