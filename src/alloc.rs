@@ -5,12 +5,17 @@
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicU8, Ordering};
 
+/// The name of [`ALLOCATOR_ENV`] as C reads it (`getenv` does not allocate).
+const ALLOCATOR_ENV_C: &std::ffi::CStr = c"ABLATE_ALLOCATOR";
+
 /// Environment variable naming the allocator: `mimalloc` (default) or `system`.
-pub const ALLOCATOR_ENV: &str = "ABLATE_ALLOCATOR";
+pub const ALLOCATOR_ENV: &str = match ALLOCATOR_ENV_C.to_str() {
+    Ok(name) => name,
+    Err(_) => panic!("the allocator variable's name is ASCII"),
+};
 
 /// Which allocator a process uses; fixed for the process's whole life.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
-#[serde(rename_all = "lowercase")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Allocator {
     Mimalloc,
     /// glibc malloc.
@@ -42,7 +47,7 @@ fn choice() -> u8 {
             // getenv does not allocate. A race between two first allocations reads the same
             // environment, so both decide the same way.
             // SAFETY: the name is a NUL-terminated literal; the result is only read.
-            let value = unsafe { libc::getenv(c"ABLATE_ALLOCATOR".as_ptr()) };
+            let value = unsafe { libc::getenv(ALLOCATOR_ENV_C.as_ptr()) };
             let system = !value.is_null()
                 // SAFETY: getenv returned a NUL-terminated string.
                 && unsafe { std::ffi::CStr::from_ptr(value) }.to_bytes() == b"system";

@@ -33,8 +33,7 @@ use candle_core::{CpuStorage, DType, Layout, Result, Tensor, WithDType};
 pub const KERNELS_ENV: &str = "ABLATE_KERNELS";
 
 /// Which implementation the layers run.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
-#[serde(rename_all = "lowercase")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Kernels {
     /// This module's kernels on CPU (candle's ops elsewhere).
     Fast,
