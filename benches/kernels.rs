@@ -3,7 +3,8 @@
 //! Run: `cargo bench --bench kernels` (or `just bench kernels`).
 
 use ablate::kernels::{
-    bn_act, bn_act_conv, bn_stats, conv2d, depthwise3x3, select_channels, ActKind, ChannelIndex,
+    bn_act, bn_act_conv, bn_act_live_conv, bn_stats, conv2d, depthwise3x3, select_channels,
+    sparse_conv3x3, ActKind, ChannelIndex, GroupInputs, KernelPairs,
 };
 use ablate::rng::Rng;
 use candle_core::{Device, Tensor, Var, D};
@@ -153,6 +154,116 @@ fn kernels(c: &mut Criterion) {
             step(&|| f().unwrap(), &up)
         })
     });
+
+    // CondenseNet-86's last-block bottleneck after the second drop (half of each group's
+    // inputs live): the live-input kernel against the masked dense one.
+    let (cin, cout, groups) = (704, 128, 4);
+    let x = Var::from_tensor(&random(&mut rng, &[64, cin, 8, 8])).unwrap();
+    let (gamma, beta) = (
+        Var::from_tensor(&random(&mut rng, &[cin])).unwrap(),
+        Var::from_tensor(&random(&mut rng, &[cin])).unwrap(),
+    );
+    let w = Var::from_tensor(&random(&mut rng, &[cout, cin, 1, 1])).unwrap();
+    let kept: Vec<Vec<bool>> = (0..groups)
+        .map(|g| (0..cin).map(|j| (j * 7 + g) % 4 < 2).collect())
+        .collect();
+    let live = GroupInputs::from_kept(&kept).unwrap();
+    let mask: Vec<f32> = (0..cout)
+        .flat_map(|o| kept[o % groups].iter().map(|&k| f32::from(u8::from(k))))
+        .collect();
+    let mask = Tensor::from_vec(mask, (cout, cin, 1, 1), &Device::Cpu).unwrap();
+    let up3 = random(&mut rng, &[64, cout, 8, 8]);
+    group.bench_function("learned_group1x1_704to128_half_live_8x8/live", |b| {
+        b.iter(|| {
+            let f = || {
+                let p = params(&x, &gamma, &beta);
+                bn_act_live_conv(&x, &p, &w, &live, 1e-5, ActKind::Relu, true).unwrap()
+            };
+            step(&f, &up3)
+        })
+    });
+    group.bench_function("learned_group1x1_704to128_half_live_8x8/masked", |b| {
+        b.iter(|| {
+            let f = || {
+                let p = params(&x, &gamma, &beta);
+                let wm = w.as_tensor().mul(&mask).unwrap();
+                bn_act_conv(&x, &p, &wm, 0, 1, 1e-5, ActKind::Relu, true).unwrap()
+            };
+            step(&f, &up3)
+        })
+    });
+
+    // CondenseNeXt's first-block learned-dsc 3x3 (40 -> 32) with a quarter and an eighth of
+    // its kernels live: the pair kernel against the masked dense conv.
+    let (cin, cout) = (40, 32);
+    let x = Var::from_tensor(&random(&mut rng, &[64, cin, 32, 32])).unwrap();
+    let w = Var::from_tensor(&random(&mut rng, &[cout, cin, 3, 3])).unwrap();
+    let up4 = random(&mut rng, &[64, cout, 32, 32]);
+    for every in [4, 8] {
+        let kept: Vec<bool> = (0..cout * cin).map(|k| (k * 13) % every == 0).collect();
+        let ids: Vec<u32> = (0..kept.len() as u32)
+            .filter(|&k| kept[k as usize])
+            .collect();
+        let pairs: Vec<(u32, u32)> = ids
+            .iter()
+            .map(|&k| (k / cin as u32, k % cin as u32))
+            .collect();
+        let kp = KernelPairs::new(cin, cout, &pairs).unwrap();
+        let idx = Tensor::from_vec(ids.clone(), ids.len(), &Device::Cpu).unwrap();
+        let mask: Vec<f32> = kept.iter().map(|&k| f32::from(u8::from(k))).collect();
+        let mask = Tensor::from_vec(mask, (cout, cin, 1, 1), &Device::Cpu).unwrap();
+        group.bench_function(
+            format!("learned_dsc3x3_40to32_1of{every}_32x32/pairs"),
+            |b| {
+                b.iter(|| {
+                    let f = || {
+                        let wp = w
+                            .as_tensor()
+                            .reshape((cout * cin, 9))
+                            .unwrap()
+                            .index_select(&idx, 0)
+                            .unwrap()
+                            .reshape((ids.len(), 1, 3, 3))
+                            .unwrap();
+                        sparse_conv3x3(&x, &wp, &kp).unwrap()
+                    };
+                    step(&f, &up4)
+                })
+            },
+        );
+        group.bench_function(
+            format!("learned_dsc3x3_40to32_1of{every}_32x32/masked"),
+            |b| {
+                b.iter(|| {
+                    let f = || {
+                        let wm = w.as_tensor().broadcast_mul(&mask).unwrap();
+                        conv2d(&x, &wm, 1, 1).unwrap()
+                    };
+                    step(&f, &up4)
+                })
+            },
+        );
+    }
+
+    // The converted form's depthwise on the gathered channels (160 of 40, repeats), fused
+    // against index-select then depthwise.
+    let picks: Vec<u32> = (0..160).map(|i| (i * 7 % 40) as u32).collect();
+    let kp = KernelPairs::gathered(40, &picks).unwrap();
+    let index = ChannelIndex::new(picks);
+    let wd = Var::from_tensor(&random(&mut rng, &[160, 1, 3, 3])).unwrap();
+    let up5 = random(&mut rng, &[64, 160, 32, 32]);
+    group.bench_function("gathered_depthwise3x3_40to160_32x32/fused", |b| {
+        b.iter(|| step(&|| sparse_conv3x3(&x, &wd, &kp).unwrap(), &up5))
+    });
+    group.bench_function(
+        "gathered_depthwise3x3_40to160_32x32/select_then_depthwise",
+        |b| {
+            b.iter(|| {
+                let f = || depthwise3x3(&select_channels(&x, &index).unwrap(), &wd).unwrap();
+                step(&f, &up5)
+            })
+        },
+    );
     group.finish();
 }
 

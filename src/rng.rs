@@ -20,8 +20,14 @@ impl Rng {
     }
 
     pub fn next_u64(&mut self) -> u64 {
-        self.state = self.state.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        self.state = self.state.wrapping_add(GAMMA);
         mix(self.state)
+    }
+
+    /// The generator `n` draws ahead: what `n` calls of [`Rng::next_u64`] would leave, in
+    /// constant time (so a long stream can be drawn in parallel pieces).
+    pub fn ahead(&self, n: u64) -> Self {
+        Self::new(self.state.wrapping_add(n.wrapping_mul(GAMMA)))
     }
 
     /// Uniform in [0, 1), 53 bits.
@@ -41,6 +47,9 @@ impl Rng {
         (-2.0 * u1.ln()).sqrt() * (std::f64::consts::TAU * u2).cos()
     }
 }
+
+/// SplitMix64's increment.
+const GAMMA: u64 = 0x9E37_79B9_7F4A_7C15;
 
 fn mix(mut z: u64) -> u64 {
     z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
@@ -80,6 +89,17 @@ mod tests {
             .collect();
         assert_eq!(a, a2);
         assert_ne!(a, b);
+    }
+
+    #[test]
+    fn ahead_skips_exactly_n_draws() {
+        let mut r = Rng::for_stream(3, "s");
+        let skipped = r.ahead(1000);
+        for _ in 0..1000 {
+            r.next_u64();
+        }
+        assert_eq!(r, skipped);
+        assert_eq!(r.clone().next_u64(), skipped.clone().next_u64());
     }
 
     #[test]

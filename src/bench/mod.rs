@@ -18,18 +18,22 @@ use crate::model::Network;
 use crate::rng::Rng;
 use crate::train::{cross_entropy, median, Sgd, SgdConfig};
 
+/// Images in one CIFAR-10 training epoch.
+pub const EPOCH_IMAGES: f64 = 50_000.0;
+
 /// What to measure.
 #[derive(Debug, Clone)]
 pub struct BenchConfig {
     /// Images per training step and per batched inference.
     pub batch: usize,
-    /// Timed training steps (and batched inference passes).
+    /// Timed training steps per schedule phase (and batched inference passes).
     pub steps: usize,
     /// Untimed steps before them.
     pub warmup: usize,
-    /// Training progress in [0, 1] the pruning schedule is put at before measuring: 0 is the
-    /// first step (nothing pruned), 1 the end (every drop made).
-    pub progress: f64,
+    /// `None`: time training in every phase of the pruning schedule and weight each by the
+    /// share of a run it lasts. `Some(t)`: time training at progress `t` in [0, 1] only (0 is
+    /// the first step, nothing pruned; 1 the end, every drop made).
+    pub progress: Option<f64>,
     /// Timed batch-1 forward passes.
     pub latency_runs: usize,
 }
@@ -40,8 +44,32 @@ impl Default for BenchConfig {
             batch: 64,
             steps: 5,
             warmup: 1,
-            progress: 0.0,
+            progress: None,
             latency_runs: 30,
+        }
+    }
+}
+
+/// Training speed in one phase of the pruning schedule, where the structure is fixed.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Phase {
+    /// Progress at which the phase starts and ends, `[start, end)`; a single-progress
+    /// measurement is one phase with `start == end`.
+    pub start: f64,
+    pub end: f64,
+    /// Median training images per second (forward, loss, backward, SGD step).
+    pub images_per_s: f64,
+    /// Executed multiply-adds per image of the training form in this phase.
+    pub train_macs: u64,
+}
+
+impl Phase {
+    /// The share of a run's images this phase trains (1 for a single-progress measurement).
+    pub fn share(&self) -> f64 {
+        if self.end > self.start {
+            self.end - self.start
+        } else {
+            1.0
         }
     }
 }
@@ -54,23 +82,35 @@ pub struct BenchRow {
     pub allocator: String,
     pub threads: usize,
     pub batch: usize,
-    pub progress: f64,
-    /// Median training images per second (forward, loss, backward, SGD step).
+    /// The training speed of each schedule phase, in order.
+    pub phases: Vec<Phase>,
+    /// Training images per second over a whole run: the phases weighted by their share,
+    /// `1 / sum(share / images_per_s)`.
     pub train_images_per_s: f64,
+    /// Seconds of one CIFAR-10 epoch (50,000 images) at `train_images_per_s`.
+    pub epoch_seconds: f64,
     /// Median deploy-form inference images per second at `batch`.
     pub infer_images_per_s: f64,
     /// Median deploy-form forward time at batch 1, milliseconds.
     pub latency_ms: f64,
     /// Peak resident memory of the process after the training steps, bytes.
     pub train_peak_rss: u64,
-    /// Executed multiply-adds per image of the training form at `progress`.
-    pub train_macs: u64,
+    /// Executed multiply-adds per image of the training form, averaged over the phases by
+    /// their share.
+    pub train_macs: f64,
     /// Executed multiply-adds per image of the deploy form.
     pub deploy_macs: u64,
     /// Achieved training GFLOP/s: `3 * 2 * train_macs * train_images_per_s / 1e9`.
     pub train_gflops: f64,
     /// Achieved inference GFLOP/s at `batch`: `2 * deploy_macs * infer_images_per_s / 1e9`.
     pub infer_gflops: f64,
+}
+
+impl BenchRow {
+    /// Training images per second of the first phase (progress 0 in a schedule).
+    pub fn first_images_per_s(&self) -> f64 {
+        self.phases.first().map_or(f64::NAN, |p| p.images_per_s)
+    }
 }
 
 /// Seconds of each of `timed` calls of `f`, after `warmup` untimed ones.
@@ -120,19 +160,35 @@ pub fn peak_rss() -> u64 {
 pub fn measure(model: &str, spec: &ModelSpec, cfg: &BenchConfig) -> anyhow::Result<BenchRow> {
     let device = Device::Cpu;
     let mut net = Network::seeded(spec, 0, &device)?;
-    net.update_progress(cfg.progress)?;
-    let train_macs = total(&trace_costs(&net)?, Convention::Executed).flops;
-
     let (x, y) = batch(cfg.batch, spec.classes)?;
-    let mut sgd = Sgd::new(net.trainable(), SgdConfig::default());
-    let train_times = time_runs(cfg.warmup, cfg.steps, || {
-        let logits = net.forward_t(&x, true)?;
-        let loss = cross_entropy(&logits, &y)?;
-        let grads = loss.backward()?;
-        sgd.step(&grads, 0.01)
-    })?;
+    let med = |times: &[f64]| median(times.iter().copied()).unwrap_or(f64::NAN);
+    let per_s = |times: &[f64]| cfg.batch as f64 / med(times);
+
+    let spans = match cfg.progress {
+        Some(t) => vec![(t, t)],
+        None => net.schedule_phases(),
+    };
+    let mut phases = Vec::with_capacity(spans.len());
+    for (start, end) in spans {
+        // The structure is fixed inside a phase; its middle is clear of the boundaries.
+        net.update_progress((start + end) / 2.0)?;
+        let train_macs = total(&trace_costs(&net)?, Convention::Executed).flops;
+        // A fresh optimiser per phase: a conversion replaces parameters.
+        let mut sgd = Sgd::new(net.trainable(), SgdConfig::default());
+        let times = time_runs(cfg.warmup, cfg.steps, || {
+            let logits = net.forward_t(&x, true)?;
+            let loss = cross_entropy(&logits, &y)?;
+            let grads = loss.backward()?;
+            sgd.step(&grads, 0.01)
+        })?;
+        phases.push(Phase {
+            start,
+            end,
+            images_per_s: per_s(&times),
+            train_macs,
+        });
+    }
     let train_peak_rss = peak_rss();
-    drop(sgd);
 
     net.finish_pruning()?;
     let deploy = net.condense()?;
@@ -146,9 +202,9 @@ pub fn measure(model: &str, spec: &ModelSpec, cfg: &BenchConfig) -> anyhow::Resu
         deploy.forward_t(&one, false).map(drop)
     })?;
 
-    let med = |times: &[f64]| median(times.iter().copied()).unwrap_or(f64::NAN);
-    let per_s = |times: &[f64]| cfg.batch as f64 / med(times);
-    let train_images_per_s = per_s(&train_times);
+    let run_seconds_per_image: f64 = phases.iter().map(|p| p.share() / p.images_per_s).sum();
+    let train_images_per_s = 1.0 / run_seconds_per_image;
+    let train_macs: f64 = phases.iter().map(|p| p.share() * p.train_macs as f64).sum();
     let infer_images_per_s = per_s(&infer_times);
     Ok(BenchRow {
         model: model.to_string(),
@@ -156,14 +212,15 @@ pub fn measure(model: &str, spec: &ModelSpec, cfg: &BenchConfig) -> anyhow::Resu
         allocator: crate::alloc::active().name().to_string(),
         threads: rayon::current_num_threads(),
         batch: cfg.batch,
-        progress: cfg.progress,
+        phases,
         train_images_per_s,
+        epoch_seconds: EPOCH_IMAGES / train_images_per_s,
         infer_images_per_s,
         latency_ms: med(&latency) * 1e3,
         train_peak_rss,
         train_macs,
         deploy_macs,
-        train_gflops: 6.0 * train_macs as f64 * train_images_per_s / 1e9,
+        train_gflops: 6.0 * train_macs * train_images_per_s / 1e9,
         infer_gflops: 2.0 * deploy_macs as f64 * infer_images_per_s / 1e9,
     })
 }

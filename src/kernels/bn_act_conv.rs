@@ -18,7 +18,7 @@ use rayon::prelude::*;
 
 use super::bn_act::{coefficients, ActKind, BnAct, Coefficients, LANES};
 use super::conv::{col2im, im2col, matmul, matmul_into, split, Conv, Geometry, Mat, CHUNK};
-use super::{by_dtype, dims4, filled, slice};
+use super::{by_dtype, dims4, filled, slice, sum_parts};
 
 const OP: &str = "bn_act_conv";
 
@@ -69,29 +69,40 @@ struct Grad {
     g: Geometry,
 }
 
+/// `a = act(x * scale + shift)` over one plane.
+#[inline(always)]
+pub(super) fn activate_plane<T: WithDType>(
+    xs: &[T],
+    k: &Coefficients,
+    act: ActKind,
+    out: &mut [T],
+) {
+    let (scale, shift) = (T::from_f64(k.scale), T::from_f64(k.shift));
+    match act {
+        ActKind::Relu => {
+            for (o, &v) in out.iter_mut().zip(xs) {
+                *o = ActKind::Relu.apply(v * scale + shift);
+            }
+        }
+        ActKind::Relu6 => {
+            for (o, &v) in out.iter_mut().zip(xs) {
+                *o = ActKind::Relu6.apply(v * scale + shift);
+            }
+        }
+    }
+}
+
 /// `a = act(x * scale + shift)` for one image's `C` planes.
 fn activate<T: WithDType>(x: &[T], k: &[Coefficients], plane: usize, act: ActKind, a: &mut [T]) {
     for (c, (xs, out)) in x.chunks(plane).zip(a.chunks_mut(plane)).enumerate() {
-        let (scale, shift) = (T::from_f64(k[c].scale), T::from_f64(k[c].shift));
-        match act {
-            ActKind::Relu => {
-                for (o, &v) in out.iter_mut().zip(xs) {
-                    *o = ActKind::Relu.apply(v * scale + shift);
-                }
-            }
-            ActKind::Relu6 => {
-                for (o, &v) in out.iter_mut().zip(xs) {
-                    *o = ActKind::Relu6.apply(v * scale + shift);
-                }
-            }
-        }
+        activate_plane(xs, &k[c], act, out);
     }
 }
 
 /// `da <- act'(x * scale + shift) * da` over one plane, returning `(sum(da), sum(da * x))`
 /// of the gated values, in `LANES` fixed-order partial sums.
 #[inline(always)]
-fn gate_plane<T: WithDType>(
+pub(super) fn gate_plane<T: WithDType>(
     xs: &[T],
     da: &mut [T],
     scale: T,
@@ -155,6 +166,75 @@ fn forward<T: WithDType>(x: &[T], p: &[T], w: &[T], g: &Geometry, bn: BnAct) -> 
     unsafe { filled(g.n * out_len, out_len, parallel, image) }
 }
 
+/// `da <- act'(a) * da` over one image's `C` planes, with each channel's `(sum(da), sum(da * x))`
+/// into `sums`.
+pub(super) fn gate_image<T: WithDType>(
+    x: &[T],
+    da: &mut [T],
+    k: &[Coefficients],
+    plane: usize,
+    act: ActKind,
+    sums: &mut [(f64, f64)],
+) {
+    for (c, ((xs, ds), sum)) in x
+        .chunks(plane)
+        .zip(da.chunks_mut(plane))
+        .zip(sums.iter_mut())
+        .enumerate()
+    {
+        let (scale, shift) = (T::from_f64(k[c].scale), T::from_f64(k[c].shift));
+        *sum = match act {
+            ActKind::Relu => gate_plane(xs, ds, scale, shift, ActKind::Relu),
+            ActKind::Relu6 => gate_plane(xs, ds, scale, shift, ActKind::Relu6),
+        };
+    }
+}
+
+/// The BN's share of the backward, after [`gate_image`] ran on every image: `dx` (holding the
+/// gated `da`) becomes the input gradient, and `dp` (`[4, C]`) gets `dgamma` and `dbeta`.
+/// `sums[img * C + c]` are the per-image sums; they are added in image order.
+pub(super) fn bn_input_grad<T: WithDType>(
+    dx: &mut [T],
+    x: &[T],
+    sums: &[(f64, f64)],
+    k: &[Coefficients],
+    plane: usize,
+    train: bool,
+    dp: &mut [T],
+) {
+    let cin = k.len();
+    let n = sums.len() / cin;
+    // Per channel, in image order: sum(da) and sum(da * xhat).
+    let count = (n * plane) as f64;
+    let totals: Vec<(f64, f64)> = (0..cin)
+        .map(|c| {
+            let (mut s, mut sx) = (0f64, 0f64);
+            for img in 0..n {
+                s += sums[img * cin + c].0;
+                sx += sums[img * cin + c].1;
+            }
+            (s, (sx - k[c].mean * s) * k[c].invstd)
+        })
+        .collect();
+
+    // dx = k1 * da + k2 * x + k3 (training) or k1 * da (evaluation).
+    dx.par_chunks_mut(plane)
+        .zip(x.par_chunks(plane))
+        .enumerate()
+        .for_each(|(i, (d, xs))| {
+            let c = i % cin;
+            let [k1, k2, k3] = k[c].input_grad::<T>(totals[c], count, train);
+            for (o, &v) in d.iter_mut().zip(xs) {
+                *o = k1 * *o + k2 * v + k3;
+            }
+        });
+
+    for (c, &(s, sxhat)) in totals.iter().enumerate() {
+        dp[2 * cin + c] = T::from_f64(sxhat);
+        dp[3 * cin + c] = T::from_f64(s);
+    }
+}
+
 /// `[dx | dparams | dw]`.
 fn backward<T: WithDType>(x: &[T], dy: &[T], pw: &[T], g: &Geometry, bn: BnAct) -> Vec<T> {
     let (cin, plane) = (g.cin, g.in_plane());
@@ -215,55 +295,11 @@ fn backward<T: WithDType>(x: &[T], dy: &[T], pw: &[T], g: &Geometry, bn: BnAct) 
                         col2im(&dcols, g, dag);
                     }
                 }
-                for c in 0..cin {
-                    let (scale, shift) = (T::from_f64(k[c].scale), T::from_f64(k[c].shift));
-                    let (xs, ds) = (&xi[c * plane..][..plane], &mut dai[c * plane..][..plane]);
-                    sc[j * cin + c] = match bn.act {
-                        ActKind::Relu => gate_plane(xs, ds, scale, shift, ActKind::Relu),
-                        ActKind::Relu6 => gate_plane(xs, ds, scale, shift, ActKind::Relu6),
-                    };
-                }
+                gate_image(xi, dai, &k, plane, bn.act, &mut sc[j * cin..(j + 1) * cin]);
             }
         });
-
-    // Per channel, in image order: sum(da) and sum(da * xhat).
-    let count = (g.n * plane) as f64;
-    let totals: Vec<(f64, f64)> = (0..cin)
-        .map(|c| {
-            let (mut s, mut sx) = (0f64, 0f64);
-            for img in 0..g.n {
-                s += sums[img * cin + c].0;
-                sx += sums[img * cin + c].1;
-            }
-            (s, (sx - k[c].mean * s) * k[c].invstd)
-        })
-        .collect();
-
-    // Pass 2: dx = k1 * da + k2 * x + k3 (training) or k1 * da (evaluation).
-    dx.par_chunks_mut(plane)
-        .zip(x.par_chunks(plane))
-        .enumerate()
-        .for_each(|(i, (d, xs))| {
-            let c = i % cin;
-            let [k1, k2, k3] = k[c].input_grad::<T>(totals[c], count, bn.train);
-            for (o, &v) in d.iter_mut().zip(xs) {
-                *o = k1 * *o + k2 * v + k3;
-            }
-        });
-
-    for (c, &(s, sxhat)) in totals.iter().enumerate() {
-        dp[2 * cin + c] = T::from_f64(sxhat);
-        dp[3 * cin + c] = T::from_f64(s);
-    }
-    for (chunk, part) in dw_parts.chunks(g.weight_len()).enumerate() {
-        if chunk == 0 {
-            dw.copy_from_slice(part);
-        } else {
-            for (d, v) in dw.iter_mut().zip(part) {
-                *d += *v;
-            }
-        }
-    }
+    bn_input_grad(dx, x, &sums, &k, plane, bn.train, dp);
+    sum_parts(&dw_parts, dw);
     out
 }
 

@@ -17,7 +17,7 @@ use candle_core::{CpuStorage, CustomOp2, Layout, Result, Shape, Tensor, WithDTyp
 use gemm::Parallelism;
 use rayon::prelude::*;
 
-use super::{by_dtype, dims4, filled, slice};
+use super::{by_dtype, dims4, filled, slice, sum_parts};
 
 /// Images per weight-gradient partial sum.
 pub(super) const CHUNK: usize = 4;
@@ -182,6 +182,11 @@ impl<T> Mat<T> {
             cs: 1,
         }
     }
+    /// Row-major rows `row_stride` elements apart (every `row_stride / n`-th row of a
+    /// larger matrix, for instance).
+    pub(super) fn strided(s: &[T], row_stride: usize) -> Self {
+        Self::rows(s, row_stride)
+    }
     /// The transpose of a row-major matrix with `cols` columns.
     pub(super) fn transposed(s: &[T], cols: usize) -> Self {
         Self {
@@ -203,7 +208,7 @@ pub(super) fn matmul<T: WithDType>(
 ) {
     assert!(dst.len() >= dims.0 * dims.1);
     // SAFETY: `dst` holds m x n initialised elements.
-    unsafe { gemm_raw(dst.as_mut_ptr(), dims, a, b, accumulate, par) }
+    unsafe { gemm_raw(dst.as_mut_ptr(), dims.1, dims, a, b, accumulate, par) }
 }
 
 /// `dst[m x n] = a[m x k] · b[k x n]` into uninitialised memory, all of which it writes.
@@ -216,14 +221,41 @@ pub(super) fn matmul_into<T: WithDType>(
 ) {
     assert!(dst.len() >= dims.0 * dims.1);
     // SAFETY: `dst` holds m x n elements; gemm only writes them when not accumulating.
-    unsafe { gemm_raw(dst.as_mut_ptr().cast::<T>(), dims, a, b, false, par) }
+    unsafe { gemm_raw(dst.as_mut_ptr().cast::<T>(), dims.1, dims, a, b, false, par) }
+}
+
+/// `dst[m x n] = a[m x k] · b[k x n]` into uninitialised rows `dst_stride` elements apart
+/// (row `r` at `dst[r * dst_stride..][..n]`), all of which it writes.
+pub(super) fn matmul_strided_into<T: WithDType>(
+    dst: &mut [MaybeUninit<T>],
+    dst_stride: usize,
+    dims: (usize, usize, usize),
+    a: Mat<T>,
+    b: Mat<T>,
+    par: Parallelism,
+) {
+    let (m, n, _) = dims;
+    assert!(m == 0 || (dst_stride >= n && dst.len() >= (m - 1) * dst_stride + n));
+    // SAFETY: the rows of `dst` lie inside the slice; gemm only writes them.
+    unsafe {
+        gemm_raw(
+            dst.as_mut_ptr().cast::<T>(),
+            dst_stride,
+            dims,
+            a,
+            b,
+            false,
+            par,
+        )
+    }
 }
 
 /// # Safety
-/// `dst` points to m x n elements (initialised when `accumulate`); `a` and `b` point into
+/// `dst` points to m rows of n elements, `dst_stride` apart (initialised when `accumulate`); `a` and `b` point into
 /// live slices holding the (m x k) and (k x n) elements their strides address.
 unsafe fn gemm_raw<T: WithDType>(
     dst: *mut T,
+    dst_stride: usize,
     (m, n, k): (usize, usize, usize),
     a: Mat<T>,
     b: Mat<T>,
@@ -234,8 +266,25 @@ unsafe fn gemm_raw<T: WithDType>(
     // SAFETY: as the caller guarantees.
     unsafe {
         gemm::gemm(
-            m, n, k, dst, 1, n as isize, accumulate, a.ptr, a.cs, a.rs, b.ptr, b.cs, b.rs, one,
-            one, false, false, false, par,
+            m,
+            n,
+            k,
+            dst,
+            1,
+            dst_stride as isize,
+            accumulate,
+            a.ptr,
+            a.cs,
+            a.rs,
+            b.ptr,
+            b.cs,
+            b.rs,
+            one,
+            one,
+            false,
+            false,
+            false,
+            par,
         )
     }
 }
@@ -335,12 +384,8 @@ fn weight_grad<T: WithDType>(x: &[T], dy: &[T], g: &Geometry) -> Vec<T> {
             }
         }
     });
-    let mut dw = partial[..g.weight_len()].to_vec();
-    for part in partial.chunks(g.weight_len()).skip(1) {
-        for (d, p) in dw.iter_mut().zip(part) {
-            *d += *p;
-        }
-    }
+    let mut dw = vec![T::from_f64(0.0); g.weight_len()];
+    sum_parts(&partial, &mut dw);
     dw
 }
 

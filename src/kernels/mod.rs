@@ -1,6 +1,7 @@
 //! CPU kernels for the ops candle runs slowly, as candle custom ops with their own backward:
 //! convolution as im2col + GEMM ([`conv2d`]), depthwise 3x3 ([`depthwise3x3`]), fused
-//! batch-norm + activation ([`bn_act`]) and channel gathers ([`select_channels`], which also
+//! batch-norm + activation ([`bn_act`]), the learned-group 1x1 conv over live inputs only
+//! ([`bn_act_live_conv`]) and channel gathers ([`select_channels`], which also
 //! does the channel shuffle).
 //!
 //! Every kernel sums each output element in one fixed order that does not depend on thread
@@ -13,13 +14,17 @@ mod bn_act;
 mod bn_act_conv;
 mod conv;
 mod depthwise;
+mod live_conv;
 mod select;
+mod sparse_conv;
 
 pub use bn_act::{bn_act, bn_stats, ActKind};
 pub use bn_act_conv::bn_act_conv;
 pub use conv::conv2d;
 pub use depthwise::depthwise3x3;
+pub use live_conv::{bn_act_live_conv, GroupInputs};
 pub use select::{select_channels, ChannelIndex};
+pub use sparse_conv::{sparse_conv3x3, KernelPairs};
 
 use std::mem::MaybeUninit;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -114,6 +119,20 @@ unsafe fn filled<T: Send>(
     // SAFETY: the caller's `fill` initialised all `len` elements.
     unsafe { v.set_len(len) };
     v
+}
+
+/// `dst = parts[0] + parts[1] + ...` over the consecutive `dst.len()`-long parts of `parts`,
+/// added in order (the weight gradients' fixed-order sum over image chunks).
+fn sum_parts<T: WithDType>(parts: &[T], dst: &mut [T]) {
+    for (i, part) in parts.chunks(dst.len()).enumerate() {
+        if i == 0 {
+            dst.copy_from_slice(part);
+        } else {
+            for (d, v) in dst.iter_mut().zip(part) {
+                *d += *v;
+            }
+        }
+    }
 }
 
 /// The contiguous elements of a CPU storage of dtype `T` that `l` covers.

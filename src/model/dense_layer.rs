@@ -127,6 +127,15 @@ impl DenseLayer {
         })
     }
 
+    /// The progress values at which this layer's structure changes.
+    pub fn schedule_changes(&self) -> Vec<f64> {
+        match &self.bottleneck {
+            Bottleneck::LearnedGroup(c) => c.schedule_changes(),
+            Bottleneck::LearnedDsc(c) => c.schedule_changes(),
+            Bottleneck::CondensedGroup(_) | Bottleneck::Dense(_) => Vec::new(),
+        }
+    }
+
     /// Puts the pruning schedule where a run had it at progress `t`, with the masks (and the
     /// tensors of a converted learned-dsc conv) of `saved`.
     pub fn restore_schedule(&mut self, t: f64, saved: &Saved) -> Result<()> {

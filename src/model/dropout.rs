@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use candle_core::{Result, Tensor};
 use candle_nn::ModuleT;
+use rayon::prelude::*;
 
 use crate::rng::Rng;
 
@@ -59,10 +60,16 @@ impl ModuleT for Dropout {
         let keep = 1.0 - self.rate;
         let scale = (1.0 / keep) as f32;
         let step = self.clock.get();
-        let mut rng = Rng::for_stream(self.seed, &format!("{}/{step}", self.name));
-        let mask: Vec<f32> = (0..x.elem_count())
-            .map(|_| if rng.next_f64() < keep { scale } else { 0.0 })
-            .collect();
+        let rng = Rng::for_stream(self.seed, &format!("{}/{step}", self.name));
+        // The stream drawn in parallel pieces: element i takes the stream's i-th draw.
+        const PIECE: usize = 1 << 14;
+        let mut mask = vec![0f32; x.elem_count()];
+        mask.par_chunks_mut(PIECE).enumerate().for_each(|(i, m)| {
+            let mut rng = rng.ahead((i * PIECE) as u64);
+            for v in m {
+                *v = if rng.next_f64() < keep { scale } else { 0.0 };
+            }
+        });
         let mask = Tensor::from_vec(mask, x.shape(), x.device())?.to_dtype(x.dtype())?;
         x * mask
     }

@@ -12,6 +12,7 @@ use super::state::{
 };
 use crate::analyze::{trace, Cost, LayerCost};
 use crate::config::Activation;
+use crate::kernels::GroupInputs;
 
 /// BN -> act -> (dropout) -> 1x1 conv `Cin -> W` whose weight is multiplied by a mask.
 ///
@@ -29,6 +30,8 @@ pub struct LearnedGroupConv {
     kept: Vec<Vec<bool>>,
     /// `[W, Cin, 1, 1]` float 0/1, always equal to `kept` spread over each group's outputs.
     mask: Tensor,
+    /// `kept` as each group's list of live inputs, for the kernel that skips pruned work.
+    live: GroupInputs,
     /// Drops done so far, 0 ..= C-1.
     stage: usize,
 }
@@ -50,6 +53,7 @@ impl LearnedGroupConv {
                 .get_with_hints((width, cin, 1, 1), "weight", conv_init(1, width))?;
         let kept = vec![vec![true; cin]; groups];
         let mask = Self::mask_tensor(&kept, width, &weight)?;
+        let live = GroupInputs::from_kept(&kept)?;
         Ok(Self {
             name: vb.prefix(),
             pre: PreActivation::new(cin, act, dropout, &vb)?,
@@ -58,6 +62,7 @@ impl LearnedGroupConv {
             condense_factor,
             kept,
             mask,
+            live,
             stage: 0,
         })
     }
@@ -85,6 +90,12 @@ impl LearnedGroupConv {
         (0..c.saturating_sub(1))
             .find(|&i| 2.0 * t < (i + 1) as f64 / (c - 1) as f64)
             .unwrap_or(c - 1)
+    }
+
+    /// The progress values in (0, 1) at which a drop happens: `i / (2 (C-1))`, i = 1..C-1.
+    pub fn schedule_changes(&self) -> Vec<f64> {
+        let c = self.condense_factor;
+        (1..c).map(|i| i as f64 / (2 * (c - 1)) as f64).collect()
     }
 
     /// Input channels each group reads now.
@@ -126,6 +137,7 @@ impl LearnedGroupConv {
                  ({expect_live} live inputs in every group, shared by the group's outputs)"
             );
         }
+        self.live = GroupInputs::from_kept(&kept)?;
         self.kept = kept;
         self.mask = mask;
         self.stage = stage;
@@ -151,6 +163,7 @@ impl LearnedGroupConv {
             }
         }
         self.mask = Self::mask_tensor(&self.kept, width, &self.mask)?;
+        self.live = GroupInputs::from_kept(&self.kept)?;
         Ok(())
     }
 
@@ -197,8 +210,20 @@ impl LearnedGroupConv {
 
 impl ModuleT for LearnedGroupConv {
     fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
-        let w = (self.weight.as_tensor() * &self.mask)?;
-        let y = self.pre.convolve(x, &w, Conv2dConfig::pointwise(), train)?;
+        // Before the first drop every group reads every input: the dense conv is the live one.
+        let live = match self.stage {
+            0 => None,
+            _ => self
+                .pre
+                .convolve_live(x, self.weight.as_tensor(), &self.live, train)?,
+        };
+        let y = match live {
+            Some(y) => y,
+            None => {
+                let w = (self.weight.as_tensor() * &self.mask)?;
+                self.pre.convolve(x, &w, Conv2dConfig::pointwise(), train)?
+            }
+        };
         trace::record(|| {
             let (cin, width) = (self.cin() as u64, self.width() as u64);
             let full = cin * width * (y.dim(2).unwrap_or(0) * y.dim(3).unwrap_or(0)) as u64;

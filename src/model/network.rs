@@ -145,6 +145,22 @@ impl Network {
         Ok(report)
     }
 
+    /// The phases of a whole run: the intervals of progress `[start, end)` covering [0, 1) in
+    /// which no layer's structure changes (learned-group stages, learned-dsc drops and
+    /// conversion), in order. A network without a schedule has one phase.
+    pub fn schedule_phases(&self) -> Vec<(f64, f64)> {
+        let mut cuts: Vec<f64> = self
+            .layers()
+            .flat_map(DenseLayer::schedule_changes)
+            .filter(|&t| t > 0.0 && t < 1.0)
+            .collect();
+        cuts.sort_by(f64::total_cmp);
+        cuts.dedup();
+        let starts = std::iter::once(0.0).chain(cuts.iter().copied());
+        let ends = cuts.iter().copied().chain(std::iter::once(1.0));
+        starts.zip(ends).collect()
+    }
+
     /// Selects the dropout noise of training step `step` (counted from 0 over the whole run).
     pub fn set_noise_step(&self, step: u64) {
         self.noise.set(step);

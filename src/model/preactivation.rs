@@ -9,7 +9,7 @@ use super::conv::{convolve, is_depthwise, Conv2dConfig};
 use super::dropout::Dropout;
 use super::state::{HasState, State};
 use crate::config::Activation;
-use crate::kernels::{self, bn_act_conv};
+use crate::kernels::{self, bn_act_conv, bn_act_live_conv, GroupInputs};
 
 #[derive(Debug, Clone)]
 pub struct PreActivation {
@@ -63,6 +63,26 @@ impl PreActivation {
             return bn_act_conv(x, &params, w, cfg.padding, cfg.groups, eps, act, train);
         }
         convolve(&self.forward_t(x, train)?, w, cfg)
+    }
+
+    /// `conv1x1(self(x), w)` where output `o` reads only the inputs `live` gives its group
+    /// (`o mod groups`), as one fused kernel ([`bn_act_live_conv`]) that skips the pruned
+    /// products; `None` where that kernel does not apply (dropout, reference kernels, other
+    /// devices): the caller then runs the masked dense conv.
+    pub fn convolve_live(
+        &self,
+        x: &Tensor,
+        w: &Tensor,
+        live: &GroupInputs,
+        train: bool,
+    ) -> Result<Option<Tensor>> {
+        if self.dropout.is_some() || !kernels::fast_for(x) {
+            return Ok(None);
+        }
+        let params = self.norm.fused_params(x, train)?;
+        self.act.record(x);
+        let (eps, act) = (self.norm.eps(), self.act.kernel());
+        bn_act_live_conv(x, &params, w, live, eps, act, train).map(Some)
     }
 }
 
