@@ -60,6 +60,7 @@ fn kernels(c: &mut Criterion) {
     for (name, dims, cout, k, p, g) in [
         ("conv1x1_704to128_8x8", [64, 704, 8, 8], 128, 1, 0, 1),
         ("conv3x3_g4_32to8_32x32", [64, 32, 32, 32], 8, 3, 1, 4),
+        ("conv3x3_g4_128to32_8x8", [64, 128, 8, 8], 32, 3, 1, 4),
         ("conv3x3_3to16_32x32", [64, 3, 32, 32], 16, 3, 1, 1),
     ] {
         let x = Var::from_tensor(&random(&mut rng, &dims)).unwrap();
@@ -71,6 +72,20 @@ fn kernels(c: &mut Criterion) {
         group.bench_function(format!("{name}/candle"), |b| {
             b.iter(|| step(&|| x.conv2d(&w, p, 1, 1, g).unwrap(), &up))
         });
+        if k == 3 && g > 1 {
+            // The same grouped conv as kernel pairs.
+            let (cin_g, cout_g) = (dims[1] / g, cout / g);
+            let pairs: Vec<(u32, u32)> = (0..cout)
+                .flat_map(|o| {
+                    (0..cin_g).map(move |i| (o as u32, ((o / cout_g) * cin_g + i) as u32))
+                })
+                .collect();
+            let kp = KernelPairs::new(dims[1], cout, &pairs).unwrap();
+            let wp = Var::from_tensor(&random(&mut rng, &[pairs.len(), 1, 3, 3])).unwrap();
+            group.bench_function(format!("{name}/pairs"), |b| {
+                b.iter(|| step(&|| sparse_conv3x3(&x, &wp, &kp).unwrap(), &up))
+            });
+        }
     }
 
     let dims = [64, 128, 32, 32];

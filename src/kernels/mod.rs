@@ -1,7 +1,8 @@
 //! CPU kernels for the ops candle runs slowly, as candle custom ops with their own backward:
 //! convolution as im2col + GEMM ([`conv2d`]), depthwise 3x3 ([`depthwise3x3`]), fused
 //! batch-norm + activation ([`bn_act`]), the learned-group 1x1 conv over live inputs only
-//! ([`bn_act_live_conv`]) and channel gathers ([`select_channels`], which also
+//! ([`bn_act_live_conv`]), sparse 3x3 convs over kernel pairs ([`sparse_conv3x3`]), the
+//! converted learned-dsc conv as one op ([`separable_conv`]) and channel gathers ([`select_channels`], which also
 //! does the channel shuffle).
 //!
 //! Every kernel sums each output element in one fixed order that does not depend on thread
@@ -12,18 +13,22 @@
 
 mod bn_act;
 mod bn_act_conv;
+mod bn_act_sparse_conv;
 mod conv;
 mod depthwise;
 mod live_conv;
 mod select;
+mod separable;
 mod sparse_conv;
 
 pub use bn_act::{bn_act, bn_stats, ActKind};
 pub use bn_act_conv::bn_act_conv;
+pub use bn_act_sparse_conv::bn_act_sparse_conv3x3;
 pub use conv::conv2d;
 pub use depthwise::depthwise3x3;
 pub use live_conv::{bn_act_live_conv, GroupInputs};
 pub use select::{select_channels, ChannelIndex};
+pub use separable::separable_conv;
 pub use sparse_conv::{sparse_conv3x3, KernelPairs};
 
 use std::mem::MaybeUninit;

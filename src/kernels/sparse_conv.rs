@@ -30,19 +30,19 @@ const OP: &str = "sparse_conv3x3";
 /// output channel `out[p]`, with the 3x3 kernel `w[p]`.
 #[derive(Debug, Clone)]
 pub struct KernelPairs {
-    cin: usize,
-    cout: usize,
-    out: Arc<[u32]>,
-    inp: Arc<[u32]>,
+    pub(super) cin: usize,
+    pub(super) cout: usize,
+    pub(super) out: Arc<[u32]>,
+    pub(super) inp: Arc<[u32]>,
     /// Each output's pairs, ascending.
-    by_out: Arc<Csr>,
+    pub(super) by_out: Arc<Csr>,
     /// Each input's pairs, ascending.
-    by_in: Arc<Csr>,
+    pub(super) by_in: Arc<Csr>,
 }
 
 /// Lists of pair numbers per channel: channel `c`'s are `items[start[c]..start[c + 1]]`.
 #[derive(Debug)]
-struct Csr {
+pub(super) struct Csr {
     start: Vec<usize>,
     items: Vec<u32>,
 }
@@ -98,6 +98,20 @@ impl KernelPairs {
         Self::new(cin, index.len(), &pairs)
     }
 
+    /// Every kernel of a grouped conv from `cin` to `cout` channels in `groups` groups, in
+    /// the order of its `[cout, cin / groups, 3, 3]` weight: pair `o * cin/groups + i` is
+    /// `(o, group(o) * cin/groups + i)`.
+    pub fn grouped(cin: usize, cout: usize, groups: usize) -> Result<Self> {
+        if groups == 0 || cin % groups != 0 || cout % groups != 0 {
+            candle_core::bail!("{OP}: {cin} -> {cout} channels in {groups} groups");
+        }
+        let (cin_g, cout_g) = (cin / groups, cout / groups);
+        let pairs: Vec<(u32, u32)> = (0..cout)
+            .flat_map(|o| (0..cin_g).map(move |i| (o as u32, ((o / cout_g) * cin_g + i) as u32)))
+            .collect();
+        Self::new(cin, cout, &pairs)
+    }
+
     pub fn len(&self) -> usize {
         self.out.len()
     }
@@ -125,7 +139,7 @@ pub fn sparse_conv3x3(x: &Tensor, w: &Tensor, pairs: &KernelPairs) -> Result<Ten
 }
 
 /// Floats with a fused multiply-add, for the loops compiled with FMA.
-trait Float: WithDType {
+pub(super) trait Float: WithDType {
     fn fma(self, a: Self, b: Self) -> Self;
 }
 
@@ -155,26 +169,26 @@ fn madd<T: Float, const FMA: bool>(k: T, v: T, s: T) -> T {
 
 /// Sizes of one plane and of its padded copy.
 #[derive(Debug, Clone, Copy)]
-struct Plane {
-    h: usize,
-    w: usize,
+pub(super) struct Plane {
+    pub(super) h: usize,
+    pub(super) w: usize,
 }
 
 impl Plane {
     /// Row length of padded planes and of accumulators.
-    fn wp(&self) -> usize {
+    pub(super) fn wp(&self) -> usize {
         self.w + 2
     }
     /// Elements of an accumulator: `h` rows of `w + 2`.
-    fn acc_len(&self) -> usize {
+    pub(super) fn acc_len(&self) -> usize {
         self.h * self.wp()
     }
     /// Elements of a padded plane: `h + 2` rows of `w + 2`, plus the 2 that the last row's
     /// dropped columns read.
-    fn padded_len(&self) -> usize {
+    pub(super) fn padded_len(&self) -> usize {
         (self.h + 2) * self.wp() + 2
     }
-    fn len(&self) -> usize {
+    pub(super) fn len(&self) -> usize {
         self.h * self.w
     }
 }
@@ -182,7 +196,7 @@ impl Plane {
 /// `dst.copy_from_slice(src)` inline, 8 elements at a time: the rows here are 8-32
 /// elements, for which a `memcpy` call costs more than the copy.
 #[inline(always)]
-fn copy_row<T: Copy>(dst: &mut [T], src: &[T]) {
+pub(super) fn copy_row<T: Copy>(dst: &mut [T], src: &[T]) {
     let mut d = dst.chunks_exact_mut(8);
     let mut s = src.chunks_exact(8);
     for (d8, s8) in (&mut d).zip(&mut s) {
@@ -193,8 +207,18 @@ fn copy_row<T: Copy>(dst: &mut [T], src: &[T]) {
     }
 }
 
+/// The interiors of the padded planes `out` (whose borders are zero) from the planes `x`.
+pub(super) fn pad_into<T: WithDType>(x: &[T], g: Plane, out: &mut [T]) {
+    let wp = g.wp();
+    for (dst, src) in out.chunks_mut(g.padded_len()).zip(x.chunks(g.len())) {
+        for (y, row) in src.chunks(g.w).enumerate() {
+            copy_row(&mut dst[(y + 1) * wp + 1..][..g.w], row);
+        }
+    }
+}
+
 /// Every plane of `x` zero-padded by one pixel (rows of `w + 2`).
-fn pad<T: WithDType>(x: &[T], g: Plane) -> Vec<T> {
+pub(super) fn pad<T: WithDType>(x: &[T], g: Plane) -> Vec<T> {
     let (planes, wp, zero) = (x.len() / g.len(), g.wp(), T::from_f64(0.0));
     let mut out = Vec::with_capacity(planes * g.padded_len());
     out.extend(std::iter::repeat_n(zero, planes * g.padded_len()));
@@ -400,6 +424,47 @@ macro_rules! dispatch {
     }};
 }
 
+/// [`image_weight_grad`] for the CPU's features.
+pub(super) fn image_weight_grad_any<T: Float>(
+    dw: &mut [T],
+    xpad: &[T],
+    dypad: &[T],
+    pairs: &KernelPairs,
+    g: Plane,
+) {
+    dispatch!(image_weight_grad(dw, xpad, dypad, pairs, g))
+}
+
+/// One image's planes `out` (`[C, h, w]` for the `C` channels of `lists`): plane `c` sums the
+/// pairs `lists.of(c)`, pair `p` reading plane `read[p]` of the padded planes `src`; over the
+/// planes in parallel when `parallel`.
+#[allow(clippy::too_many_arguments)]
+pub(super) fn image_planes<T: Float>(
+    out: &mut [T],
+    src: &[T],
+    lists: &Csr,
+    read: &[u32],
+    w: &[T],
+    g: Plane,
+    flip: bool,
+    parallel: bool,
+) {
+    let run = |acc: &mut Vec<T>, (c, o): (usize, &mut [T])| {
+        dispatch!(plane_sum(o, acc, lists.of(c), src, read, w, g, flip));
+    };
+    let fresh = || vec![T::from_f64(0.0); g.acc_len()];
+    if parallel {
+        out.par_chunks_mut(g.len())
+            .enumerate()
+            .for_each_init(fresh, run);
+    } else {
+        let mut acc = fresh();
+        out.chunks_mut(g.len())
+            .enumerate()
+            .for_each(|item| run(&mut acc, item));
+    }
+}
+
 /// `out` (`[N, C, h, w]` for the `C` channels of `lists`): plane `(img, c)` sums the pairs
 /// `lists.of(c)`, pair `p` reading plane `(img, read[p])` of `src` (padded, `src_channels`
 /// per image).
@@ -458,7 +523,7 @@ fn backward<T: Float>(x: &[T], dy: &[T], w: &[T], dims: [usize; 4], pairs: &Kern
             for img in chunk * CHUNK..((chunk + 1) * CHUNK).min(n) {
                 let xi = &xpad[img * xl..][..xl];
                 let dyi = &dypad[img * dyl..][..dyl];
-                dispatch!(image_weight_grad(part, xi, dyi, pairs, g));
+                image_weight_grad_any(part, xi, dyi, pairs, g);
             }
         });
     sum_parts(&parts, dw);

@@ -6,7 +6,7 @@ use candle_nn::{Init, VarBuilder};
 use super::preactivation::PreActivation;
 use super::state::{fresh_var, HasState, State, StateTensor};
 use crate::analyze::{conv_flops, conv_op, trace, Cost, LayerCost};
-use crate::kernels::{self, depthwise3x3, sparse_conv3x3, KernelPairs};
+use crate::kernels::{self, depthwise3x3};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Conv2dConfig {
@@ -122,25 +122,17 @@ impl Conv2d {
         Ok(y)
     }
 
-    /// A depthwise 3x3 conv of the input channels `pairs` picks (pair `t` is `(t, index[t])`):
-    /// the same as this conv of `index_select(x, index)`, without the gathered copy where
-    /// the fast kernels run ([`sparse_conv3x3`]). `None` where they do not: the caller then
-    /// gathers and runs [`Module::forward`].
-    pub fn forward_gathered(&self, x: &Tensor, pairs: &KernelPairs) -> Result<Option<Tensor>> {
-        if !kernels::fast_for(x) {
-            return Ok(None);
-        }
-        let y = sparse_conv3x3(x, self.weight.as_tensor(), pairs)?;
-        self.record(y.dim(1)?, &y);
-        Ok(Some(y))
-    }
-
     /// Records the cost of producing `y` from `cin` input channels.
     fn record(&self, cin: usize, y: &Tensor) {
+        let side = (y.dim(2).unwrap_or(0), y.dim(3).unwrap_or(0));
+        self.record_shape(cin, y.dim(1).unwrap_or(0), side);
+    }
+
+    /// Records the cost of producing `cout` planes of `side` from `cin` input channels (for
+    /// a fused op that runs this conv without materialising its output).
+    pub(super) fn record_shape(&self, cin: usize, cout: usize, side: (usize, usize)) {
         let Conv2dConfig { kernel, groups, .. } = self.cfg;
         trace::record(|| {
-            let cout = y.dim(1).unwrap_or(0);
-            let side = (y.dim(2).unwrap_or(0), y.dim(3).unwrap_or(0));
             let cost = Cost::new(
                 conv_flops(cin, cout, kernel, groups, side),
                 self.weight.elem_count() as u64,

@@ -13,7 +13,7 @@ use super::state::{
 use super::PruneReport;
 use crate::analyze::{conv_flops, trace, Cost, LayerCost};
 use crate::config::Activation;
-use crate::kernels::{self, sparse_conv3x3, KernelPairs};
+use crate::kernels::{self, separable_conv, sparse_conv3x3, KernelPairs};
 
 /// The masked form runs only its live kernels ([`sparse_conv3x3`]) once at most this
 /// fraction of them is live; above it the dense conv times the mask (im2col + GEMM) is
@@ -395,11 +395,15 @@ impl ModuleT for LearnedDscConv {
                 trace::record(|| {
                     LayerCost::same(&format!("{}.index", self.name), "index-select", Cost::ZERO)
                 });
-                let d = match dw.forward_gathered(&a, pairs)? {
-                    Some(d) => d,
-                    None => dw.forward(&select.forward(&a)?)?,
-                };
-                pw.forward(&d)
+                if !kernels::fast_for(&a) {
+                    return pw.forward(&dw.forward(&select.forward(&a)?)?);
+                }
+                // One fused op: the gathered and depthwise planes are never stored.
+                let y = separable_conv(&a, dw.weight(), pw.weight(), pairs)?;
+                let (taps, side) = (pairs.len(), (y.dim(2)?, y.dim(3)?));
+                dw.record_shape(taps, taps, side);
+                pw.record_shape(taps, self.width, side);
+                Ok(y)
             }
         }
     }

@@ -9,7 +9,9 @@ use super::conv::{convolve, is_depthwise, Conv2dConfig};
 use super::dropout::Dropout;
 use super::state::{HasState, State};
 use crate::config::Activation;
-use crate::kernels::{self, bn_act_conv, bn_act_live_conv, GroupInputs};
+use crate::kernels::{
+    self, bn_act_conv, bn_act_live_conv, bn_act_sparse_conv3x3, GroupInputs, KernelPairs,
+};
 
 #[derive(Debug, Clone)]
 pub struct PreActivation {
@@ -45,9 +47,11 @@ impl PreActivation {
 }
 
 impl PreActivation {
-    /// `conv(self(x), w)` as `cfg` says: one fused kernel ([`bn_act_conv`], which never
-    /// stores the activated input) where the fast kernels run, nothing (dropout) comes between
-    /// and the conv is a stride-1 non-depthwise one; else the two steps.
+    /// `conv(self(x), w)` as `cfg` says: one fused kernel (which never stores the activated
+    /// input) where the fast kernels run, nothing (dropout) comes between and the conv is a
+    /// stride-1 non-depthwise one: [`bn_act_sparse_conv3x3`] over the kernel pairs of a
+    /// grouped 3x3 (its per-group GEMMs are too small for im2col + GEMM to pay), else
+    /// [`bn_act_conv`]; otherwise the two steps.
     pub fn convolve(
         &self,
         x: &Tensor,
@@ -60,6 +64,12 @@ impl PreActivation {
             let params = self.norm.fused_params(x, train)?;
             self.act.record(x);
             let (eps, act) = (self.norm.eps(), self.act.kernel());
+            let (cout, cin) = (w.dim(0)?, x.dim(1)?);
+            if cfg.kernel == 3 && cfg.padding == 1 && cfg.groups > 1 {
+                let pairs = KernelPairs::grouped(cin, cout, cfg.groups)?;
+                let w = w.reshape((pairs.len(), 1, 3, 3))?;
+                return bn_act_sparse_conv3x3(x, &params, &w, &pairs, eps, act, train);
+            }
             return bn_act_conv(x, &params, w, cfg.padding, cfg.groups, eps, act, train);
         }
         convolve(&self.forward_t(x, train)?, w, cfg)
