@@ -277,6 +277,7 @@ mod tests {
             ([3, 6, 4, 5], 4, 2),
             ([9, 4, 3, 3], 8, 1),
             ([1, 6, 2, 7], 3, 3),
+            ([5, 32, 32, 32], 8, 4),
         ];
         for (dtype, tol) in [(DType::F32, 5e-4), (DType::F64, 1e-10)] {
             for (dims, cout, groups) in cases {

@@ -293,6 +293,16 @@ mod tests {
                 ([3, 4, 5, 6], vec![3u32, 0, 0, 2, 3, 3, 1], 5),
                 ([9, 6, 4, 4], vec![5u32, 5, 1, 0, 2], 3),
                 ([1, 2, 7, 3], vec![1u32, 1, 1], 4),
+                (
+                    [5, 12, 32, 32],
+                    (0..48).map(|i| (i * 5 % 12) as u32).collect(),
+                    24,
+                ),
+                (
+                    [5, 16, 32, 32],
+                    (0..64).map(|i| (i * 5 % 16) as u32).collect(),
+                    32,
+                ),
             ] {
                 let t = index.len();
                 let x = Var::from_tensor(&random(&mut rng, &dims, dtype)).unwrap();
