@@ -57,6 +57,8 @@ pub struct Phase {
     /// measurement is one phase with `start == end`.
     pub start: f64,
     pub end: f64,
+    /// The layers' structure in this phase ([`Network::schedule_state`]).
+    pub structure: String,
     /// Median training images per second (forward, loss, backward, SGD step).
     pub images_per_s: f64,
     /// Executed multiply-adds per image of the training form in this phase.
@@ -184,6 +186,7 @@ pub fn measure(model: &str, spec: &ModelSpec, cfg: &BenchConfig) -> anyhow::Resu
         phases.push(Phase {
             start,
             end,
+            structure: net.schedule_state(),
             images_per_s: per_s(&times),
             train_macs,
         });
@@ -223,4 +226,68 @@ pub fn measure(model: &str, spec: &ModelSpec, cfg: &BenchConfig) -> anyhow::Resu
         train_gflops: 6.0 * train_macs * train_images_per_s / 1e9,
         infer_gflops: 2.0 * deploy_macs as f64 * infer_images_per_s / 1e9,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::ModelSource;
+
+    fn spec(model: &str, sets: &[&str]) -> ModelSpec {
+        let sets: Vec<String> = sets.iter().map(|s| s.to_string()).collect();
+        ModelSource::parse(model).resolve(&sets).unwrap().spec
+    }
+
+    /// The phases tile [0, 1) at the spec's drop points: CondenseNet's three stages then the
+    /// fixed second half, CondenseNeXt's eight drops up to 2/3 then the converted third.
+    #[test]
+    fn phases_follow_the_schedules() {
+        let net = Network::seeded(&spec("condensenet-86", &[]), 0, &Device::Cpu).unwrap();
+        let expect = [
+            (0.0, 1.0 / 6.0),
+            (1.0 / 6.0, 2.0 / 6.0),
+            (2.0 / 6.0, 0.5),
+            (0.5, 1.0),
+        ];
+        let got = net.schedule_phases();
+        assert_eq!(got.len(), expect.len());
+        for ((a, b), (c, d)) in got.iter().zip(expect) {
+            assert!((a - c).abs() < 1e-12 && (b - d).abs() < 1e-12, "{got:?}");
+        }
+        let net = Network::seeded(&spec("condensenext", &[]), 0, &Device::Cpu).unwrap();
+        let got = net.schedule_phases();
+        assert_eq!(got.len(), 9, "{got:?}");
+        assert!((got[8].0 - 2.0 / 3.0).abs() < 1e-12 && got[8].1 == 1.0);
+        assert!(got.windows(2).all(|w| w[0].1 == w[1].0));
+    }
+
+    /// A whole-schedule measurement has one phase per structure, each named, their shares
+    /// summing to 1, and a run speed between the slowest and fastest phase.
+    #[test]
+    fn a_schedule_measurement_weights_every_phase() {
+        let cfg = BenchConfig {
+            batch: 2,
+            steps: 1,
+            warmup: 0,
+            progress: None,
+            latency_runs: 1,
+        };
+        let row = measure("tiny", &spec("condensenext", &["stages=[1,1,1]"]), &cfg).unwrap();
+        assert_eq!(row.phases.len(), 9);
+        let structures: Vec<&str> = row.phases.iter().map(|p| p.structure.as_str()).collect();
+        assert_eq!(structures[0], "learned-dsc 0/8 drops");
+        assert_eq!(structures[8], "learned-dsc converted");
+        let share: f64 = row.phases.iter().map(Phase::share).sum();
+        assert!((share - 1.0).abs() < 1e-12);
+        let speeds = row.phases.iter().map(|p| p.images_per_s);
+        let (lo, hi) = (
+            speeds.clone().fold(f64::INFINITY, f64::min),
+            speeds.fold(0.0, f64::max),
+        );
+        assert!(
+            lo <= row.train_images_per_s && row.train_images_per_s <= hi,
+            "{row:?}"
+        );
+        assert!((row.epoch_seconds * row.train_images_per_s - EPOCH_IMAGES).abs() < 1e-6);
+    }
 }

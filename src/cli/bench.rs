@@ -187,11 +187,12 @@ fn cells(r: &BenchRow) -> Vec<String> {
     ]
 }
 
-const PHASE_HEADER: [&str; 7] = [
+const PHASE_HEADER: [&str; 8] = [
     "model",
     "kernels",
     "allocator",
     "progress",
+    "structure",
     "share of run",
     "train img/s",
     "train MMAC/img",
@@ -212,6 +213,7 @@ fn phase_cells(rows: &[BenchRow]) -> Vec<Vec<String>> {
                     r.kernels.clone(),
                     r.allocator.clone(),
                     span,
+                    p.structure.clone(),
                     format!("{:.1}%", 100.0 * p.share()),
                     format!("{:.1}", p.images_per_s),
                     format!("{:.1}", p.train_macs as f64 / 1e6),

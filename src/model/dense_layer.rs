@@ -136,6 +136,15 @@ impl DenseLayer {
         }
     }
 
+    /// Where the schedule has this layer (`None` for a layer without a schedule).
+    pub fn schedule_state(&self) -> Option<String> {
+        match &self.bottleneck {
+            Bottleneck::LearnedGroup(c) => Some(c.schedule_state()),
+            Bottleneck::LearnedDsc(c) => Some(c.schedule_state()),
+            Bottleneck::CondensedGroup(_) | Bottleneck::Dense(_) => None,
+        }
+    }
+
     /// Puts the pruning schedule where a run had it at progress `t`, with the masks (and the
     /// tensors of a converted learned-dsc conv) of `saved`.
     pub fn restore_schedule(&mut self, t: f64, saved: &Saved) -> Result<()> {

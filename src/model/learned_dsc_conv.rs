@@ -195,6 +195,15 @@ impl LearnedDscConv {
         }
     }
 
+    /// Where the schedule has this layer, e.g. `learned-dsc 3/8 drops` or `learned-dsc
+    /// converted`.
+    pub fn schedule_state(&self) -> String {
+        match &self.form {
+            Form::Masked { drops, .. } => format!("learned-dsc {drops}/{} drops", self.cfg.steps),
+            Form::Separable { .. } => "learned-dsc converted".to_string(),
+        }
+    }
+
     pub fn is_separable(&self) -> bool {
         matches!(self.form, Form::Separable { .. })
     }

@@ -175,6 +175,12 @@ impl LearnedGroupConv {
         Ok(())
     }
 
+    /// Where the schedule has this layer, e.g. `learned-group 1/2 live`.
+    pub fn schedule_state(&self) -> String {
+        let c = self.condense_factor;
+        format!("learned-group {}/{c} live", c - self.stage)
+    }
+
     /// Whether all C-1 drops are done (condensation ended).
     pub fn is_condensed(&self) -> bool {
         self.stage + 1 >= self.condense_factor

@@ -161,6 +161,22 @@ impl Network {
         starts.zip(ends).collect()
     }
 
+    /// Where the schedule has the layers: their distinct states in layer order, e.g.
+    /// `learned-group 3/4 live`; `fixed` for a network without a schedule.
+    pub fn schedule_state(&self) -> String {
+        let mut states: Vec<String> = Vec::new();
+        for s in self.layers().filter_map(DenseLayer::schedule_state) {
+            if !states.contains(&s) {
+                states.push(s);
+            }
+        }
+        if states.is_empty() {
+            "fixed".to_string()
+        } else {
+            states.join(", ")
+        }
+    }
+
     /// Selects the dropout noise of training step `step` (counted from 0 over the whole run).
     pub fn set_noise_step(&self, step: u64) {
         self.noise.set(step);
