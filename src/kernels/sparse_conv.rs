@@ -102,7 +102,7 @@ impl KernelPairs {
     /// the order of its `[cout, cin / groups, 3, 3]` weight: pair `o * cin/groups + i` is
     /// `(o, group(o) * cin/groups + i)`.
     pub fn grouped(cin: usize, cout: usize, groups: usize) -> Result<Self> {
-        if groups == 0 || cin % groups != 0 || cout % groups != 0 {
+        if groups == 0 || !cin.is_multiple_of(groups) || !cout.is_multiple_of(groups) {
             candle_core::bail!("{OP}: {cin} -> {cout} channels in {groups} groups");
         }
         let (cin_g, cout_g) = (cin / groups, cout / groups);
