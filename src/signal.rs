@@ -32,3 +32,14 @@ pub fn count() -> usize {
 pub fn stop_requested() -> bool {
     count() > 0
 }
+
+/// Lets a write to a closed pipe end the process quietly, as Unix tools do (`ablate count
+/// ... | head -1`). Rust ignores SIGPIPE, which turns such a write into a panic in `println!`.
+/// For the commands whose whole job is their output; the scheduler keeps SIGPIPE ignored and
+/// writes through [`crate::schedule::say`] instead, so that it goes on running its runs.
+pub fn die_on_closed_pipe() {
+    // SAFETY: restores the default disposition; no handler runs.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
+}

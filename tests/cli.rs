@@ -207,3 +207,69 @@ fn invalid_combinations() {
         &["--set bogus=1", "unknown field `bogus`"],
     );
 }
+
+/// Reads the first line of `ablate args`'s stdout, closes the pipe, and returns the exit
+/// status and stderr once it ends (`ablate ... | head -1`).
+fn first_line_then_close(args: &[&str]) -> (std::process::ExitStatus, String) {
+    use std::io::{BufRead, BufReader, Read};
+    use std::process::Stdio;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_ablate"))
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut first = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut first)
+        .unwrap();
+    assert!(!first.is_empty());
+    // The reader (and with it the pipe) is dropped here.
+    let mut err = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut err)
+        .unwrap();
+    (child.wait().unwrap(), err)
+}
+
+/// A closed stdout ends a listing command quietly (by SIGPIPE, as Unix tools do), never
+/// with a panic.
+#[test]
+fn a_closed_pipe_ends_a_listing_quietly() {
+    let (status, err) = first_line_then_close(&["count", "condensenet-182", "--layers"]);
+    assert_ne!(status.code(), Some(101), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+    assert!(err.is_empty(), "{err}");
+}
+
+/// A closed stdout does not stop the scheduler: its runs finish and its lines go on in the
+/// experiment's `scheduler.log`.
+#[test]
+fn a_closed_pipe_leaves_the_scheduler_running() {
+    let dir = std::env::temp_dir().join(format!("ablate-cli-pipe-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("tiny.toml");
+    std::fs::write(
+        &file,
+        "name = \"tiny\"\nseeds = [0, 1]\n[base]\npreset = \"condensenext\"\n\
+         model.stages = [1, 1, 1]\ntrain.epochs = 1\ntrain.batch = 32\n\
+         data.dataset = \"synthetic\"\ndata.train_size = 64\ndata.test_size = 32\n",
+    )
+    .unwrap();
+    let results = dir.join("results");
+    let (status, err) = first_line_then_close(&[
+        "run",
+        file.to_str().unwrap(),
+        "--results",
+        results.to_str().unwrap(),
+    ]);
+    assert!(status.success(), "{status:?}: {err}");
+    assert!(!err.contains("panicked"), "{err}");
+    let log = std::fs::read_to_string(results.join("tiny/scheduler.log")).unwrap();
+    assert!(log.contains("tiny: 2 trained now"), "{log}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}

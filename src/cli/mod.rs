@@ -46,6 +46,18 @@ pub enum Command {
 
 /// Runs the parsed command line.
 pub fn run(cli: Cli) -> anyhow::Result<()> {
+    // Commands whose job is their output end quietly when its reader goes away; the others
+    // (training, the scheduler) keep working and handle a closed stdout themselves.
+    if matches!(
+        cli.command,
+        Command::Count(_)
+            | Command::Plan(_)
+            | Command::Status(_)
+            | Command::Report(_)
+            | Command::Bench(_)
+    ) {
+        crate::signal::die_on_closed_pipe();
+    }
     match cli.command {
         Command::Count(args) => count::run(&args),
         Command::Train(args) => {

@@ -109,7 +109,7 @@ pub fn run(args: &RunArgs) -> anyhow::Result<()> {
                 },
             )?;
             let o = &submitted.outcome;
-            println!(
+            crate::schedule::say(&format!(
                 "{}: {} runs; {} done, {} already in Slurm, {} failed out of retries, {} diverged",
                 exp.name,
                 exp.runs.len(),
@@ -117,14 +117,14 @@ pub fn run(args: &RunArgs) -> anyhow::Result<()> {
                 submitted.in_slurm,
                 o.failed.len(),
                 o.diverged.len()
-            );
+            ));
             match &submitted.job_id {
-                Some(job) => println!(
+                Some(job) => crate::schedule::say(&format!(
                     "submitted job array {job} with {} runs; follow with `ablate status {}`",
                     submitted.runs.len(),
                     args.file.display()
-                ),
-                None => println!("nothing to submit"),
+                )),
+                None => crate::schedule::say("nothing to submit"),
             }
             Ok(())
         }
@@ -134,7 +134,7 @@ pub fn run(args: &RunArgs) -> anyhow::Result<()> {
 /// The closing line of a local session, and its exit: an error when runs failed or it was
 /// stopped.
 fn finish(exp: &Experiment, o: &Outcome) -> anyhow::Result<()> {
-    println!(
+    crate::schedule::say(&format!(
         "{}: {} trained now, {} done before, {} failed, {} diverged{}",
         exp.name,
         o.done.len(),
@@ -150,7 +150,7 @@ fn finish(exp: &Experiment, o: &Outcome) -> anyhow::Result<()> {
         } else {
             String::new()
         }
-    );
+    ));
     if o.interrupted {
         return Err(Stopped.into());
     }

@@ -141,10 +141,13 @@ pub fn run(args: &TrainArgs) -> anyhow::Result<()> {
         resume: args.resume,
     };
     let Some(summary) = train(&cfg, &args.out, &opts)? else {
-        println!("{}: already done; nothing to train", args.out.display());
+        crate::schedule::say(&format!(
+            "{}: already done; nothing to train",
+            args.out.display()
+        ));
         return Ok(());
     };
-    println!(
+    crate::schedule::say(&format!(
         "{}: {} epochs, test top1 {:.2}% (best {:.2}% at epoch {}), deploy {:.2}%, \
          {:.1} s/epoch median, {:.0} img/s",
         args.out.display(),
@@ -155,6 +158,6 @@ pub fn run(args: &TrainArgs) -> anyhow::Result<()> {
         summary.deploy_test_top1,
         summary.median_epoch_seconds,
         summary.median_images_per_second
-    );
+    ));
     Ok(())
 }

@@ -43,12 +43,15 @@ pub fn run(args: &WorkerArgs) -> anyhow::Result<()> {
         resume: true,
     };
     match train(&cfg, &run.dir, &opts)? {
-        None => println!("{}: already done; nothing to train", run.dir.display()),
-        Some(summary) => println!(
+        None => crate::schedule::say(&format!(
+            "{}: already done; nothing to train",
+            run.dir.display()
+        )),
+        Some(summary) => crate::schedule::say(&format!(
             "{}: done, deploy test top1 {:.2}%",
             run.dir.display(),
             summary.deploy_test_top1
-        ),
+        )),
     }
     Ok(())
 }

@@ -2,10 +2,51 @@
 //! experiment — done / failed / running, each running run's epoch and ETA — as an indicatif
 //! bar on a TTY, or as a plain line every 30 s otherwise.
 
-use std::io::IsTerminal;
+use std::io::{IsTerminal, Write};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use indicatif::{ProgressBar, ProgressStyle};
+
+/// Set once a write to stdout failed (a closed pipe: `ablate run ... | head -2`).
+static STDOUT_GONE: AtomicBool = AtomicBool::new(false);
+/// Where [`say`] writes once stdout is gone.
+static FALLBACK_LOG: Mutex<Option<PathBuf>> = Mutex::new(None);
+
+/// Makes [`say`] append to `path` once stdout is gone.
+pub fn log_to(path: PathBuf) {
+    if let Ok(mut log) = FALLBACK_LOG.lock() {
+        *log = Some(path);
+    }
+}
+
+/// Prints `line` on stdout; once stdout is gone (its reader closed the pipe), appends it to
+/// the log set by [`log_to`] instead, so that the scheduler goes on with its runs.
+pub fn say(line: &str) {
+    if !STDOUT_GONE.load(Ordering::Relaxed) {
+        let mut out = std::io::stdout().lock();
+        if writeln!(out, "{line}").and_then(|()| out.flush()).is_ok() {
+            return;
+        }
+        STDOUT_GONE.store(true, Ordering::Relaxed);
+    }
+    let path = FALLBACK_LOG.lock().ok().and_then(|p| p.clone());
+    if let Some(path) = path {
+        let appended = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .and_then(|mut f| writeln!(f, "{line}"));
+        if let Err(e) = appended {
+            eprintln!(
+                "warning: stdout is closed and {} cannot be written: {e}",
+                path.display()
+            );
+        }
+    }
+}
 
 /// Seconds between plain state lines when stdout is not a terminal.
 const PLAIN_EVERY: Duration = Duration::from_secs(30);
@@ -38,7 +79,7 @@ impl Display {
         let line = format!("[{}] {line}", clock());
         match &self.bar {
             Some(bar) => bar.println(line),
-            None => println!("{line}"),
+            None => say(&line),
         }
     }
 
@@ -53,7 +94,7 @@ impl Display {
             None => {
                 if self.last_plain.elapsed() >= PLAIN_EVERY {
                     self.last_plain = Instant::now();
-                    println!("[{}] {state}", clock());
+                    say(&format!("[{}] {state}", clock()));
                 }
             }
         }

@@ -22,6 +22,10 @@ use super::{lock_experiment, Outcome};
 use crate::experiment::Experiment;
 use crate::train::{is_busy, mark_lost, read_status, RunStatus, SUMMARY_FILE};
 
+/// Where the scheduler's own lines go, in the experiment's results dir, once its stdout is
+/// closed.
+pub const SCHEDULER_LOG: &str = "scheduler.log";
+
 /// Where the child's stdout and stderr go, in its run dir.
 pub const OUTPUT_FILE: &str = "output.log";
 
@@ -44,6 +48,7 @@ struct Running {
 /// Runs every unfinished run of `exp` on `opts.slots` and returns how it went.
 pub fn run_local(exp: &Experiment, opts: &LocalOptions) -> anyhow::Result<Outcome> {
     let _lock = lock_experiment(exp, &opts.results, "ablate run")?;
+    super::log_to(exp.results_dir(&opts.results).join(SCHEDULER_LOG));
     let prepared = prepare(exp, &opts.results, &opts.policy)?;
     let mut outcome = Outcome::default();
     let mut pending: VecDeque<usize> = VecDeque::new();
@@ -55,7 +60,7 @@ pub fn run_local(exp: &Experiment, opts: &LocalOptions) -> anyhow::Result<Outcom
             Decision::OutOfRetries { .. } => outcome.failed.push(exp.runs[p.index].id.clone()),
         }
     }
-    println!(
+    super::say(&format!(
         "{}: {} runs; {} done already, {} to run{}",
         exp.name,
         exp.runs.len(),
@@ -66,18 +71,18 @@ pub fn run_local(exp: &Experiment, opts: &LocalOptions) -> anyhow::Result<Outcom
             (f, d) =>
                 format!("; skipping {f} failed (out of retries; --rerun-failed) and {d} diverged"),
         }
-    );
+    ));
     if pending.is_empty() {
         return Ok(outcome);
     }
-    println!(
+    super::say(&format!(
         "slots: {}",
         opts.slots
             .iter()
             .map(ToString::to_string)
             .collect::<Vec<_>>()
             .join(", ")
-    );
+    ));
     let data_dir = std::path::absolute(&opts.data_dir).unwrap_or_else(|_| opts.data_dir.clone());
     let mut launches = vec![0u32; prepared.len()];
     let mut running: Vec<Running> = Vec::new();

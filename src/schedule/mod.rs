@@ -16,6 +16,7 @@ use crate::experiment::{Experiment, RunId};
 use crate::lock::{holder_note, LockFile};
 
 pub use device::{slots, Slot};
+pub use display::{log_to, say};
 pub use local::{run_local, LocalOptions};
 pub use queue::Policy;
 
