@@ -168,6 +168,32 @@ fn bad_files_give_precise_errors_and_touch_nothing() {
     std::fs::write(results.join("x/keep.txt"), "earlier results").unwrap();
     let cases: &[(&str, &str, &[&str])] = &[
         (
+            "huge_epochs",
+            "[base]\npreset = \"condensenext\"\ntrain.epochs = 99999999999999999999\n",
+            &["huge_epochs.toml:3:16", "key `train.epochs`", "out of range"],
+        ),
+        (
+            "huge_seed",
+            "seeds = [0, 18446744073709551615]\n[base]\npreset = \"condensenext\"\n",
+            &["huge_seed.toml:1:9", "out of range"],
+        ),
+        (
+            "huge_axis_value",
+            "[base]\npreset = \"condensenext\"\n[sweep]\n\"model.p\" = [2, 99999999999999999999]\n",
+            &["huge_axis_value.toml:4:", "key `model.p`", "out of range"],
+        ),
+        (
+            "huge_retries",
+            "retries = 99999999999999999999\n[base]\npreset = \"condensenext\"\n",
+            &["huge_retries.toml:1:11", "key `retries`", "out of range"],
+        ),
+        (
+            "duplicate_label",
+            "[base]\npreset = \"condensenext\"\n[[include]]\nlabel = \"a\"\n\"model.p\" = 2\n\
+             [[include]]\nlabel = \"a\"\n\"model.p\" = 8\n",
+            &["duplicate_label.toml:6:", "key `label`", "`a` already names", "line 3"],
+        ),
+        (
             "malformed",
             "seeds = [0, 1\n[base]\npreset = \"condensenext\"\n",
             &["malformed.toml:2:1", "missing comma"],

@@ -120,7 +120,7 @@ impl ExperimentFile {
                 "description" => file.description = Some(file.string(value, "description")?),
                 "retries" => match value.get_ref() {
                     DeValue::Integer(_) => {
-                        let n = file.leaf(value).as_integer().unwrap_or(-1);
+                        let n = file.leaf(value, "retries")?.as_integer().unwrap_or(-1);
                         if n < 0 {
                             return Err(file.error(
                                 span.start,
@@ -168,6 +168,7 @@ impl ExperimentFile {
                         points.push(file.point(t, section == "include")?);
                     }
                     if section == "include" {
+                        file.check_labels(&points)?;
                         file.include = points;
                     } else {
                         file.exclude = points;
@@ -222,16 +223,29 @@ impl ExperimentFile {
         }
     }
 
-    /// The value at `value`'s span as a plain TOML value.
-    fn leaf(&self, value: &Spanned<DeValue>) -> toml::Value {
+    /// The value at `value`'s span as a plain TOML value. The file parsed, so this fails only
+    /// on what TOML's values cannot hold: an integer outside the 64-bit signed range.
+    fn leaf(&self, value: &Spanned<DeValue>, key: &str) -> Result<toml::Value, ConfigError> {
         let source = &self.text[value.span()];
-        let table: toml::Table =
-            toml::from_str(&format!("v = {source}")).expect("a parsed TOML value re-parses");
-        table.get("v").cloned().expect("the key just written")
+        toml::from_str::<toml::Table>(&format!("v = {source}"))
+            .ok()
+            .and_then(|mut table| table.remove("v"))
+            .ok_or_else(|| {
+                self.error(
+                    value.span().start,
+                    key,
+                    &format!(
+                        "`{}` is out of range: integers must lie in {}..={}",
+                        source.trim(),
+                        i64::MIN,
+                        i64::MAX
+                    ),
+                )
+            })
     }
 
     fn string(&self, value: &Spanned<DeValue>, key: &str) -> Result<String, ConfigError> {
-        match self.leaf(value) {
+        match self.leaf(value, key)? {
             toml::Value::String(s) => Ok(s),
             _ => Err(self.error(value.span().start, key, "must be a string")),
         }
@@ -286,8 +300,8 @@ impl ExperimentFile {
             match value.get_ref() {
                 DeValue::Table(t) => self.flatten(&dotted, t, each)?,
                 _ => each(Entry {
+                    value: self.leaf(value, &dotted)?,
                     key: dotted,
-                    value: self.leaf(value),
                     key_span: key.span(),
                     value_span: value.span(),
                 })?,
@@ -327,7 +341,7 @@ impl ExperimentFile {
         self.axis_values(
             Entry {
                 key: key.into(),
-                value: self.leaf(value),
+                value: self.leaf(value, key)?,
                 key_span: key_span.clone(),
                 value_span: value.span(),
             },
@@ -379,6 +393,26 @@ impl ExperimentFile {
             values,
             key_span: entry.key_span,
         })
+    }
+
+    /// Include labels name report groups: two points with one label would be averaged as if
+    /// they were seeds of one configuration.
+    fn check_labels(&self, points: &[PointSpec]) -> Result<(), ConfigError> {
+        for (i, p) in points.iter().enumerate() {
+            let Some(label) = &p.label else { continue };
+            if let Some(first) = points[..i].iter().find(|q| q.label.as_ref() == Some(label)) {
+                let (line, _) = locate(&self.text, first.span.start);
+                return Err(self.error(
+                    p.span.start,
+                    "label",
+                    &format!(
+                        "`{label}` already names the [[include]] point at line {line}; \
+                         give each point its own label"
+                    ),
+                ));
+            }
+        }
+        Ok(())
     }
 
     fn point(&self, table: Spanned<&DeTable>, include: bool) -> Result<PointSpec, ConfigError> {
