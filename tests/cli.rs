@@ -273,3 +273,31 @@ fn a_closed_pipe_leaves_the_scheduler_running() {
     assert!(log.contains("tiny: 2 trained now"), "{log}");
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// Sizes whose products overflow (or exceed any buildable model) are located usage errors,
+/// never a division by a wrapped zero, a capacity overflow or a wrapped number.
+#[test]
+fn overflowing_sizes_are_usage_errors() {
+    let cases: [(&str, &[&str]); 4] = [
+        (
+            "bottleneck=4611686018427387904",
+            &["key `bottleneck`", "4611686018427387904 * 8"],
+        ),
+        (
+            "growth=[4611686018427387904,8,8]",
+            &["key `growth`", "2 * 4611686018427387904"],
+        ),
+        (
+            "growth=[9223372036854775807,8,8]",
+            &["key `growth`", "9223372036854775807"],
+        ),
+        (
+            "stages=[9223372036854775807,1,1]",
+            &["key `stages`", "9223372036854775807 layers"],
+        ),
+    ];
+    for (set, needles) in cases {
+        let o = ablate(&["count", "condensenext", "--set", set]);
+        assert_usage_error(&o, needles);
+    }
+}

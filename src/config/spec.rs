@@ -174,6 +174,9 @@ model_keys! {
     prune_until: f64,
 }
 
+/// The most channels any layer of a model may have (checked before anything is built).
+pub const MAX_CHANNELS: usize = 1 << 20;
+
 /// Input size of every model in the family (CIFAR).
 pub const INPUT_SIDE: usize = 32;
 pub const INPUT_CHANNELS: usize = 3;
@@ -316,6 +319,7 @@ impl ModelSpec {
                 format!("is {}; must be in (0, 1]", self.prune_until),
             ));
         }
+        self.check_channel_counts()?;
         if self.head_kept() == 0 {
             return Err(E::invalid(
                 "head_keep",
@@ -324,6 +328,56 @@ impl ModelSpec {
         }
         for layer in self.layers() {
             self.validate_layer(&layer)?;
+        }
+        Ok(())
+    }
+
+    /// Every channel count (stem, each block's growth, bottleneck widths, the concatenation)
+    /// in checked arithmetic and at most [`MAX_CHANNELS`], so that nothing after this wraps or
+    /// divides by a wrapped zero.
+    fn check_channel_counts(&self) -> Result<(), ConfigError> {
+        use ConfigError as E;
+        let too_many = |key: &'static str, what: String| {
+            E::invalid(
+                key,
+                format!("{what}; at most {MAX_CHANNELS} channels are supported"),
+            )
+        };
+        let growth0 = self.growth[0];
+        let mut channels = match growth0.checked_mul(2) {
+            Some(c) if c <= MAX_CHANNELS => c,
+            _ => {
+                return Err(too_many(
+                    "growth",
+                    format!("the stem would have 2 * {growth0} channels"),
+                ))
+            }
+        };
+        for (block, (&layers, &growth)) in self.stages.iter().zip(&self.growth).enumerate() {
+            match self.bottleneck.checked_mul(growth) {
+                Some(w) if w <= MAX_CHANNELS => {}
+                _ => {
+                    return Err(too_many(
+                        "bottleneck",
+                        format!(
+                            "block {block}: bottleneck * growth = {} * {growth} channels",
+                            self.bottleneck
+                        ),
+                    ))
+                }
+            }
+            match layers
+                .checked_mul(growth)
+                .and_then(|added| channels.checked_add(added))
+            {
+                Some(c) if c <= MAX_CHANNELS => channels = c,
+                _ => {
+                    return Err(too_many(
+                        "stages",
+                        format!("block {block}: {layers} layers of growth {growth} after {channels} channels"),
+                    ))
+                }
+            }
         }
         Ok(())
     }
