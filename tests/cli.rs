@@ -301,3 +301,28 @@ fn overflowing_sizes_are_usage_errors() {
         assert_usage_error(&o, needles);
     }
 }
+
+/// A model that cannot fit in memory is refused before anything is allocated: a usage error
+/// naming the key that takes the most and the estimate (these need terabytes).
+#[test]
+fn a_model_too_big_for_memory_is_refused() {
+    let o = ablate(&["count", "condensenext", "--set", "classes=4000000000"]);
+    assert_usage_error(&o, &["key `classes`", "needs at least", "GB available"]);
+    let o = ablate(&["count", "condensenext", "--set", "stages=[100000,1,1]"]);
+    assert_usage_error(&o, &["key `stages`", "needs at least"]);
+    let dir = std::env::temp_dir().join(format!("ablate-cli-huge-{}", std::process::id()));
+    let out = dir.join("run");
+    let o = ablate(&[
+        "train",
+        "--model",
+        "condensenext",
+        "--set",
+        "stages=[100000,1,1]",
+        "--dataset",
+        "synthetic",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert_usage_error(&o, &["needs at least", "a training step at batch 64"]);
+    assert!(!out.exists(), "nothing is written for a refused run");
+}

@@ -99,6 +99,9 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
                 .map(|r| (m.clone(), r.spec))
         })
         .collect::<Result<Vec<_>, _>>()?;
+    for (_, spec) in &specs {
+        crate::config::check_fits(spec, args.batch)?;
+    }
     if args.child {
         let (name, spec) = &specs[0];
         let row = measure(name, spec, &config(args))?;

@@ -41,6 +41,7 @@ pub struct CountArgs {
 
 pub fn run(args: &CountArgs) -> anyhow::Result<()> {
     let model = ModelSource::parse(&args.model).resolve(&args.set)?;
+    crate::config::check_fits(&model.spec, 0)?;
     let scratch = std::env::temp_dir().join(format!("ablate-count-{}", std::process::id()));
     let analysis = Analysis::of(&model, args.form, args.seed, &scratch);
     std::fs::remove_dir_all(&scratch).with_context(|| format!("removing {}", scratch.display()))?;

@@ -2,12 +2,14 @@
 //! and what one training run is ([`RunConfig`]).
 
 mod error;
+mod memory;
 mod preset;
 mod run;
 mod source;
 mod spec;
 
 pub use error::ConfigError;
+pub use memory::{available_memory, check_fits, MemoryFloor};
 pub use preset::{preset, PRESET_NAMES};
 pub use run::{DataConfig, DatasetKind, RunConfig, TrainConfig};
 pub use source::{ModelSource, ResolvedModel};

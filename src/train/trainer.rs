@@ -125,6 +125,9 @@ pub struct Interrupted {
 /// [`Diverged`] error, a stopped one [`Interrupted`], after recording it.
 pub fn train(cfg: &RunConfig, out: &Path, opts: &TrainOptions) -> anyhow::Result<Option<Summary>> {
     cfg.validate()?;
+    if opts.device.is_cpu() {
+        crate::config::check_fits(&cfg.model, cfg.train.batch)?;
+    }
     let mut dir = RunDir::open(out, cfg, opts.resume)?;
     if dir.status().status == RunStatus::Done && dir.path(SUMMARY_FILE).is_file() {
         return Ok(None);
