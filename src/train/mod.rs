@@ -17,4 +17,6 @@ pub use run_dir::{
     RunStatus, StatusRecord, CHECKPOINT_FILE, CONFIG_FILE, LOG_FILE, METRICS_FILE, MODEL_FILE,
     STATUS_FILE, SUMMARY_FILE,
 };
-pub use trainer::{device_name, train, Diverged, FormCounts, Interrupted, Summary, TrainOptions};
+pub use trainer::{
+    device_name, train, Diverged, FormCounts, Interrupted, Summary, TrainOptions, DIVERGED_ABOVE,
+};

@@ -35,11 +35,22 @@ pub struct TrainOptions {
     pub resume: bool,
 }
 
-/// A loss became NaN or infinite: training stops instead of going on with garbage.
+/// A training step's loss above this many times `ln(classes)` (the loss of a uniform guess,
+/// about where both losses start) means the run has diverged: a healthy run stays within a
+/// few times it, while an exploding one passes it within a few steps (ReLU6 keeps the outputs,
+/// and so the loss, finite: 1e12 and more).
+pub const DIVERGED_ABOVE: f64 = 1000.0;
+
+/// A loss became NaN, infinite, or larger than [`DIVERGED_ABOVE`] times `ln(classes)`:
+/// training stops instead of going on with garbage.
 #[derive(Debug, thiserror::Error)]
 #[error(
-    "run diverged: the {what} is {loss} in epoch {epoch} (lr {lr:e}); stopped. The run dir \
-     keeps the checkpoint of epoch {last_good}; lower train.lr and start a new run"
+    "run diverged: the {what} is {loss} in epoch {epoch} (lr {lr:e}); stopped. {kept}; lower \
+     train.lr and start a new run",
+    kept = match last_good {
+        0 => "No checkpoint was written".to_string(),
+        n => format!("The run dir keeps the checkpoint of epoch {n}"),
+    }
 )]
 pub struct Diverged {
     /// Which loss: `training loss at step N` or `test loss`.
@@ -365,7 +376,8 @@ impl<'a> Trainer<'a> {
                 let logits = self.net.forward_t(&x, true)?;
                 let loss = self.loss(&logits, &y)?;
                 let value = loss.to_dtype(DType::F32)?.to_scalar::<f32>()?;
-                if !value.is_finite() {
+                let bound = DIVERGED_ABOVE * (self.cfg.model.classes as f64).ln();
+                if !value.is_finite() || value as f64 > bound {
                     return Err(Diverged {
                         what: format!("training loss at step {}", step + 1),
                         epoch: epoch + 1,
