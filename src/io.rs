@@ -41,6 +41,66 @@ pub fn save_safetensors_with(
     Ok(bytes.len() as u64)
 }
 
+/// Header key of the MD5 of a safetensors file's tensor data (see
+/// [`save_safetensors_checksummed`]).
+pub const CHECKSUM_KEY: &str = "ablate.data_md5";
+
+/// The tensor data of a serialised safetensors file: what follows its 8-byte header length
+/// and the header.
+fn data_section(bytes: &[u8]) -> Option<&[u8]> {
+    let len = u64::from_le_bytes(bytes.get(..8)?.try_into().ok()?);
+    bytes.get(8usize.checked_add(usize::try_from(len).ok()?)?..)
+}
+
+/// The MD5 of `data` in lowercase hex.
+pub fn md5_hex(data: &[u8]) -> String {
+    use md5::{Digest, Md5};
+    Md5::digest(data)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// [`save_safetensors_with`], with the MD5 of the tensor data in the header
+/// ([`CHECKSUM_KEY`]) so that [`load_safetensors_verified`] detects damaged data.
+pub fn save_safetensors_checksummed(
+    path: &Path,
+    tensors: Vec<(String, Tensor)>,
+    mut metadata: HashMap<String, String>,
+) -> anyhow::Result<u64> {
+    // The data section does not depend on the header: serialise once to hash it.
+    let plain = safetensors::serialize(tensors.clone(), Some(metadata.clone()))
+        .with_context(|| format!("serialising {}", path.display()))?;
+    let data = data_section(&plain).context("a serialised safetensors file has a data section")?;
+    metadata.insert(CHECKSUM_KEY.to_string(), md5_hex(data));
+    save_safetensors_with(path, tensors, Some(metadata))
+}
+
+/// [`load_safetensors`], failing with an error naming the file when its tensor data does not
+/// match the checksum in its header. A file without a checksum loads as it is.
+pub fn load_safetensors_verified(
+    path: &Path,
+    device: &candle_core::Device,
+) -> anyhow::Result<(HashMap<String, Tensor>, HashMap<String, String>)> {
+    let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+    let (_, header) = safetensors::SafeTensors::read_metadata(&bytes)
+        .with_context(|| format!("{}: not a safetensors file", path.display()))?;
+    let metadata = header.metadata().clone().unwrap_or_default();
+    if let Some(expected) = metadata.get(CHECKSUM_KEY) {
+        let actual = data_section(&bytes).map(md5_hex);
+        if actual.as_deref() != Some(expected.as_str()) {
+            anyhow::bail!(
+                "{}: its tensor data does not match the checksum in its header (the file is \
+                 damaged); restore it or train the run again with --force",
+                path.display()
+            );
+        }
+    }
+    let tensors = candle_core::safetensors::load_buffer(&bytes, device)
+        .with_context(|| format!("{}: reading tensors", path.display()))?;
+    Ok((tensors, metadata))
+}
+
 /// The tensors (on `device`) and header metadata of a safetensors file.
 pub fn load_safetensors(
     path: &Path,

@@ -83,3 +83,35 @@ fn a_checkpoint_of_another_model_is_refused_by_name() {
     let e = b.restore(0.1, &saved).unwrap_err().to_string();
     assert!(e.contains("checkpoint"), "{e}");
 }
+
+/// A checkpoint whose tensor data was overwritten (header intact) is refused on load with an
+/// error naming the file, instead of resuming from damaged weights.
+#[test]
+fn a_damaged_checkpoint_is_refused_by_name() {
+    use ablate::train::checkpoint::{load, save, Progress};
+    use ablate::train::{Sgd, SgdConfig};
+    let net = Network::seeded(&small("condensenext"), 1, &Device::Cpu).unwrap();
+    let sgd = Sgd::new(net.trainable(), SgdConfig::default());
+    let dir = std::env::temp_dir().join(format!("ablate-ckpt-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("checkpoint.safetensors");
+    save(
+        &path,
+        &net,
+        &sgd,
+        &Progress::default(),
+        "preset = \"condensenext\"",
+    )
+    .unwrap();
+    assert!(load(&path, &Device::Cpu).is_ok());
+    let mut bytes = std::fs::read(&path).unwrap();
+    let mid = bytes.len() / 2;
+    for b in &mut bytes[mid..mid + 4096] {
+        *b ^= 0x5a;
+    }
+    std::fs::write(&path, &bytes).unwrap();
+    let e = format!("{:#}", load(&path, &Device::Cpu).err().unwrap());
+    assert!(e.contains(&path.display().to_string()), "{e}");
+    assert!(e.contains("damaged"), "{e}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}

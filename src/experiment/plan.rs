@@ -7,7 +7,6 @@ use std::fmt;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 
-use md5::{Digest, Md5};
 use serde::Serialize;
 
 use super::file::{Axis, Entry, ExperimentFile, PointSpec};
@@ -21,8 +20,7 @@ pub struct RunId(String);
 
 impl RunId {
     pub fn of(cfg: &RunConfig) -> Self {
-        let digest = Md5::digest(cfg.to_toml().as_bytes());
-        let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
+        let hex = crate::io::md5_hex(cfg.to_toml().as_bytes());
         Self(hex[..12].to_string())
     }
 

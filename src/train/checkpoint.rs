@@ -1,6 +1,7 @@
 //! The training checkpoint: one safetensors file with every state tensor of the network, the
 //! optimiser's momentum buffers (`momentum.<param>`) and, in its header, where training stands
-//! and the records so far. Written atomically at the end of every epoch.
+//! and the records so far, with the MD5 of the tensor data (checked on load: a damaged file is
+//! an error, never a silent resume). Written atomically at the end of every epoch.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -12,7 +13,7 @@ use serde::{Deserialize, Serialize};
 use super::metrics::EpochRecord;
 use super::optim::Sgd;
 use crate::analyze::checkpoint_tensors;
-use crate::io::{load_safetensors, save_safetensors_with};
+use crate::io::{load_safetensors_verified, save_safetensors_checksummed};
 use crate::model::{Network, Saved};
 
 /// Header key of the [`Progress`] JSON.
@@ -42,7 +43,7 @@ pub fn save(
         (STATE_KEY.to_string(), serde_json::to_string(progress)?),
         (CONFIG_KEY.to_string(), config_toml.to_string()),
     ]);
-    save_safetensors_with(path, tensors, Some(metadata))
+    save_safetensors_checksummed(path, tensors, metadata)
 }
 
 /// A checkpoint read back: its tensors (network state and momentum), progress and config text.
@@ -53,7 +54,7 @@ pub struct Loaded {
 }
 
 pub fn load(path: &Path, device: &Device) -> anyhow::Result<Loaded> {
-    let (tensors, metadata) = load_safetensors(path, device)?;
+    let (tensors, metadata) = load_safetensors_verified(path, device)?;
     let field = |key: &str| {
         metadata.get(key).with_context(|| {
             format!(
