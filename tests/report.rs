@@ -287,3 +287,47 @@ fn files_in_every_format_and_a_combined_report() {
         "{report}"
     );
 }
+
+/// A garbage row appended to `metrics.csv`, a `summary.json` that is not JSON and a deleted
+/// `metrics.csv` each mark their run `damaged` with the file named, and the run leaves every
+/// mean: nothing is averaged from garbage.
+#[test]
+fn damaged_runs_are_flagged_and_left_out_of_the_means() {
+    let exp = fixture("damaged");
+    let metrics = exp.join("b0/metrics.csv");
+    let mut text = std::fs::read_to_string(&metrics).unwrap();
+    text += "3,abc,1,2,3,4,5,6,7,8,9\n";
+    std::fs::write(&metrics, text).unwrap();
+    std::fs::write(exp.join("b1/summary.json"), "{not json").unwrap();
+    std::fs::remove_file(exp.join("r0/metrics.csv")).unwrap();
+    let rows = load_experiment(&exp).unwrap();
+    for (i, file) in [
+        (0, "b0/metrics.csv"),
+        (1, "b1/summary.json"),
+        (3, "r0/metrics.csv"),
+    ] {
+        assert_eq!(rows[i].status, "damaged", "{}", rows[i].id);
+        let problem = rows[i].problem.as_deref().unwrap();
+        assert!(problem.contains(file), "{problem}");
+    }
+    assert_eq!(rows[2].status, "done");
+    assert!(rows[2].problem.is_none());
+    let groups = aggregate(&rows).unwrap();
+    let (b, r) = (&groups[0], &groups[1]);
+    // Only b2 (final top-1 94) is left of the baseline; relu6 has no done run left.
+    assert_eq!((b.n, b.total, r.n, r.total), (1, 3, 0, 2));
+    assert_eq!(b.stat("final_top1").mean, Some(94.0));
+    assert_eq!(r.stat("final_top1").mean, None);
+    let out = exp.join("report");
+    write_report(&exp, &out, &[Format::Md], Metric::Final).unwrap();
+    let report = std::fs::read_to_string(out.join("report.md")).unwrap();
+    assert!(report.contains("Damaged runs"), "{report}");
+    assert!(report.contains("b1/summary.json"), "{report}");
+}
+
+/// A healthy run's files pass the checks: nothing in the fixture is flagged.
+#[test]
+fn healthy_runs_are_not_flagged() {
+    let rows = load_experiment(&fixture("healthy")).unwrap();
+    assert!(rows.iter().all(|r| r.problem.is_none()), "{rows:?}");
+}

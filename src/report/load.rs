@@ -1,6 +1,8 @@
 //! Reading an experiment's results: `plan.json`, then each planned run's `config.toml`,
 //! `status.json`, `summary.json` and `metrics.csv` (the last with polars). Missing, failed and
-//! partial runs are kept, with whatever they have.
+//! partial runs are kept, with whatever they have; a run whose files cannot be read or
+//! contradict each other (a garbage metrics row, a summary that is not JSON, a done run
+//! without its metrics) is marked `damaged`, with the file named, and left out of every mean.
 
 use std::path::{Path, PathBuf};
 
@@ -8,6 +10,7 @@ use anyhow::Context;
 use polars::prelude::{CsvReadOptions, DataFrame, DataType, SerReader};
 
 use crate::config::RunConfig;
+use crate::train::HEADER as METRICS_COLUMNS;
 use crate::train::{median, read_status, CONFIG_FILE, METRICS_FILE, SUMMARY_FILE};
 
 /// One planned run and what its dir holds. Every measured field is `None` when the run has
@@ -45,8 +48,14 @@ pub struct RunRow {
     pub images_per_second: Option<f64>,
     /// `cpu @ host` or `cuda:0 @ host` of the latest attempt.
     pub device: Option<String>,
+    /// Why the run's files cannot be trusted (naming the file); such a run has status
+    /// `damaged`, is shown as such and left out of every mean.
+    pub problem: Option<String>,
     pub dir: PathBuf,
 }
+
+/// The status of a run whose files contradict each other or cannot be read.
+pub const DAMAGED: &str = "damaged";
 
 /// A run's `metrics.csv`, read with polars.
 pub fn read_metrics_frame(path: &Path) -> anyhow::Result<DataFrame> {
@@ -64,6 +73,40 @@ pub(crate) fn column_f64(df: &DataFrame, name: &str) -> anyhow::Result<Vec<f64>>
         .cast(&DataType::Float64)?;
     let values = col.f64()?;
     Ok((0..values.len()).filter_map(|i| values.get(i)).collect())
+}
+
+/// Checks a run's `metrics.csv` frame: every column of [`METRICS_COLUMNS`] present and a
+/// finite number in every row, epochs numbered 1, 2, ... and, for a done run, as many rows as
+/// its status records epochs (a running run may be between writing the two).
+fn check_metrics(df: &DataFrame, expected_rows: Option<usize>) -> Result<(), String> {
+    for name in METRICS_COLUMNS {
+        let col = df
+            .column(name)
+            .map_err(|_| format!("has no column `{name}`"))?
+            .cast(&DataType::Float64)
+            .map_err(|_| format!("column `{name}` is not numeric"))?;
+        let values = col
+            .f64()
+            .map_err(|_| format!("column `{name}` is not numeric"))?;
+        for i in 0..values.len() {
+            match values.get(i) {
+                Some(v) if v.is_finite() => {}
+                _ => return Err(format!("row {}: `{name}` is not a finite number", i + 1)),
+            }
+        }
+        if name == "epoch" {
+            if let Some(i) = (0..values.len()).find(|&i| values.get(i) != Some((i + 1) as f64)) {
+                return Err(format!("row {}: epoch is not {}", i + 1, i + 1));
+            }
+        }
+    }
+    if let Some(expected) = expected_rows.filter(|&e| e != df.height()) {
+        return Err(format!(
+            "has {} rows but the run's status records {expected} epochs",
+            df.height()
+        ));
+    }
+    Ok(())
 }
 
 /// Every run of the experiment in `exp_dir` (a dir with `plan.json`), in plan order.
@@ -118,13 +161,52 @@ fn load_run(
         (None, true) => "(base)".into(),
     };
     let status = read_status(&dir);
-    let summary: Option<serde_json::Value> = std::fs::read_to_string(dir.join(SUMMARY_FILE))
-        .ok()
-        .and_then(|t| serde_json::from_str(&t).ok());
+    let mut problems: Vec<String> = Vec::new();
+    let summary_path = dir.join(SUMMARY_FILE);
+    let summary: Option<serde_json::Value> = match std::fs::read_to_string(&summary_path) {
+        Ok(t) => match serde_json::from_str(&t) {
+            Ok(v) => Some(v),
+            Err(e) => {
+                problems.push(format!("{}: not JSON ({e})", summary_path.display()));
+                None
+            }
+        },
+        Err(_) => None,
+    };
+    let done = status
+        .as_ref()
+        .is_some_and(|s| s.status == crate::train::RunStatus::Done);
+    if done && summary.is_none() && problems.is_empty() {
+        problems.push(format!(
+            "{}: missing for a done run",
+            summary_path.display()
+        ));
+    }
     let metrics_path = dir.join(METRICS_FILE);
     let metrics = if metrics_path.is_file() {
-        Some(read_metrics_frame(&metrics_path)?)
+        match read_metrics_frame(&metrics_path) {
+            Ok(df) => {
+                let expected = status.as_ref().filter(|_| done).map(|s| s.epochs_done);
+                match check_metrics(&df, expected) {
+                    Ok(()) => Some(df),
+                    Err(why) => {
+                        problems.push(format!("{}: {why}", metrics_path.display()));
+                        None
+                    }
+                }
+            }
+            Err(e) => {
+                problems.push(format!("{e:#}"));
+                None
+            }
+        }
     } else {
+        if done {
+            problems.push(format!(
+                "{}: missing for a done run",
+                metrics_path.display()
+            ));
+        }
         None
     };
     let (mut final_top1, mut best_top1, mut train_seconds, mut epoch_seconds, mut ips) =
@@ -158,9 +240,11 @@ fn load_run(
             .and_then(|(_, v)| v.parse().ok())
             .or(config.as_ref().map(|c| c.train.seed))
             .unwrap_or(0),
-        status: status
-            .as_ref()
-            .map_or_else(|| "missing".into(), |s| s.status.to_string()),
+        status: match (&status, problems.is_empty()) {
+            (_, false) => DAMAGED.into(),
+            (None, true) => "missing".into(),
+            (Some(s), true) => s.status.to_string(),
+        },
         epochs_done: status.as_ref().map_or(0, |s| s.epochs_done),
         epochs: config.as_ref().map_or(0, |c| c.train.epochs),
         final_top1,
@@ -179,6 +263,7 @@ fn load_run(
             .as_ref()
             .filter(|s| !s.host.is_empty())
             .map(|s| format!("{} @ {}", s.device, s.host)),
+        problem: (!problems.is_empty()).then(|| problems.join("; ")),
         dir,
     })
 }

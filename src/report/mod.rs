@@ -44,6 +44,15 @@ pub fn write_report(
     metric: Metric,
 ) -> anyhow::Result<Vec<PathBuf>> {
     let rows = load_experiment(exp_dir)?;
+    for row in &rows {
+        if let Some(problem) = &row.problem {
+            eprintln!(
+                "warning: run {}: {problem}; shown as {} and left out of every mean",
+                row.id,
+                load::DAMAGED
+            );
+        }
+    }
     let groups = aggregate(&rows)?;
     let tables = [
         ("table1", tables::table1(&groups, metric)),
@@ -78,7 +87,10 @@ pub fn write_report(
         }
         written.extend(file);
     }
-    for row in rows.iter().filter(|r| r.status != "missing") {
+    for row in rows
+        .iter()
+        .filter(|r| r.status != "missing" && r.problem.is_none())
+    {
         let Some(c) = plots::Curves::read(&row.dir.join(crate::train::METRICS_FILE))? else {
             continue;
         };
@@ -157,6 +169,18 @@ fn combined(
             opt(r.best_top1),
             r.device.as_deref().unwrap_or("-")
         );
+    }
+    let damaged: Vec<&RunRow> = rows.iter().filter(|r| r.problem.is_some()).collect();
+    if !damaged.is_empty() {
+        s += "\n### Damaged runs (left out of every mean)\n\n";
+        for r in damaged {
+            let _ = writeln!(
+                s,
+                "- {}: {}",
+                r.id,
+                r.problem.as_deref().unwrap_or_default()
+            );
+        }
     }
     s
 }
