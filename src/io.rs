@@ -16,12 +16,19 @@ fn temp_path(path: &Path) -> PathBuf {
     path.with_file_name(name)
 }
 
-/// Writes `bytes` to `path` atomically.
+/// Writes `bytes` to `path` atomically. On failure (a full disk) the temp file is removed and
+/// `path` keeps what it had.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
     let tmp = temp_path(path);
-    std::fs::write(&tmp, bytes).with_context(|| format!("writing {}", tmp.display()))?;
-    std::fs::rename(&tmp, path)
-        .with_context(|| format!("renaming {} to {}", tmp.display(), path.display()))
+    let written = std::fs::write(&tmp, bytes)
+        .with_context(|| format!("writing {}", path.display()))
+        .and_then(|()| {
+            std::fs::rename(&tmp, path).with_context(|| format!("writing {}", path.display()))
+        });
+    if written.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    written
 }
 
 /// Writes named tensors as one safetensors file, atomically; returns the file's size in bytes.
@@ -113,4 +120,27 @@ pub fn load_safetensors(
     let tensors = candle_core::safetensors::load_buffer(&bytes, device)
         .with_context(|| format!("{}: reading tensors", path.display()))?;
     Ok((tensors, metadata))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A write that cannot complete (here the target is a non-empty directory; on a full disk
+    /// the write itself fails) leaves no temp file behind and the target as it was.
+    #[test]
+    fn a_failed_atomic_write_leaves_no_temp_file() {
+        let dir = std::env::temp_dir().join(format!("ablate-io-{}", std::process::id()));
+        let target = dir.join("status.json");
+        std::fs::create_dir_all(target.join("occupied")).unwrap();
+        let e = write_atomic(&target, b"{}").unwrap_err();
+        assert!(format!("{e:#}").contains("status.json"), "{e:#}");
+        let names: Vec<String> = std::fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(names, ["status.json"]);
+        assert!(target.join("occupied").is_dir());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 }

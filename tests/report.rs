@@ -331,3 +331,36 @@ fn healthy_runs_are_not_flagged() {
     let rows = load_experiment(&fixture("healthy")).unwrap();
     assert!(rows.iter().all(|r| r.problem.is_none()), "{rows:?}");
 }
+
+/// Three `ablate report` at once into one output dir all succeed, and leave no temp file.
+#[test]
+fn concurrent_reports_into_one_dir_all_succeed() {
+    let exp = fixture("concurrent");
+    let results = exp.parent().unwrap().to_path_buf();
+    let out = results.join("reports");
+    let children: Vec<_> = (0..3)
+        .map(|_| {
+            std::process::Command::new(env!("CARGO_BIN_EXE_ablate"))
+                .args(["report", "--results"])
+                .arg(&results)
+                .arg("--out")
+                .arg(&out)
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    for child in children {
+        let o = child.wait_with_output().unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    }
+    let leftovers: Vec<String> = std::fs::read_dir(out.join("ablations"))
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.contains("tmp"))
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+    assert!(out.join("ablations/report.md").is_file());
+}

@@ -4,6 +4,7 @@
 //! - top-1 against FLOPs, one point per group, with the Pareto front;
 //! - training time per epoch per group.
 
+use anyhow::Context;
 use std::error::Error;
 use std::path::{Path, PathBuf};
 use std::sync::Once;
@@ -73,18 +74,26 @@ fn both(stem: &Path, size: (u32, u32), figure: &impl Figure) -> anyhow::Result<V
     register_font();
     let svg = stem.with_extension("svg");
     let png = stem.with_extension("png");
-    // Drawn to temp names, then renamed: a report never leaves half a figure.
-    let svg_tmp = stem.with_extension("tmp.svg");
-    let png_tmp = stem.with_extension("tmp.png");
-    figure
-        .draw(SVGBackend::new(&svg_tmp, size).into_drawing_area())
-        .map_err(|e| anyhow::anyhow!("drawing {}: {e}", svg.display()))?;
-    figure
-        .draw(BitMapBackend::new(&png_tmp, size).into_drawing_area())
-        .map_err(|e| anyhow::anyhow!("drawing {}: {e}", png.display()))?;
-    std::fs::rename(&svg_tmp, &svg)?;
-    std::fs::rename(&png_tmp, &png)?;
-    Ok(vec![svg, png])
+    // Drawn to temp names of this process (reports may run at once into one dir), then
+    // renamed: a report never leaves half a figure, and removes its temp files on failure.
+    let pid = std::process::id();
+    let svg_tmp = stem.with_extension(format!("tmp-{pid}.svg"));
+    let png_tmp = stem.with_extension(format!("tmp-{pid}.png"));
+    let drawn = (|| -> anyhow::Result<()> {
+        figure
+            .draw(SVGBackend::new(&svg_tmp, size).into_drawing_area())
+            .map_err(|e| anyhow::anyhow!("drawing {}: {e}", svg.display()))?;
+        figure
+            .draw(BitMapBackend::new(&png_tmp, size).into_drawing_area())
+            .map_err(|e| anyhow::anyhow!("drawing {}: {e}", png.display()))?;
+        std::fs::rename(&svg_tmp, &svg).with_context(|| format!("writing {}", svg.display()))?;
+        std::fs::rename(&png_tmp, &png).with_context(|| format!("writing {}", png.display()))
+    })();
+    if drawn.is_err() {
+        let _ = std::fs::remove_file(&svg_tmp);
+        let _ = std::fs::remove_file(&png_tmp);
+    }
+    drawn.map(|()| vec![svg, png])
 }
 
 struct CurvesFigure<'a>(&'a str, &'a Curves);
