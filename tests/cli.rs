@@ -326,3 +326,27 @@ fn a_model_too_big_for_memory_is_refused() {
     assert_usage_error(&o, &["needs at least", "a training step at batch 64"]);
     assert!(!out.exists(), "nothing is written for a refused run");
 }
+
+/// Messages that were wrong or exit codes that were not 2: a number beyond 64 bits in --set,
+/// an unknown --device, a model file that names no preset.
+#[test]
+fn misleading_messages_are_precise_usage_errors() {
+    let o = ablate(&["count", "condensenext", "--set", "p=99999999999999999999"]);
+    assert_usage_error(&o, &["--set p=99999999999999999999", "out of range"]);
+    let dir = std::env::temp_dir().join(format!("ablate-cli-tpu-{}", std::process::id()));
+    let o = ablate(&[
+        "train",
+        "--model",
+        "condensenext",
+        "--device",
+        "tpu",
+        "--out",
+        dir.to_str().unwrap(),
+    ]);
+    assert_usage_error(&o, &["--device", "`tpu`", "cuda:N"]);
+    let empty = model_file("empty.toml", "");
+    assert_usage_error(
+        &ablate(&["count", empty.to_str().unwrap()]),
+        &["empty.toml:1:1", "key `preset`", "missing"],
+    );
+}

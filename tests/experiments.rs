@@ -188,6 +188,16 @@ fn bad_files_give_precise_errors_and_touch_nothing() {
             &["huge_retries.toml:1:11", "key `retries`", "out of range"],
         ),
         (
+            "duplicate_seed",
+            "seeds = [0, 0]\n[base]\npreset = \"condensenext\"\n[[include]]\nlabel = \"a\"\n\"model.p\" = 2\n",
+            &["duplicate_seed.toml:1:13", "key `seeds`", "seed 0 is listed twice"],
+        ),
+        (
+            "exclude_off_axis",
+            "[base]\npreset = \"condensenext\"\n[sweep]\n\"model.p\" = [2, 4]\n[[exclude]]\n\"model.p\" = 3\n",
+            &["exclude_off_axis.toml:6:13", "key `model.p`", "excludes nothing"],
+        ),
+        (
             "duplicate_label",
             "[base]\npreset = \"condensenext\"\n[[include]]\nlabel = \"a\"\n\"model.p\" = 2\n\
              [[include]]\nlabel = \"a\"\n\"model.p\" = 8\n",

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use anyhow::Context;
 use candle_core::Device;
 
-use crate::config::{DataConfig, DatasetKind, ModelSource, RunConfig, TrainConfig};
+use crate::config::{ConfigError, DataConfig, DatasetKind, ModelSource, RunConfig, TrainConfig};
 use crate::train::{train, TrainOptions, CONFIG_FILE};
 
 #[derive(Debug, clap::Args)]
@@ -60,7 +60,11 @@ pub fn parse_device(arg: &str) -> anyhow::Result<Device> {
         .strip_prefix("cuda:")
         .and_then(|i| i.parse::<usize>().ok())
     else {
-        anyhow::bail!("--device {arg}: expected `cpu` or `cuda:N`");
+        return Err(ConfigError::invalid(
+            "--device",
+            format!("`{arg}`: expected `cpu` or `cuda:N`"),
+        )
+        .into());
     };
     if !cfg!(feature = "cuda") && std::env::var_os(super::CUDA_ON_CPU).is_some() {
         eprintln!(

@@ -2,7 +2,7 @@
 
 use std::path::{Path, PathBuf};
 
-use super::{preset, ConfigError, ModelPatch, ModelSpec};
+use super::{preset, ConfigError, ModelPatch, ModelSpec, MODEL_KEYS};
 
 /// A model argument as the user gave it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -66,7 +66,29 @@ fn load_file(file: &Path) -> Result<(String, ModelSpec), ConfigError> {
             column: 1,
             message: format!("key `preset`: {e}"),
         })?,
-        None => ModelSpec::default(),
+        None => {
+            // Without a preset the file is the whole model: a forgotten `preset` must not
+            // silently become the default network.
+            let given = patch.keys();
+            let missing: Vec<&str> = MODEL_KEYS
+                .iter()
+                .copied()
+                .filter(|k| !given.contains(k))
+                .collect();
+            if !missing.is_empty() {
+                return Err(ConfigError::Parse {
+                    file: file.to_path_buf(),
+                    line: 1,
+                    column: 1,
+                    message: format!(
+                        "key `preset`: missing; name a preset to start from (preset = \
+                         \"condensenext\") or give every model key (missing: {})",
+                        missing.join(", ")
+                    ),
+                });
+            }
+            ModelSpec::default()
+        }
     };
     let stem = file.file_stem().map_or_else(
         || file.display().to_string(),
@@ -104,6 +126,14 @@ fn parse_assignment(assignment: &str) -> Result<ModelPatch, ConfigError> {
         Err(e) if toml::from_str::<toml::Table>(&format!("{key} = {value}")).is_ok() => {
             return Err(err(e.message().replace('\n', " ")));
         }
+        // Numbers TOML cannot hold (beyond 64 bits) would otherwise read as a bare string.
+        Err(_) if looks_numeric(value) => {
+            return Err(err(format!(
+                "`{value}` is out of range: integers must lie in {}..={}",
+                i64::MIN,
+                i64::MAX
+            )));
+        }
         // Not a TOML value: take it as a bare string.
         Err(_) => {
             let quoted = toml::Value::String(value.to_string()).to_string();
@@ -114,6 +144,15 @@ fn parse_assignment(assignment: &str) -> Result<ModelPatch, ConfigError> {
         return Err(err(format!("`{key}` is not a model key")));
     }
     Ok(patch)
+}
+
+/// Whether `value` is made of numbers only (digits, signs, `_`, `.`, and array brackets and
+/// commas), as `99999999999999999999` or `[4, 99999999999999999999]`.
+fn looks_numeric(value: &str) -> bool {
+    value.chars().any(|c| c.is_ascii_digit())
+        && value
+            .chars()
+            .all(|c| c.is_ascii_digit() || "+-_.[], ".contains(c))
 }
 
 #[cfg(test)]

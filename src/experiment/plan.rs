@@ -202,6 +202,18 @@ fn expand(file: &ExperimentFile) -> Result<Vec<Point>, ConfigError> {
         .flat_map(|d| &d.axes)
         .any(|a| a.key == "train.seed");
     if let Some(seeds) = &file.seeds {
+        for (i, v) in seeds.values.iter().enumerate() {
+            if seeds.values[..i]
+                .iter()
+                .any(|w| same_value(w.get_ref(), v.get_ref()))
+            {
+                return Err(file.error(
+                    v.span().start,
+                    "seeds",
+                    &format!("seed {} is listed twice", v.get_ref()),
+                ));
+            }
+        }
         if grid_has_seed {
             return Err(file.error(
                 seeds.key_span.start,
@@ -215,9 +227,9 @@ fn expand(file: &ExperimentFile) -> Result<Vec<Point>, ConfigError> {
         });
     }
     // The same key in two axes is a mistake, not an override.
-    let mut keys: HashMap<&str, ()> = HashMap::new();
+    let mut keys: HashMap<&str, &Axis> = HashMap::new();
     for axis in dims.iter().flat_map(|d| &d.axes) {
-        if keys.insert(&axis.key, ()).is_some() {
+        if keys.insert(&axis.key, axis).is_some() {
             return Err(file.error(axis.key_span.start, &axis.key, "is an axis twice"));
         }
     }
@@ -257,11 +269,31 @@ fn expand(file: &ExperimentFile) -> Result<Vec<Point>, ConfigError> {
     }
     for ex in &file.exclude {
         for e in &ex.entries {
-            if !keys.contains_key(e.key.as_str()) {
+            let Some(axis) = keys.get(e.key.as_str()) else {
                 return Err(file.error(
                     e.key_span.start,
                     &e.key,
                     "is not an axis of [sweep], [[zip]] or seeds, so no grid point can match it",
+                ));
+            };
+            if !axis
+                .values
+                .iter()
+                .any(|v| same_value(v.get_ref(), &e.value))
+            {
+                let values: Vec<String> = axis
+                    .values
+                    .iter()
+                    .map(|v| v.get_ref().to_string())
+                    .collect();
+                return Err(file.error(
+                    e.value_span.start,
+                    &e.key,
+                    &format!(
+                        "{} is not a value of its axis ({}), so this [[exclude]] point excludes nothing",
+                        e.value,
+                        values.join(", ")
+                    ),
                 ));
             }
         }
