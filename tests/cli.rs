@@ -245,11 +245,10 @@ fn a_closed_pipe_ends_a_listing_quietly() {
     assert!(err.is_empty(), "{err}");
 }
 
-/// A closed stdout does not stop the scheduler: its runs finish and its lines go on in the
-/// experiment's `scheduler.log`.
-#[test]
-fn a_closed_pipe_leaves_the_scheduler_running() {
-    let dir = std::env::temp_dir().join(format!("ablate-cli-pipe-{}", std::process::id()));
+/// A fresh scratch dir with `tiny.toml`: two one-epoch CondenseNeXt runs on 64 synthetic
+/// images.
+fn tiny_experiment(name: &str) -> (PathBuf, PathBuf) {
+    let dir = std::env::temp_dir().join(format!("ablate-cli-{name}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
     let file = dir.join("tiny.toml");
@@ -260,6 +259,14 @@ fn a_closed_pipe_leaves_the_scheduler_running() {
          data.dataset = \"synthetic\"\ndata.train_size = 64\ndata.test_size = 32\n",
     )
     .unwrap();
+    (dir, file)
+}
+
+/// A closed stdout does not stop the scheduler: its runs finish and its lines go on in the
+/// experiment's `scheduler.log`.
+#[test]
+fn a_closed_pipe_leaves_the_scheduler_running() {
+    let (dir, file) = tiny_experiment("pipe");
     let results = dir.join("results");
     let (status, err) = first_line_then_close(&[
         "run",
@@ -349,4 +356,35 @@ fn misleading_messages_are_precise_usage_errors() {
         &ablate(&["count", empty.to_str().unwrap()]),
         &["empty.toml:1:1", "key `preset`", "missing"],
     );
+}
+
+/// `ablate status` shows an unreadable `status.json` as damaged (not as planned) and a run
+/// recorded as running on this host with no live process as died.
+#[test]
+fn status_shows_damaged_and_died_runs() {
+    let (dir, file) = tiny_experiment("status");
+    let results = dir.join("results");
+    let (f, r) = (file.to_str().unwrap(), results.to_str().unwrap());
+    assert!(ablate(&["run", f, "--results", r]).status.success());
+    let exp = ablate::experiment::Experiment::load(&file).unwrap();
+    let dirs: Vec<PathBuf> = exp
+        .runs
+        .iter()
+        .map(|run| exp.run_dir(&results, run))
+        .collect();
+    std::fs::write(dirs[0].join("status.json"), "{garbage").unwrap();
+    let mut s = ablate::train::read_status(&dirs[1]).unwrap();
+    s.status = ablate::train::RunStatus::Running;
+    std::fs::write(
+        dirs[1].join("status.json"),
+        serde_json::to_string(&s).unwrap(),
+    )
+    .unwrap();
+    let o = ablate(&["status", f, "--results", r]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let out = stdout(&o);
+    let line = |id: &str| out.lines().find(|l| l.starts_with(id)).unwrap().to_string();
+    assert!(line(exp.runs[0].id.as_str()).contains("damaged"), "{out}");
+    assert!(line(exp.runs[1].id.as_str()).contains("died"), "{out}");
+    std::fs::remove_dir_all(&dir).unwrap();
 }

@@ -396,3 +396,62 @@ fn a_run_dir_of_another_config_is_refused_and_left_alone() {
     );
     std::fs::remove_dir_all(dir).unwrap();
 }
+
+/// How far a run got comes from its checkpoint, not from a `status.json` that was emptied,
+/// deleted or hand-edited, and a deleted checkpoint means a restart from epoch 0 in the
+/// history too.
+#[test]
+fn status_is_derived_from_the_checkpoint() {
+    let dir = fresh_dir("derive");
+    let out = dir.to_str().unwrap();
+    let args = [
+        "train",
+        "--model",
+        "condensenext",
+        "--set",
+        "stages=[1,1,1]",
+        "--dataset",
+        "synthetic",
+        "--subset",
+        "64",
+        "--test-subset",
+        "20",
+        "--epochs",
+        "2",
+        "--out",
+        out,
+    ];
+    assert_ok(&run(&args));
+    let status_file = dir.join("status.json");
+    let resume = ["train", "--resume", "--out", out];
+    for damage in ["", "deleted", "{\"status\": \"done\", \"epochs_done\": 5"] {
+        match damage {
+            "deleted" => std::fs::remove_file(&status_file).unwrap(),
+            text => std::fs::write(&status_file, text).unwrap(),
+        }
+        assert_ok(&run(&resume));
+        let s = read_status(&dir).unwrap();
+        assert_eq!(
+            (s.status, s.epochs_done),
+            (RunStatus::Done, 2),
+            "{damage:?}"
+        );
+    }
+    // A hand-edited epochs_done of a done run.
+    let mut s = read_status(&dir).unwrap();
+    s.epochs_done = 5;
+    std::fs::write(&status_file, serde_json::to_string(&s).unwrap()).unwrap();
+    assert_ok(&run(&resume));
+    assert_eq!(read_status(&dir).unwrap().epochs_done, 2);
+    // The checkpoint deleted: the resume starts over, and its attempt says so.
+    std::fs::remove_file(dir.join("checkpoint.safetensors")).unwrap();
+    let mut s = read_status(&dir).unwrap();
+    s.status = RunStatus::Interrupted;
+    s.epochs_done = 1;
+    std::fs::write(&status_file, serde_json::to_string(&s).unwrap()).unwrap();
+    assert_ok(&run(&resume));
+    let s = read_status(&dir).unwrap();
+    assert_eq!((s.status, s.epochs_done), (RunStatus::Done, 2));
+    assert_eq!(s.history.last().unwrap().epochs_at_start, 0);
+    std::fs::remove_dir_all(dir).unwrap();
+}

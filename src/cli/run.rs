@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use crate::experiment::Experiment;
 use crate::schedule::slurm::{self, SlurmOptions};
 use crate::schedule::{run_local, slots, LocalOptions, Outcome, Policy, Slot, Stopped};
-use crate::train::{read_status, unix_seconds};
+use crate::train::{is_busy, read_status, unix_seconds, RunStatus, STATUS_FILE};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Backend {
@@ -195,10 +195,19 @@ pub fn status(args: &StatusArgs) -> anyhow::Result<()> {
         "{:<12}  {:<11}  {:<7}  {:<8}  {:<24}  {:<20}  run",
         "id", "status", "epochs", "attempts", "where", "slurm"
     );
+    let host = crate::provenance::hostname();
     for run in &exp.runs {
-        let s = read_status(&exp.run_dir(&results, run));
+        let dir = exp.run_dir(&results, run);
+        let s = read_status(&dir);
         let task = live.get(run.id.as_str());
         let (state, epochs, attempts, place) = match &s {
+            // `running` on this host with no live process in the run dir: it died unrecorded.
+            Some(s) if s.status == RunStatus::Running && s.host == host && !is_busy(&dir) => (
+                "died".to_string(),
+                format!("{}/{}", s.epochs_done, s.epochs),
+                s.attempts.to_string(),
+                format!("{} @ {}", s.device, s.host),
+            ),
             Some(s) => (
                 s.status.to_string(),
                 format!("{}/{}", s.epochs_done, s.epochs),
@@ -208,6 +217,13 @@ pub fn status(args: &StatusArgs) -> anyhow::Result<()> {
                 } else {
                     format!("{} @ {}", s.device, s.host)
                 },
+            ),
+            // A status file that cannot be read is shown as such, not as never started.
+            None if dir.join(STATUS_FILE).exists() => (
+                "damaged".into(),
+                format!("?/{}", run.config.train.epochs),
+                "?".into(),
+                "-".into(),
             ),
             None => (
                 "planned".into(),

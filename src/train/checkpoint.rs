@@ -72,6 +72,25 @@ pub fn load(path: &Path, device: &Device) -> anyhow::Result<Loaded> {
     })
 }
 
+/// The progress recorded in the header of the checkpoint at `path`, read without loading its
+/// tensors; `None` when there is no readable checkpoint. The truth about how far a run got:
+/// `status.json` is a summary of it that a crash or a hand may have damaged.
+pub fn progress_of(path: &Path) -> Option<Progress> {
+    use std::io::Read;
+    let mut file = std::fs::File::open(path).ok()?;
+    let mut len = [0u8; 8];
+    file.read_exact(&mut len).ok()?;
+    let len = usize::try_from(u64::from_le_bytes(len)).ok()?;
+    // A safetensors header is JSON of at most 100 MB (the format's own limit).
+    if len > 100_000_000 {
+        return None;
+    }
+    let mut header = vec![0u8; len];
+    file.read_exact(&mut header).ok()?;
+    let header: serde_json::Value = serde_json::from_slice(&header).ok()?;
+    serde_json::from_str(header.get("__metadata__")?.get(STATE_KEY)?.as_str()?).ok()
+}
+
 /// Gives `sgd` the momentum buffers of `saved` for the parameters it trains.
 pub fn restore_momentum(sgd: &mut Sgd, net: &Network, saved: &Saved) {
     for (name, _) in net.trainable() {

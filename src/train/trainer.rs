@@ -140,10 +140,20 @@ pub fn train(cfg: &RunConfig, out: &Path, opts: &TrainOptions) -> anyhow::Result
         crate::config::check_fits(&cfg.model, cfg.train.batch)?;
     }
     let mut dir = RunDir::open(out, cfg, opts.resume)?;
-    if dir.status().status == RunStatus::Done && dir.path(SUMMARY_FILE).is_file() {
+    // How far the run got comes from its checkpoint, not from status.json (which a crash or a
+    // hand may have emptied or edited): no checkpoint, no epoch done. A done run whose status
+    // agrees with its checkpoint (or that no longer keeps one) is left as it is.
+    let saved = checkpoint::progress_of(&dir.path(CHECKPOINT_FILE));
+    let epochs_done = saved
+        .as_ref()
+        .map_or(0, |p| p.epochs_done.min(cfg.train.epochs));
+    let status = dir.status();
+    let done = status.status == RunStatus::Done && dir.path(SUMMARY_FILE).is_file();
+    let agrees =
+        saved.is_none() || (epochs_done == cfg.train.epochs && status.epochs_done == epochs_done);
+    if done && agrees {
         return Ok(None);
     }
-    let epochs_done = dir.status().epochs_done;
     dir.begin_attempt(&device_name(&opts.device), epochs_done)?;
     let result = Trainer::new(cfg, &mut dir, opts).and_then(|mut t| t.run());
     if let Err(e) = &result {
