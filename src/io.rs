@@ -48,6 +48,18 @@ pub fn save_safetensors_with(
     Ok(bytes.len() as u64)
 }
 
+/// A file whose content contradicts its own checksum: reading it again gives the same error,
+/// so it is a usage error (exit 2) that no retry fixes.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "{}: its tensor data does not match the checksum in its header (the file is damaged); \
+     restore it or train the run again with --force",
+    path.display()
+)]
+pub struct DamagedFile {
+    pub path: PathBuf,
+}
+
 /// Header key of the MD5 of a safetensors file's tensor data (see
 /// [`save_safetensors_checksummed`]).
 pub const CHECKSUM_KEY: &str = "ablate.data_md5";
@@ -96,11 +108,10 @@ pub fn load_safetensors_verified(
     if let Some(expected) = metadata.get(CHECKSUM_KEY) {
         let actual = data_section(&bytes).map(md5_hex);
         if actual.as_deref() != Some(expected.as_str()) {
-            anyhow::bail!(
-                "{}: its tensor data does not match the checksum in its header (the file is \
-                 damaged); restore it or train the run again with --force",
-                path.display()
-            );
+            return Err(DamagedFile {
+                path: path.to_path_buf(),
+            }
+            .into());
         }
     }
     let tensors = candle_core::safetensors::load_buffer(&bytes, device)

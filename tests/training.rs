@@ -455,3 +455,47 @@ fn status_is_derived_from_the_checkpoint() {
     assert_eq!(s.history.last().unwrap().epochs_at_start, 0);
     std::fs::remove_dir_all(dir).unwrap();
 }
+
+/// Resuming from a checkpoint whose tensor data was overwritten (header intact) is a usage
+/// error naming the file (exit 2, which the scheduler does not retry), never a silent resume.
+#[test]
+fn a_damaged_checkpoint_stops_the_resume() {
+    let dir = fresh_dir("damaged");
+    let out = dir.to_str().unwrap();
+    assert_ok(&run(&[
+        "train",
+        "--model",
+        "condensenext",
+        "--set",
+        "stages=[1,1,1]",
+        "--dataset",
+        "synthetic",
+        "--subset",
+        "64",
+        "--test-subset",
+        "20",
+        "--epochs",
+        "2",
+        "--out",
+        out,
+    ]));
+    let ckpt = dir.join("checkpoint.safetensors");
+    let mut bytes = std::fs::read(&ckpt).unwrap();
+    let mid = bytes.len() / 2;
+    for b in &mut bytes[mid..mid + 4096] {
+        *b = !*b;
+    }
+    std::fs::write(&ckpt, &bytes).unwrap();
+    // Make the run look interrupted so that the resume reads the checkpoint.
+    let mut s = read_status(&dir).unwrap();
+    s.status = RunStatus::Interrupted;
+    std::fs::write(dir.join("status.json"), serde_json::to_string(&s).unwrap()).unwrap();
+    let o = run(&["train", "--resume", "--out", out]);
+    let err = text(&o.stderr);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("checkpoint.safetensors") && err.contains("damaged"),
+        "{err}"
+    );
+    std::fs::remove_dir_all(dir).unwrap();
+}

@@ -267,15 +267,25 @@ fn settle(
                 .clone()
                 .or_else(|| last_line(&p.dir.join(OUTPUT_FILE)))
                 .unwrap_or_else(|| exit.to_string());
+            // Exit 2 is a usage error (a config this machine refuses, a damaged file): it
+            // fails the same way every time, so it is not retried.
+            let usage_error = exit.code() == Some(2);
             // A child that never recorded an attempt (it failed before opening the run) still
             // used one of this session's launches.
             let retry = !stopping
+                && !usage_error
                 && decide(&status, policy) == Decision::Run
                 && launches[r.run] <= policy.retries;
             display.event(&format!(
                 "failed {} ({exit}): {why}{}",
                 run.id,
-                if retry { "; retrying" } else { "" }
+                if retry {
+                    "; retrying"
+                } else if usage_error {
+                    "; not retried: it would fail the same way until the cause is fixed"
+                } else {
+                    ""
+                }
             ));
             if !retry {
                 outcome.failed.push(run.id.clone());
