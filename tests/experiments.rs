@@ -188,6 +188,11 @@ fn bad_files_give_precise_errors_and_touch_nothing() {
             &["huge_retries.toml:1:11", "key `retries`", "out of range"],
         ),
         (
+            "base_key_invalid",
+            "[base]\npreset = \"condensenext\"\nmodel.p = 40\n[sweep]\n\"model.activation\" = [\"relu\", \"relu6\"]\n",
+            &["base_key_invalid.toml:3:11", "key `p`", "p <= cardinality"],
+        ),
+        (
             "duplicate_seed",
             "seeds = [0, 0]\n[base]\npreset = \"condensenext\"\n[[include]]\nlabel = \"a\"\n\"model.p\" = 2\n",
             &["duplicate_seed.toml:1:13", "key `seeds`", "seed 0 is listed twice"],

@@ -428,7 +428,17 @@ fn resolve(file: &ExperimentFile, point: &Point) -> Result<RunConfig, ConfigErro
         cfg.model_name = format!("{} [{}]", model.name, sets.join(", "));
     }
     cfg.validate().map_err(|e| {
-        let (line, column) = super::file::locate(&file.text, point.at);
+        // At the line that set the offending key (a [base] key, a swept value), else at the
+        // point.
+        let at = match &e {
+            ConfigError::Invalid { key, .. } => all
+                .iter()
+                .rev()
+                .find(|a| a.key == *key || a.key.strip_prefix("model.") == Some(key))
+                .map_or(point.at, |a| a.span.start),
+            _ => point.at,
+        };
+        let (line, column) = super::file::locate(&file.text, at);
         ConfigError::Context {
             context: format!(
                 "{}:{line}:{column}: run {}",

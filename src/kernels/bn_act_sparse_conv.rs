@@ -210,15 +210,7 @@ impl CustomOp3 for BnActSparse {
         _y: &Tensor,
         dy: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
-        let pw = Tensor::cat(&[params.flatten_all()?, w.flatten_all()?], 0)?;
-        let packed = x.apply_op3_no_bwd(&dy.contiguous()?, &pw, &Grad(self.clone()))?;
-        let (nx, np) = (x.elem_count(), params.elem_count());
-        let dx = packed.narrow(0, 0, nx)?.reshape(x.shape())?;
-        let dp = packed.narrow(0, nx, np)?.reshape(params.shape())?;
-        let dw = packed
-            .narrow(0, nx + np, w.elem_count())?
-            .reshape(w.shape())?;
-        Ok((Some(dx), Some(dp), Some(dw)))
+        super::packed_grads3(x, params, w, dy, &Grad(self.clone()))
     }
 }
 

@@ -140,6 +140,27 @@ fn sum_parts<T: WithDType>(parts: &[T], dst: &mut [T]) {
     }
 }
 
+/// The backward of a three-input op `(x, a, b)` whose gradient op `grad`, applied to
+/// `(x, dy, [a, b] flattened)`, returns `[dx | da | db]` in one flat tensor: the three
+/// gradients, each shaped like its input.
+fn packed_grads3(
+    x: &Tensor,
+    a: &Tensor,
+    b: &Tensor,
+    dy: &Tensor,
+    grad: &impl candle_core::CustomOp3,
+) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+    let ab = Tensor::cat(&[a.flatten_all()?, b.flatten_all()?], 0)?;
+    let packed = x.apply_op3_no_bwd(&dy.contiguous()?, &ab, grad)?;
+    let (nx, na) = (x.elem_count(), a.elem_count());
+    let dx = packed.narrow(0, 0, nx)?.reshape(x.shape())?;
+    let da = packed.narrow(0, nx, na)?.reshape(a.shape())?;
+    let db = packed
+        .narrow(0, nx + na, b.elem_count())?
+        .reshape(b.shape())?;
+    Ok((Some(dx), Some(da), Some(db)))
+}
+
 /// The contiguous elements of a CPU storage of dtype `T` that `l` covers.
 fn slice<'a, T: WithDType>(s: &'a CpuStorage, l: &Layout, op: &str) -> Result<&'a [T]> {
     let (start, end) = l

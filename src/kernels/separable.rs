@@ -221,15 +221,7 @@ impl CustomOp3 for Separable {
         _y: &Tensor,
         dy: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
-        let ws = Tensor::cat(&[dw.flatten_all()?, pw.flatten_all()?], 0)?;
-        let packed = x.apply_op3_no_bwd(&dy.contiguous()?, &ws, &Grad(self.0.clone()))?;
-        let (nx, nk) = (x.elem_count(), dw.elem_count());
-        let dx = packed.narrow(0, 0, nx)?.reshape(x.shape())?;
-        let ddw = packed.narrow(0, nx, nk)?.reshape(dw.shape())?;
-        let dpw = packed
-            .narrow(0, nx + nk, pw.elem_count())?
-            .reshape(pw.shape())?;
-        Ok((Some(dx), Some(ddw), Some(dpw)))
+        super::packed_grads3(x, dw, pw, dy, &Grad(self.0.clone()))
     }
 }
 
