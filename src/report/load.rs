@@ -162,6 +162,10 @@ fn load_run(
     };
     let status = read_status(&dir);
     let mut problems: Vec<String> = Vec::new();
+    let status_path = dir.join(crate::train::STATUS_FILE);
+    if status.is_none() && status_path.exists() {
+        problems.push(format!("{}: not a status record", status_path.display()));
+    }
     let summary_path = dir.join(SUMMARY_FILE);
     let summary: Option<serde_json::Value> = match std::fs::read_to_string(&summary_path) {
         Ok(t) => match serde_json::from_str(&t) {

@@ -69,6 +69,21 @@ trait Figure {
         DB::ErrorType: 'static;
 }
 
+/// The innermost cause of `e` as one line (plotters wraps an I/O error such as a full disk in
+/// layers whose text is a debug dump).
+fn innermost(e: &(dyn Error + 'static)) -> String {
+    let mut cause = e;
+    while let Some(next) = cause.source() {
+        cause = next;
+    }
+    cause
+        .to_string()
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .to_string()
+}
+
 /// Draws `figure` into `<stem>.svg` and `<stem>.png` of `size` pixels; returns both paths.
 fn both(stem: &Path, size: (u32, u32), figure: &impl Figure) -> anyhow::Result<Vec<PathBuf>> {
     register_font();
@@ -82,10 +97,10 @@ fn both(stem: &Path, size: (u32, u32), figure: &impl Figure) -> anyhow::Result<V
     let drawn = (|| -> anyhow::Result<()> {
         figure
             .draw(SVGBackend::new(&svg_tmp, size).into_drawing_area())
-            .map_err(|e| anyhow::anyhow!("drawing {}: {e}", svg.display()))?;
+            .map_err(|e| anyhow::anyhow!("drawing {}: {}", svg.display(), innermost(&*e)))?;
         figure
             .draw(BitMapBackend::new(&png_tmp, size).into_drawing_area())
-            .map_err(|e| anyhow::anyhow!("drawing {}: {e}", png.display()))?;
+            .map_err(|e| anyhow::anyhow!("drawing {}: {}", png.display(), innermost(&*e)))?;
         std::fs::rename(&svg_tmp, &svg).with_context(|| format!("writing {}", svg.display()))?;
         std::fs::rename(&png_tmp, &png).with_context(|| format!("writing {}", png.display()))
     })();
