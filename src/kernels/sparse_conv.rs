@@ -2,12 +2,12 @@
 //! `conv3x3(x[in[p]], w[p])` into output channel `out[p]`. Forward and backward run only the
 //! listed pairs.
 //!
-//! Two layers use it. The masked learned-dsc conv of CondenseNeXt (spec section 4) ends its
-//! pruning with about an eighth of its `[W, Cin]` kernels live, yet runs as a dense conv
-//! times a mask; as a pair list it does only the live kernels' work. The converted
-//! (separable) form's index-select + depthwise 3x3 is the pair list `(t, index[t])`: the
-//! gather is fused into the conv, so the `T`-channel gathered copy of the input (4x the
-//! input) is never made.
+//! Three layers use its loops. The masked learned-dsc conv of CondenseNeXt (spec section 4)
+//! ends its pruning with about an eighth of its `[W, Cin]` kernels live, yet runs as a dense
+//! conv times a mask; as a pair list it does only the live kernels' work. The converted
+//! (separable) form's index-select + depthwise 3x3 is the pair list `(t, index[t])`, the
+//! gather fused into the conv ([`super::separable`]). And a grouped 3x3 is the pair list of
+//! every kernel of its weight ([`KernelPairs::grouped`], [`super::bn_act_sparse_conv`]).
 //!
 //! Each plane is zero-padded once per call into rows of `W + 2`, so every tap is one long
 //! shifted multiply-add over the whole plane (the two extra columns per row are computed
