@@ -90,10 +90,11 @@ impl LiveKernels {
                 (o as u32, ((o / cardinality) * in_per_group + i) as u32)
             })
             .collect();
+        let live = ids.len();
         Ok(Self {
             pairs: KernelPairs::new(cin, width, &pairs)?,
-            density: ids.len() as f64 / kept.len().max(1) as f64,
-            ids: Tensor::from_vec(ids.clone(), ids.len(), device)?,
+            density: live as f64 / kept.len().max(1) as f64,
+            ids: Tensor::from_vec(ids, live, device)?,
         })
     }
 }
