@@ -364,3 +364,47 @@ fn concurrent_reports_into_one_dir_all_succeed() {
     assert!(leftovers.is_empty(), "{leftovers:?}");
     assert!(out.join("ablations/report.md").is_file());
 }
+
+/// The cell of `table` in `row` under the column named `col`.
+fn cell(table: &ablate::report::Table, row: usize, col: &str) -> String {
+    let c = table.columns.iter().position(|x| x == col).unwrap();
+    table.rows[row][c].clone()
+}
+
+/// The ablation table's 95% interval and Welch p-value against the baseline, for a fixture
+/// with known seeds (values from scipy's `ttest_ind(equal_var=False)` and `t.ppf`); with one
+/// finished seed it says that no interval can be given.
+#[test]
+fn the_ablation_table_says_which_differences_are_real() {
+    let exp = fixture("welch");
+    let table = tables::ablation(
+        &aggregate(&load_experiment(&exp).unwrap()).unwrap(),
+        Metric::Final,
+    );
+    // relu6 has one finished seed (r1 failed).
+    assert_eq!(
+        cell(&table, 1, "95% CI (pp)"),
+        "needs 2+ seeds each (1 vs 3)"
+    );
+    assert_eq!(cell(&table, 0, "95% CI (pp)"), "-", "the baseline row");
+    // r1 finished at 98: relu6 = [88, 98] against the baseline's [90, 92, 94].
+    write_run(
+        &exp,
+        &Fixture {
+            id: "r1",
+            label: "relu6",
+            model: "condensenet-86",
+            seed: 1,
+            status: "done",
+            epochs: &[(60.0, 50.0), (98.0, 50.0)],
+            counts: Some((60_000_000, 500_000)),
+        },
+    );
+    let table = tables::ablation(
+        &aggregate(&load_experiment(&exp).unwrap()).unwrap(),
+        Metric::Final,
+    );
+    assert_eq!(cell(&table, 1, "Δ top-1 (pp)"), "+1.00");
+    assert_eq!(cell(&table, 1, "95% CI (pp)"), "[-50.95, +52.95] n.s.");
+    assert_eq!(cell(&table, 1, "p (Welch)"), "0.875");
+}

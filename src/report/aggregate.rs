@@ -11,6 +11,19 @@ pub struct Stat {
     pub mean: Option<f64>,
     /// `None` with fewer than two values.
     pub std: Option<f64>,
+    /// Finished runs with a value.
+    pub n: usize,
+}
+
+impl Stat {
+    /// The sample for a test between groups; `None` without a mean.
+    pub fn sample(&self) -> Option<super::welch::Sample> {
+        Some(super::welch::Sample {
+            mean: self.mean?,
+            std: self.std.unwrap_or(f64::NAN),
+            n: self.n,
+        })
+    }
 }
 
 /// The metrics of [`RunRow`] that are aggregated, by column name.
@@ -123,14 +136,18 @@ pub fn aggregate(rows: &[RunRow]) -> anyhow::Result<Vec<GroupRow>> {
     };
     let mut out = Vec::with_capacity(groups.len());
     for (i, group) in groups.into_iter().enumerate() {
+        let members: Vec<&RunRow> = rows.iter().filter(|r| r.group == group).collect();
         let mut stats = Vec::with_capacity(METRICS.len());
         for m in METRICS {
             stats.push(Stat {
                 mean: f64_at(&means, &format!("{m}_mean"), i)?,
                 std: f64_at(&stds, &format!("{m}_agg_std"), i)?,
+                n: members
+                    .iter()
+                    .filter(|r| r.status == "done" && metric(r, m).is_some())
+                    .count(),
             });
         }
-        let members: Vec<&RunRow> = rows.iter().filter(|r| r.group == group).collect();
         let mut devices: Vec<String> = members
             .iter()
             .filter(|r| r.status == "done")

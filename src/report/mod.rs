@@ -8,6 +8,7 @@ pub mod load;
 pub mod plots;
 pub mod table;
 pub mod tables;
+pub mod welch;
 
 use std::fmt::Write;
 use std::path::{Path, PathBuf};

@@ -235,15 +235,20 @@ pub fn ablation(groups: &[GroupRow], metric: Metric) -> Table {
         .iter()
         .map(|g| {
             let top1 = g.stat(metric.column());
-            let d_top1 = match (top1.mean, base.and_then(|b| b.stat(metric.column()).mean)) {
+            let base_top1 = base.map(|b| b.stat(metric.column()));
+            let d_top1 = match (top1.mean, base_top1.and_then(|b| b.mean)) {
                 (Some(v), Some(b)) => format!("{:+.2}", v - b),
                 _ => "-".into(),
             };
+            let (interval, p) =
+                significance(top1, base_top1, base.is_some_and(|b| std::ptr::eq(b, g)));
             vec![
                 name(g),
                 format!("{}/{}", g.n, g.total),
                 pm(top1, 1.0, 2),
                 d_top1,
+                interval,
+                p,
                 pm(g.stat("flops_paper"), 1e-6, 2),
                 rel(g, "flops_paper"),
                 pm(g.stat("params_paper"), 1e-6, 3),
@@ -265,6 +270,8 @@ pub fn ablation(groups: &[GroupRow], metric: Metric) -> Table {
             "n/N",
             "top-1 (%)",
             "Δ top-1 (pp)",
+            "95% CI (pp)",
+            "p (Welch)",
             "FLOPs (M)",
             "Δ FLOPs",
             "params (M)",
@@ -277,6 +284,40 @@ pub fn ablation(groups: &[GroupRow], metric: Metric) -> Table {
         .map(String::from)
         .to_vec(),
         rows,
-        notes: vec!["Δ is against the baseline row: percentage points for top-1, relative change otherwise; means over finished seeds.".into()],
+        notes: vec![
+            "Δ is against the baseline row: percentage points for top-1, relative change otherwise; means over finished seeds.".into(),
+            "95% CI and p: Welch's t-test of the variant's seeds against the baseline's (at least 2 finished seeds on each side); \"n.s.\" marks an interval that contains 0, a difference not distinguishable from seed noise.".into(),
+        ],
+    }
+}
+
+/// The 95% interval of the top-1 difference against the baseline and Welch's p-value, as table
+/// cells.
+fn significance(top1: Stat, base: Option<Stat>, is_baseline: bool) -> (String, String) {
+    let dash = || ("-".to_string(), "-".to_string());
+    let Some(base) = base else { return dash() };
+    if is_baseline {
+        return dash();
+    }
+    if top1.n < 2 || base.n < 2 {
+        return (
+            format!("needs 2+ seeds each ({} vs {})", top1.n, base.n),
+            "-".into(),
+        );
+    }
+    match (top1.sample(), base.sample()) {
+        (Some(a), Some(b)) => match super::welch::welch(a, b) {
+            Some(w) => (
+                format!(
+                    "[{:+.2}, {:+.2}]{}",
+                    w.ci.0,
+                    w.ci.1,
+                    if w.significant() { "" } else { " n.s." }
+                ),
+                format!("{:.3}", w.p),
+            ),
+            None => dash(),
+        },
+        _ => dash(),
     }
 }
