@@ -268,11 +268,14 @@ fn tiny_experiment(name: &str) -> (PathBuf, PathBuf) {
 fn a_closed_pipe_leaves_the_scheduler_running() {
     let (dir, file) = tiny_experiment("pipe");
     let results = dir.join("results");
+    let reports = dir.join("reports");
     let (status, err) = first_line_then_close(&[
         "run",
         file.to_str().unwrap(),
         "--results",
         results.to_str().unwrap(),
+        "--reports",
+        reports.to_str().unwrap(),
     ]);
     assert!(status.success(), "{status:?}: {err}");
     assert!(!err.contains("panicked"), "{err}");
@@ -365,7 +368,11 @@ fn status_shows_damaged_and_died_runs() {
     let (dir, file) = tiny_experiment("status");
     let results = dir.join("results");
     let (f, r) = (file.to_str().unwrap(), results.to_str().unwrap());
-    assert!(ablate(&["run", f, "--results", r]).status.success());
+    let reports = dir.join("reports");
+    let rep = reports.to_str().unwrap();
+    assert!(ablate(&["run", f, "--results", r, "--reports", rep])
+        .status
+        .success());
     let exp = ablate::experiment::Experiment::load(&file).unwrap();
     let dirs: Vec<PathBuf> = exp
         .runs
@@ -386,5 +393,33 @@ fn status_shows_damaged_and_died_runs() {
     let line = |id: &str| out.lines().find(|l| l.starts_with(id)).unwrap().to_string();
     assert!(line(exp.runs[0].id.as_str()).contains("damaged"), "{out}");
     assert!(line(exp.runs[1].id.as_str()).contains("died"), "{out}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// A finished local session writes the experiment's report and prints Table I and Table II.
+#[test]
+fn run_ends_with_the_report() {
+    let (dir, file) = tiny_experiment("report");
+    let (results, reports) = (dir.join("results"), dir.join("reports"));
+    let o = ablate(&[
+        "run",
+        file.to_str().unwrap(),
+        "--results",
+        results.to_str().unwrap(),
+        "--reports",
+        reports.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let out = stdout(&o);
+    assert!(
+        out.contains("### Table I") && out.contains("### Table II"),
+        "{out}"
+    );
+    assert!(
+        out.contains("report: ") && out.contains("tiny: 2 trained now"),
+        "{out}"
+    );
+    let report = std::fs::read_to_string(reports.join("tiny/report.md")).unwrap();
+    assert!(report.contains("2 of 2 planned runs are done"), "{report}");
     std::fs::remove_dir_all(&dir).unwrap();
 }

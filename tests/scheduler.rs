@@ -37,6 +37,8 @@ fn command(file: &Path, results: &Path, extra: &[&str]) -> Command {
         .arg(file)
         .arg("--results")
         .arg(results)
+        .arg("--reports")
+        .arg(results.with_file_name("reports"))
         .args(extra)
         .env_remove("RAYON_NUM_THREADS");
     c

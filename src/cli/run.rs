@@ -25,6 +25,10 @@ pub struct RunArgs {
     /// Folder holding cifar-10-batches-bin/ (downloaded there when missing).
     #[arg(long, env = "ABLATE_DATA", default_value = "data")]
     pub data_dir: PathBuf,
+    /// Where a local session writes the experiment's report when it ends:
+    /// <reports>/<experiment>/ (as `ablate report` does).
+    #[arg(long, env = "ABLATE_REPORTS", default_value = "reports")]
+    pub reports: PathBuf,
     #[arg(long, value_enum, default_value = "local")]
     pub backend: Backend,
     /// Local slots: `cuda:0,cuda:1`, `cpu` or `cpu:2` [default: every GPU nvidia-smi lists,
@@ -88,6 +92,9 @@ pub fn run(args: &RunArgs) -> anyhow::Result<()> {
                     policy,
                 },
             )?;
+            if !outcome.interrupted {
+                report(&exp, args);
+            }
             finish(&exp, &outcome)
         }
         Backend::Slurm => {
@@ -128,6 +135,38 @@ pub fn run(args: &RunArgs) -> anyhow::Result<()> {
             }
             Ok(())
         }
+    }
+}
+
+/// Writes the experiment's report (tables, figures, report.md) into `<reports>/<experiment>/`
+/// and prints Table I and Table II. A report that cannot be made is a warning: the runs are
+/// what the session was for, and `ablate report` can make it later.
+fn report(exp: &Experiment, args: &RunArgs) {
+    use crate::report::{write_report, Format, Metric};
+    let out = args.reports.join(&exp.name);
+    let formats = [Format::Md, Format::Csv, Format::Tex];
+    match write_report(
+        &exp.results_dir(&args.results),
+        &out,
+        &formats,
+        Metric::Final,
+    ) {
+        Ok(written) => {
+            for table in ["table1.md", "table2.md"] {
+                if let Ok(text) = std::fs::read_to_string(out.join(table)) {
+                    crate::schedule::say(&format!("\n{}", text.trim_end()));
+                }
+            }
+            crate::schedule::say(&format!(
+                "\nreport: {} files in {} (report.md has every table and figure)",
+                written.len(),
+                out.display()
+            ));
+        }
+        Err(e) => eprintln!(
+            "warning: the report of {} could not be written ({e:#}); make it with `ablate report`",
+            exp.name
+        ),
     }
 }
 
