@@ -423,3 +423,28 @@ fn run_ends_with_the_report() {
     assert!(report.contains("2 of 2 planned runs are done"), "{report}");
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// `ablate bench --format csv` is a CSV file: a header and one line per row, no blank lines.
+#[test]
+fn bench_csv_has_no_blank_lines() {
+    let o = ablate(&[
+        "bench",
+        "--models",
+        "condensenext",
+        "--batch",
+        "2",
+        "--steps",
+        "1",
+        "--latency-runs",
+        "1",
+        "--progress",
+        "0.5",
+        "--format",
+        "csv",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let out = stdout(&o);
+    assert_eq!(out.lines().count(), 2, "{out:?}");
+    assert!(out.lines().all(|l| !l.is_empty()), "{out:?}");
+    assert!(out.starts_with("model,kernels,allocator,"), "{out}");
+}

@@ -235,7 +235,7 @@ fn render(rows: &[BenchRow], format: Format) -> anyhow::Result<String> {
         Format::Json => serde_json::to_string_pretty(rows)? + "\n",
         Format::Csv => std::iter::once(&header)
             .chain(&body)
-            .map(|r| csv_line(r) + "\n")
+            .map(|r| csv_line(r))
             .collect(),
         Format::Md => format!(
             "{}\n{}",
