@@ -218,17 +218,12 @@ pub(super) fn pad_into<T: WithDType>(x: &[T], g: Plane, out: &mut [T]) {
 }
 
 /// Every plane of `x` zero-padded by one pixel (rows of `w + 2`).
-pub(super) fn pad<T: WithDType>(x: &[T], g: Plane) -> Vec<T> {
-    let (planes, wp, zero) = (x.len() / g.len(), g.wp(), T::from_f64(0.0));
-    let mut out = Vec::with_capacity(planes * g.padded_len());
-    out.extend(std::iter::repeat_n(zero, planes * g.padded_len()));
+fn pad<T: WithDType>(x: &[T], g: Plane) -> Vec<T> {
+    let planes = x.len() / g.len();
+    let mut out = vec![T::from_f64(0.0); planes * g.padded_len()];
     out.par_chunks_mut(g.padded_len())
         .zip(x.par_chunks(g.len()))
-        .for_each(|(dst, src)| {
-            for (y, row) in src.chunks(g.w).enumerate() {
-                copy_row(&mut dst[(y + 1) * wp + 1..][..g.w], row);
-            }
-        });
+        .for_each(|(dst, src)| pad_into(src, g, dst));
     out
 }
 
