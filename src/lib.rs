@@ -6,7 +6,8 @@
 //! - [`data`], [`train`]: CIFAR-10 and synthetic data; the training loop and its run dirs.
 //! - [`experiment`]: experiment files expanded to runs with stable ids.
 //! - [`schedule`]: running an experiment's runs locally (GPUs, CPU slots) or through Slurm.
-//! - [`report`]: tables and figures from the results.
+//! - [`report`]: tables and figures from the results; [`table`]: the one table type every
+//!   command renders (text, Markdown, CSV, LaTeX).
 //! - [`kernels`]: CPU kernels (custom candle ops) for the slow ops; [`bench`]: speed and memory.
 //! - [`cli`]: the `ablate` command line.
 
@@ -26,4 +27,5 @@ pub mod report;
 pub mod rng;
 pub mod schedule;
 pub mod signal;
+pub mod table;
 pub mod train;

@@ -6,19 +6,12 @@ use std::process::{Command, Stdio};
 
 use anyhow::Context;
 
-use super::format::{aligned, csv_line, markdown};
+use super::format::OutputFormat;
 use crate::alloc::{Allocator, ALLOCATOR_ENV};
 use crate::bench::{measure, BenchConfig, BenchRow};
 use crate::config::{ConfigError, ModelSource};
 use crate::kernels::{Kernels, KERNELS_ENV};
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum Format {
-    Table,
-    Md,
-    Csv,
-    Json,
-}
+use crate::table::Table;
 
 #[derive(Debug, clap::Args)]
 pub struct BenchArgs {
@@ -48,8 +41,8 @@ pub struct BenchArgs {
     /// Global allocator of the measuring process, or a row of each.
     #[arg(long, value_delimiter = ',', default_value = "mimalloc")]
     pub allocator: Vec<Allocator>,
-    #[arg(long, value_enum, default_value_t = Format::Table)]
-    pub format: Format,
+    #[arg(long, value_enum, default_value_t = OutputFormat::Table)]
+    pub format: OutputFormat,
     /// Measure one model in this process and print its row as JSON (what each child runs).
     #[arg(long, hide = true)]
     pub child: bool,
@@ -226,36 +219,24 @@ fn phase_cells(rows: &[BenchRow]) -> Vec<Vec<String>> {
         .collect()
 }
 
-fn render(rows: &[BenchRow], format: Format) -> anyhow::Result<String> {
-    let header: Vec<String> = HEADER.iter().map(|s| s.to_string()).collect();
-    let body: Vec<Vec<String>> = rows.iter().map(cells).collect();
-    let phase_header: Vec<String> = PHASE_HEADER.iter().map(|s| s.to_string()).collect();
-    let phases = phase_cells(rows);
-    Ok(match format {
-        Format::Json => serde_json::to_string_pretty(rows)? + "\n",
-        Format::Csv => std::iter::once(&header)
-            .chain(&body)
-            .map(|r| csv_line(r))
-            .collect(),
-        Format::Md => format!(
-            "{}\n{}",
-            markdown(&header, &body),
-            markdown(&phase_header, &phases)
-        ),
-        Format::Table => {
-            let mut all = vec![header];
-            all.extend(body);
-            let mut by_phase = vec![phase_header];
-            by_phase.extend(phases);
-            let batch = rows.first().map_or(0, |r| r.batch);
-            format!(
-                "{}\n{}\nbatch {batch}; medians. `run train img/s` weights each phase of the pruning \
-                 schedule by the share of a run it lasts; `epoch s` is one CIFAR-10 epoch (50,000 \
-                 images) at that speed. Training GFLOP/s count a step as 3 forward passes of the \
-                 executed multiply-adds (masked convs at full size).\n",
-                aligned(&all),
-                aligned(&by_phase)
-            )
-        }
+fn render(rows: &[BenchRow], format: OutputFormat) -> anyhow::Result<String> {
+    let batch = rows.first().map_or(0, |r| r.batch);
+    let mut speed = Table::new("", &HEADER);
+    for r in rows {
+        speed.push(cells(r));
+    }
+    let mut phases = Table::new("", &PHASE_HEADER);
+    for row in phase_cells(rows) {
+        phases.push(row);
+    }
+    let phases = phases.note(format!(
+        "batch {batch}; medians. `run train img/s` weights each phase of the pruning schedule by \
+         the share of a run it lasts; `epoch s` is one CIFAR-10 epoch (50,000 images) at that \
+         speed. Training GFLOP/s count a step as 3 forward passes of the executed multiply-adds \
+         (masked convs at full size)."
+    ));
+    Ok(match format.render(&[speed, phases]) {
+        Some(text) => text,
+        None => serde_json::to_string_pretty(rows)? + "\n",
     })
 }

@@ -2,18 +2,11 @@
 
 use anyhow::Context;
 
-use super::format::{aligned, csv_line, markdown, megabytes, thousands};
+use super::format::{thousands, OutputFormat};
 use crate::analyze::{Analysis, Convention};
 use crate::config::ModelSource;
 use crate::model::Form;
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum Format {
-    Table,
-    Md,
-    Csv,
-    Json,
-}
+use crate::table::Table;
 
 #[derive(Debug, clap::Args)]
 pub struct CountArgs {
@@ -32,8 +25,8 @@ pub struct CountArgs {
     /// List every op with its cost.
     #[arg(long)]
     pub layers: bool,
-    #[arg(long, value_enum, default_value_t = Format::Table)]
-    pub format: Format,
+    #[arg(long, value_enum, default_value_t = OutputFormat::Table)]
+    pub format: OutputFormat,
     /// Seed of the random weights the pruning schedule runs on (counts do not depend on it).
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
@@ -48,142 +41,125 @@ pub fn run(args: &CountArgs) -> anyhow::Result<()> {
     let analysis = analysis?;
     let conventions = match (args.convention, args.format) {
         (Some(c), _) => vec![c],
-        (None, Format::Table | Format::Md) => vec![Convention::Paper, Convention::Executed],
-        (None, Format::Csv | Format::Json) => vec![Convention::Paper],
+        (None, OutputFormat::Table | OutputFormat::Md) => vec![Convention::Paper, Convention::Executed],
+        (None, OutputFormat::Csv | OutputFormat::Json) => vec![Convention::Paper],
     };
-    let text = match args.format {
-        Format::Table => table(&analysis, &conventions, args.layers),
-        Format::Md => md(&analysis, &conventions, args.layers),
-        Format::Csv => csv(&analysis, &conventions, args.layers),
-        Format::Json => json(&analysis, conventions[0])?,
+    let text = match args
+        .format
+        .render(&tables(&analysis, &conventions, args.layers, args.format))
+    {
+        Some(text) => text,
+        None => json(&analysis, conventions[0])?,
     };
     print!("{text}");
     Ok(())
 }
 
-fn summary_rows(a: &Analysis, conventions: &[Convention]) -> Vec<Vec<String>> {
-    let mut rows = vec![
-        std::iter::once(String::new())
-            .chain(conventions.iter().map(|c| c.to_string()))
-            .collect(),
+/// Totals per convention, then the model's sizes.
+fn totals(a: &Analysis, conventions: &[Convention]) -> Table {
+    let mut columns = vec![format!("{} ({} form)", a.model, a.form)];
+    columns.extend(conventions.iter().map(|c| c.to_string()));
+    let mut t = Table {
+        columns,
+        ..Table::default()
+    };
+    t.push(
         std::iter::once("FLOPs (multiply-adds)".to_string())
             .chain(conventions.iter().map(|&c| thousands(a.total(c).flops)))
             .collect(),
+    );
+    t.push(
         std::iter::once("params".to_string())
             .chain(conventions.iter().map(|&c| thousands(a.total(c).params)))
             .collect(),
-    ];
+    );
+    t
+}
+
+fn sizes(a: &Analysis) -> Table {
+    let mut t = Table::new("", &["file", "bytes", "MB"]);
     for (label, bytes) in [
         ("deploy_bytes (safetensors)", a.deploy_bytes),
         ("deploy float32 params", a.deploy_param_bytes),
         ("checkpoint_bytes (training)", a.checkpoint_bytes),
     ] {
-        rows.push(vec![
+        t.push(vec![
             label.to_string(),
-            format!("{} ({})", thousands(bytes), megabytes(bytes)),
+            thousands(bytes),
+            format!("{:.2}", bytes as f64 / 1e6),
         ]);
     }
-    rows
+    t
 }
 
-fn layer_rows(a: &Analysis, conventions: &[Convention]) -> Vec<Vec<String>> {
-    a.layers
-        .iter()
-        .map(|l| {
-            let mut row = vec![l.name.clone(), l.op.clone()];
-            for &c in conventions {
-                row.push(thousands(l.get(c).flops));
-                row.push(thousands(l.get(c).params));
-            }
-            row
-        })
-        .collect()
-}
-
-fn layer_header(conventions: &[Convention]) -> Vec<String> {
-    let mut header = vec!["layer".to_string(), "op".to_string()];
+/// Every op with its cost; `machine` gives plain numbers and snake-case headers (CSV).
+fn layers(a: &Analysis, conventions: &[Convention], machine: bool) -> Table {
+    let mut columns = vec![
+        if machine { "name" } else { "layer" }.to_string(),
+        "op".to_string(),
+    ];
     for c in conventions {
-        header.push(format!("{c} FLOPs"));
-        header.push(format!("{c} params"));
-    }
-    header
-}
-
-fn table(a: &Analysis, conventions: &[Convention], layers: bool) -> String {
-    let mut out = format!("model  {}\nform   {}\n\n", a.model, a.form);
-    out += &aligned(&summary_rows(a, conventions));
-    if layers {
-        let mut rows = vec![layer_header(conventions)];
-        rows.extend(layer_rows(a, conventions));
-        out += "\n";
-        out += &aligned(&rows);
-    }
-    out
-}
-
-fn md(a: &Analysis, conventions: &[Convention], layers: bool) -> String {
-    let rows = summary_rows(a, conventions);
-    let mut header = rows[0].clone();
-    header[0] = format!("{} ({})", a.model, a.form);
-    let body: Vec<Vec<String>> = rows[1..]
-        .iter()
-        .map(|r| {
-            let mut r = r.clone();
-            r.resize(header.len(), String::new());
-            r
-        })
-        .collect();
-    let mut out = markdown(&header, &body);
-    if layers {
-        out += "\n";
-        out += &markdown(&layer_header(conventions), &layer_rows(a, conventions));
-    }
-    out
-}
-
-fn csv(a: &Analysis, conventions: &[Convention], layers: bool) -> String {
-    if layers {
-        let mut header = vec!["name".to_string(), "op".to_string()];
-        for c in conventions {
-            header.push(format!("{c}_flops"));
-            header.push(format!("{c}_params"));
+        if machine {
+            columns.push(format!("{c}_flops"));
+            columns.push(format!("{c}_params"));
+        } else {
+            columns.push(format!("{c} FLOPs"));
+            columns.push(format!("{c} params"));
         }
-        let mut out = csv_line(&header);
-        for l in &a.layers {
-            let mut row = vec![l.name.clone(), l.op.clone()];
-            for &c in conventions {
-                row.push(l.get(c).flops.to_string());
-                row.push(l.get(c).params.to_string());
-            }
-            out += &csv_line(&row);
-        }
-        return out;
     }
-    let header = [
-        "model",
-        "form",
-        "convention",
-        "flops",
-        "params",
-        "deploy_bytes",
-        "checkpoint_bytes",
-    ]
-    .map(String::from);
-    let mut out = csv_line(&header);
+    let number = |n: u64| if machine { n.to_string() } else { thousands(n) };
+    let mut t = Table {
+        columns,
+        ..Table::default()
+    };
+    for l in &a.layers {
+        let mut row = vec![l.name.clone(), l.op.clone()];
+        for &c in conventions {
+            row.push(number(l.get(c).flops));
+            row.push(number(l.get(c).params));
+        }
+        t.push(row);
+    }
+    t
+}
+
+/// One line per convention with plain numbers (the CSV without `--layers`).
+fn totals_machine(a: &Analysis, conventions: &[Convention]) -> Table {
+    let mut t = Table::new(
+        "",
+        &[
+            "model",
+            "form",
+            "convention",
+            "flops",
+            "params",
+            "deploy_bytes",
+            "checkpoint_bytes",
+        ],
+    );
     for &c in conventions {
-        let t = a.total(c);
-        let row = [
+        let total = a.total(c);
+        t.push(vec![
             a.model.clone(),
             a.form.to_string(),
             c.to_string(),
-            t.flops.to_string(),
-            t.params.to_string(),
+            total.flops.to_string(),
+            total.params.to_string(),
             a.deploy_bytes.to_string(),
             a.checkpoint_bytes.to_string(),
-        ];
-        out += &csv_line(&row);
+        ]);
     }
-    out
+    t
+}
+
+/// The tables `count` prints in `format` (not JSON).
+fn tables(a: &Analysis, conventions: &[Convention], with_layers: bool, format: OutputFormat) -> Vec<Table> {
+    match (format, with_layers) {
+        (OutputFormat::Csv, true) => vec![layers(a, conventions, true)],
+        (OutputFormat::Csv, false) => vec![totals_machine(a, conventions)],
+        (_, true) => vec![totals(a, conventions), sizes(a), layers(a, conventions, false)],
+        (_, false) => vec![totals(a, conventions), sizes(a)],
+    }
 }
 
 fn json(a: &Analysis, c: Convention) -> anyhow::Result<String> {

@@ -1,5 +1,7 @@
 //! Small text-formatting helpers for command output.
 
+use crate::table::Table;
+
 /// `65812394` -> `65,812,394`.
 pub fn thousands(n: u64) -> String {
     let digits = n.to_string();
@@ -13,68 +15,28 @@ pub fn thousands(n: u64) -> String {
     out
 }
 
-/// Bytes as decimal megabytes with two decimals (`16.71 MB`).
-pub fn megabytes(bytes: u64) -> String {
-    format!("{:.2} MB", bytes as f64 / 1e6)
+/// How `count` and `bench` print: a table as aligned text, Markdown or CSV, or the command's
+/// own JSON.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum OutputFormat {
+    Table,
+    Md,
+    Csv,
+    Json,
 }
 
-/// Left-aligned first column, right-aligned others, two spaces apart.
-pub fn aligned(rows: &[Vec<String>]) -> String {
-    let cols = rows.iter().map(Vec::len).max().unwrap_or(0);
-    let width: Vec<usize> = (0..cols)
-        .map(|c| {
-            rows.iter()
-                .filter_map(|r| r.get(c))
-                .map(|s| s.chars().count())
-                .max()
-                .unwrap_or(0)
-        })
-        .collect();
-    let mut out = String::new();
-    for row in rows {
-        let cells: Vec<String> = row
-            .iter()
-            .enumerate()
-            .map(|(c, s)| {
-                if c == 0 {
-                    format!("{s:<w$}", w = width[c])
-                } else {
-                    format!("{s:>w$}", w = width[c])
-                }
-            })
-            .collect();
-        out.push_str(cells.join("  ").trim_end());
-        out.push('\n');
+impl OutputFormat {
+    /// `tables` rendered one after another (CSV: the first only, a CSV file holds one table);
+    /// `None` for JSON, which each command writes itself.
+    pub fn render(self, tables: &[Table]) -> Option<String> {
+        let each = |f: fn(&Table) -> String| tables.iter().map(f).collect::<Vec<_>>().join("\n");
+        match self {
+            Self::Table => Some(each(Table::text)),
+            Self::Md => Some(each(Table::markdown)),
+            Self::Csv => Some(tables.first().map(Table::csv).unwrap_or_default()),
+            Self::Json => None,
+        }
     }
-    out
-}
-
-/// A GitHub markdown table; the first column left-aligned, the others right-aligned.
-pub fn markdown(header: &[String], rows: &[Vec<String>]) -> String {
-    let line = |cells: &[String]| format!("| {} |\n", cells.join(" | "));
-    let rule: Vec<String> = (0..header.len())
-        .map(|c| if c == 0 { ":--".into() } else { "--:".into() })
-        .collect();
-    let mut out = line(header) + &line(&rule);
-    for r in rows {
-        out += &line(r);
-    }
-    out
-}
-
-/// One CSV line; cells with a comma or quote are quoted.
-pub fn csv_line(cells: &[String]) -> String {
-    let quoted: Vec<String> = cells
-        .iter()
-        .map(|c| {
-            if c.contains([',', '"', '\n']) {
-                format!("\"{}\"", c.replace('"', "\"\""))
-            } else {
-                c.clone()
-            }
-        })
-        .collect();
-    quoted.join(",") + "\n"
 }
 
 #[cfg(test)]
@@ -87,13 +49,5 @@ mod tests {
         assert_eq!(thousands(999), "999");
         assert_eq!(thousands(1000), "1,000");
         assert_eq!(thousands(65_812_394), "65,812,394");
-    }
-
-    #[test]
-    fn csv_quotes_when_needed() {
-        assert_eq!(
-            csv_line(&["a".into(), "b,c".into(), "d\"e".into()]),
-            "a,\"b,c\",\"d\"\"e\"\n"
-        );
     }
 }

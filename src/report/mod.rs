@@ -6,7 +6,6 @@
 pub mod aggregate;
 pub mod load;
 pub mod plots;
-pub mod table;
 pub mod tables;
 pub mod welch;
 
@@ -18,7 +17,7 @@ use anyhow::Context;
 use crate::io::write_atomic;
 pub use aggregate::{aggregate, GroupRow, Stat};
 pub use load::{load_experiment, RunRow};
-pub use table::{Format, Table};
+pub use crate::table::{Format, Table};
 pub use tables::Metric;
 
 /// The experiment dirs at `target`: itself when it holds a `plan.json`, else its subdirs that

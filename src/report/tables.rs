@@ -3,7 +3,7 @@
 //! variant against its baseline).
 
 use super::aggregate::{GroupRow, Stat};
-use super::table::Table;
+use crate::table::Table;
 
 /// Which top-1 a report shows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
