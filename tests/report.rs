@@ -4,7 +4,7 @@
 
 use std::path::{Path, PathBuf};
 
-use ablate::config::{preset, DataConfig, RunConfig, TrainConfig};
+use ablate::config::{preset, Activation, DataConfig, ModelSpec, RunConfig, TrainConfig};
 use ablate::report::{aggregate, load_experiment, tables, write_report, Format, Metric};
 use ablate::train::{write_metrics, EpochRecord};
 
@@ -25,6 +25,8 @@ struct Fixture<'a> {
     epochs: &'a [(f64, f64)],
     /// deploy FLOPs and params (paper convention); a summary is written when set.
     counts: Option<(u64, u64)>,
+    /// The preset with this activation instead of its own.
+    activation: Option<Activation>,
 }
 
 fn write_run(exp: &Path, f: &Fixture) {
@@ -32,7 +34,10 @@ fn write_run(exp: &Path, f: &Fixture) {
     std::fs::create_dir_all(&dir).unwrap();
     let cfg = RunConfig {
         model_name: f.model.into(),
-        model: preset(f.model).unwrap(),
+        model: ModelSpec {
+            activation: f.activation.unwrap_or(preset(f.model).unwrap().activation),
+            ..preset(f.model).unwrap()
+        },
         train: TrainConfig {
             epochs: 2,
             seed: f.seed,
@@ -91,6 +96,7 @@ fn fixture(name: &str) -> PathBuf {
             status: "done",
             epochs: &[(80.0, 100.0), (90.0, 110.0)],
             counts: base,
+            activation: None,
         },
         Fixture {
             id: "b1",
@@ -100,6 +106,7 @@ fn fixture(name: &str) -> PathBuf {
             status: "done",
             epochs: &[(93.0, 120.0), (92.0, 100.0)],
             counts: base,
+            activation: None,
         },
         Fixture {
             id: "b2",
@@ -109,6 +116,7 @@ fn fixture(name: &str) -> PathBuf {
             status: "done",
             epochs: &[(85.0, 90.0), (94.0, 130.0)],
             counts: base,
+            activation: None,
         },
         Fixture {
             id: "r0",
@@ -118,6 +126,7 @@ fn fixture(name: &str) -> PathBuf {
             status: "done",
             epochs: &[(70.0, 50.0), (88.0, 50.0)],
             counts: Some((60_000_000, 500_000)),
+            activation: Some(Activation::Relu6),
         },
         Fixture {
             id: "r1",
@@ -127,6 +136,7 @@ fn fixture(name: &str) -> PathBuf {
             status: "failed",
             epochs: &[(60.0, 50.0)],
             counts: None,
+            activation: Some(Activation::Relu6),
         },
         Fixture {
             id: "p0",
@@ -136,6 +146,7 @@ fn fixture(name: &str) -> PathBuf {
             status: "running",
             epochs: &[(40.0, 10.0)],
             counts: None,
+            activation: None,
         },
     ];
     let mut plan_runs = Vec::new();
@@ -229,6 +240,19 @@ fn tables_show_the_numbers_and_the_papers_values() {
     );
     assert_eq!(t2.rows[0][col(&t2, "time per epoch (s)")], "108.3 ± 2.9");
     assert_eq!(t2.rows[0][col(&t2, "device")], "cpu @ fixture");
+    // Against the baseline's 108.33 s per epoch; relu6 trains at 50 s (1000 images/s).
+    assert_eq!(t2.rows[0][col(&t2, "speed-up vs baseline")], "1.00x");
+    assert_eq!(t2.rows[1][col(&t2, "speed-up vs baseline")], "2.17x");
+    assert_eq!(t2.rows[1][col(&t2, "CIFAR-10 epoch (s)")], "50");
+    // The paper's pair: its times, device and 53.79 / 19.42 = 2.77x.
+    assert_eq!(t2.rows[0][col(&t2, "paper total")], "02:59:19");
+    assert_eq!(t2.rows[0][col(&t2, "paper per epoch (s)")], "53.79");
+    assert_eq!(t2.rows[0][col(&t2, "paper speed-up")], "1.00x");
+    assert_eq!(t2.rows[0][col(&t2, "paper device")], "Tesla V100");
+    assert_eq!(t2.rows[2][col(&t2, "paper total")], "01:04:48");
+    assert_eq!(t2.rows[2][col(&t2, "paper per epoch (s)")], "19.42");
+    assert_eq!(t2.rows[2][col(&t2, "paper speed-up")], "2.77x");
+    assert_eq!(t2.rows[2][col(&t2, "speed-up vs baseline")], "-", "no finished run");
 
     let ab = tables::ablation(&groups, Metric::Final);
     assert!(ab.title.ends_with("baseline"));
@@ -236,6 +260,12 @@ fn tables_show_the_numbers_and_the_papers_values() {
     assert_eq!(relu6[col(&ab, "Δ top-1 (pp)")], "-4.00");
     assert_eq!(relu6[col(&ab, "Δ FLOPs")], "-8.8%");
     assert_eq!(relu6[col(&ab, "Δ time")], "-53.8%");
+    // The row is the baseline with ReLU6: the paper's claim sits beside it.
+    assert_eq!(relu6[col(&ab, "paper's change")], "ReLU6");
+    assert_eq!(relu6[col(&ab, "paper Δ top-1 (pp)")], "+0.577");
+    assert_eq!(relu6[col(&ab, "paper Δ FLOPs")], "-");
+    assert_eq!(ab.rows[0][col(&ab, "paper's change")], "-", "the baseline");
+    assert_eq!(ab.rows[2][col(&ab, "paper's change")], "-", "many changes");
     let best = tables::ablation(&groups, Metric::Best);
     assert_eq!(
         best.rows[1][col(&best, "Δ top-1 (pp)")],
@@ -398,6 +428,7 @@ fn the_ablation_table_says_which_differences_are_real() {
             status: "done",
             epochs: &[(60.0, 50.0), (98.0, 50.0)],
             counts: Some((60_000_000, 500_000)),
+            activation: Some(Activation::Relu6),
         },
     );
     let table = tables::ablation(

@@ -65,6 +65,8 @@ fn metric(row: &RunRow, name: &str) -> Option<f64> {
 pub struct GroupRow {
     pub group: String,
     pub model_name: String,
+    /// The model of the group's runs (they differ only by seed).
+    pub model: Option<crate::config::ModelSpec>,
     /// Finished runs.
     pub n: usize,
     /// Planned runs.
@@ -159,6 +161,7 @@ pub fn aggregate(rows: &[RunRow]) -> anyhow::Result<Vec<GroupRow>> {
             model_name: members
                 .first()
                 .map_or_else(String::new, |r| r.model_name.clone()),
+            model: members.iter().find_map(|r| r.model.clone()),
             n: f64_at(&counts, "done_sum", i)?.unwrap_or(0.0) as usize,
             total: f64_at(&totals, "done_count", i)?.unwrap_or(0.0) as usize,
             stats,

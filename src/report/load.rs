@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use anyhow::Context;
 use polars::prelude::{CsvReadOptions, DataFrame, DataType, SerReader};
 
-use crate::config::RunConfig;
+use crate::config::{ModelSpec, RunConfig};
 use crate::train::HEADER as METRICS_COLUMNS;
 use crate::train::{median, read_status, CONFIG_FILE, METRICS_FILE, SUMMARY_FILE};
 
@@ -23,6 +23,8 @@ pub struct RunRow {
     /// The run's axis values without the seed: runs that differ only by seed share it.
     pub group: String,
     pub model_name: String,
+    /// The model the run trains, from its `config.toml` (`None` without one).
+    pub model: Option<ModelSpec>,
     pub seed: u64,
     /// `done`, `running`, `failed`, ... or `missing` (no run dir).
     pub status: String,
@@ -238,6 +240,7 @@ fn load_run(
         model_name: config
             .as_ref()
             .map_or_else(|| "?".into(), |c| c.model_name.clone()),
+        model: config.as_ref().map(|c| c.model.clone()),
         seed: point
             .iter()
             .find(|(k, _)| k == "train.seed")

@@ -5,6 +5,7 @@
 
 pub mod aggregate;
 pub mod load;
+pub mod paper;
 pub mod plots;
 pub mod tables;
 pub mod welch;
