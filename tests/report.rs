@@ -77,6 +77,10 @@ fn write_run(exp: &Path, f: &Fixture) {
                        "executed": {"flops": flops, "params": params}},
             "deploy_bytes": params * 4 + 1000,
             "checkpoint_bytes": 16_787_200u64,
+            "schedule": [
+                {"progress": 0.25, "epoch": 0.5, "structure": "learned-group 3/4 live"},
+                {"progress": 0.5, "epoch": 1.0, "structure": "learned-dsc converted"},
+            ],
         });
         std::fs::write(dir.join("summary.json"), summary.to_string()).unwrap();
     }
@@ -300,6 +304,16 @@ fn files_in_every_format_and_a_combined_report() {
         "a partial run has curves"
     );
     assert!(!out.join("curves-m0.png").exists());
+    // A done run's curves mark its pruning events, listed under the figure.
+    let curves = std::fs::read_to_string(out.join("curves-b0.svg")).unwrap();
+    assert!(curves.contains("pruning") && curves.contains("conversion"));
+    let md = std::fs::read_to_string(out.join("ablations/report.md"))
+        .or_else(|_| std::fs::read_to_string(out.join("report.md")))
+        .unwrap();
+    assert!(
+        md.contains("0.50: learned-group 3/4 live, 1.00: learned-dsc converted"),
+        "{md}"
+    );
     let csv = std::fs::read_to_string(out.join("table1.csv")).unwrap();
     let mut r = csv::Reader::from_reader(csv.as_bytes());
     let rows: Vec<csv::StringRecord> = r.records().map(Result::unwrap).collect();

@@ -236,6 +236,16 @@ fn small_condensenet_learns_and_condenses_to_one_over_p() {
     let cin = 16; // stem channels = 2 * growth[0]
     assert_eq!(idx.dims(), &[cin / 4 * 4]);
     assert_eq!(w.dims(), &[32, cin / 4, 1, 1]);
+    // Three learned-group drops at 1/6, 2/6 and 3/6 of the 3 epochs.
+    let events = summary(&dir)["schedule"].clone();
+    assert_eq!(
+        events,
+        serde_json::json!([
+            {"progress": 1.0 / 6.0, "epoch": 0.5, "structure": "learned-group 3/4 live"},
+            {"progress": 2.0 / 6.0, "epoch": 1.0, "structure": "learned-group 2/4 live"},
+            {"progress": 0.5, "epoch": 1.5, "structure": "learned-group 1/4 live"},
+        ])
+    );
     std::fs::remove_dir_all(dir).unwrap();
 }
 
@@ -257,6 +267,16 @@ fn small_condensenext_learns_and_keeps_the_spec_kernel_count() {
     );
     let log = std::fs::read_to_string(dir.join("train.log")).unwrap();
     assert!(log.contains("converted to separable form"), "{log}");
+    // The summary lists the schedule's 8 drops, at m/12 of the run (6 epochs: every half
+    // epoch up to epoch 4), the last one converting.
+    let events = summary(&dir)["schedule"].as_array().unwrap().clone();
+    assert_eq!(events.len(), 8, "{events:?}");
+    for (m, e) in events.iter().enumerate() {
+        let epoch = e["epoch"].as_f64().unwrap();
+        assert!((epoch - 0.5 * (m + 1) as f64).abs() < 1e-9, "{e}");
+    }
+    assert_eq!(events[0]["structure"], "learned-dsc 1/8 drops");
+    assert_eq!(events[7]["structure"], "learned-dsc converted");
     std::fs::remove_dir_all(dir).unwrap();
 }
 

@@ -161,6 +161,18 @@ impl Network {
         starts.zip(ends).collect()
     }
 
+    /// The structure changes of a whole run, in order: the progress at which each phase after
+    /// the first starts and the layers' state in it ([`Self::schedule_state`]). Found by running
+    /// this network's schedule, so the network ends with every drop made.
+    pub fn walk_schedule(&mut self) -> Result<Vec<(f64, String)>> {
+        let mut events = Vec::new();
+        for (start, end) in self.schedule_phases().into_iter().skip(1) {
+            self.update_progress((start + end) / 2.0)?;
+            events.push((start, self.schedule_state()));
+        }
+        Ok(events)
+    }
+
     /// Where the schedule has the layers: their distinct states in layer order, e.g.
     /// `learned-group 3/4 live`; `fixed` for a network without a schedule.
     pub fn schedule_state(&self) -> String {

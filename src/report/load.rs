@@ -11,6 +11,7 @@ use polars::prelude::{CsvReadOptions, DataFrame, DataType, SerReader};
 
 use crate::config::{ModelSpec, RunConfig};
 use crate::train::HEADER as METRICS_COLUMNS;
+use crate::train::PruningEvent;
 use crate::train::{median, read_status, CONFIG_FILE, METRICS_FILE, SUMMARY_FILE};
 
 /// One planned run and what its dir holds. Every measured field is `None` when the run has
@@ -48,6 +49,8 @@ pub struct RunRow {
     /// Median over the recorded epochs.
     pub epoch_seconds: Option<f64>,
     pub images_per_second: Option<f64>,
+    /// The pruning schedule's events, from the summary (empty without one).
+    pub pruning: Vec<PruningEvent>,
     /// `cpu @ host` or `cuda:0 @ host` of the latest attempt.
     pub device: Option<String>,
     /// Why the run's files cannot be trusted (naming the file); such a run has status
@@ -266,6 +269,11 @@ fn load_run(
         train_seconds,
         epoch_seconds,
         images_per_second: ips,
+        pruning: summary
+            .as_ref()
+            .and_then(|s| s.get("schedule"))
+            .and_then(|v| serde_json::from_value(v.clone()).ok())
+            .unwrap_or_default(),
         device: status
             .as_ref()
             .filter(|s| !s.host.is_empty())

@@ -92,9 +92,10 @@ pub fn write_report(
         .iter()
         .filter(|r| r.status != "missing" && r.problem.is_none())
     {
-        let Some(c) = plots::Curves::read(&row.dir.join(crate::train::METRICS_FILE))? else {
+        let Some(mut c) = plots::Curves::read(&row.dir.join(crate::train::METRICS_FILE))? else {
             continue;
         };
+        c.pruning = row.pruning.clone();
         let title = format!(
             "{} — {} (seed {}, {})",
             row.id, row.group, row.seed, row.status
@@ -104,13 +105,22 @@ pub fn write_report(
             .iter()
             .find(|p| p.extension().is_some_and(|e| e == "png"))
         {
-            figures.push((
-                format!(
-                    "Training curves of {} ({}, seed {})",
-                    row.id, row.group, row.seed
-                ),
-                png.clone(),
-            ));
+            let mut caption = format!(
+                "Training curves of {} ({}, seed {})",
+                row.id, row.group, row.seed
+            );
+            if !row.pruning.is_empty() {
+                let events: Vec<String> = row
+                    .pruning
+                    .iter()
+                    .map(|e| format!("{:.2}: {}", e.epoch, e.structure))
+                    .collect();
+                caption += &format!(
+                    "; dashed lines mark the pruning schedule (epoch: structure from there on): {}",
+                    events.join(", ")
+                );
+            }
+            figures.push((caption, png.clone()));
         }
         written.extend(file);
     }

@@ -14,6 +14,7 @@ use plotters::prelude::*;
 
 use super::aggregate::GroupRow;
 use super::load::read_metrics_frame;
+use crate::train::PruningEvent;
 use super::tables::Metric;
 
 /// DejaVu Sans (Bitstream Vera license, `assets/fonts/DejaVuSans.LICENSE`).
@@ -39,6 +40,8 @@ pub struct Curves {
     pub test_top1: Vec<f64>,
     pub train_loss: Vec<f64>,
     pub test_loss: Vec<f64>,
+    /// The pruning schedule's events, drawn as vertical lines (empty: none known).
+    pub pruning: Vec<PruningEvent>,
 }
 
 impl Curves {
@@ -58,6 +61,7 @@ impl Curves {
             test_top1: col("test_top1")?,
             train_loss: col("train_loss")?,
             test_loss: col("test_loss")?,
+            pruning: Vec::new(),
         }))
     }
 }
@@ -153,25 +157,44 @@ fn range(values: impl Iterator<Item = f64>, pad: f64) -> (f64, f64) {
     (lo - pad * span, hi + pad * span)
 }
 
-/// One panel: `series` (colour, y values) against `x`; blue is train, red is test.
+/// Colour of a pruning event's line.
+const PRUNING: RGBColor = RGBColor(150, 150, 150);
+/// Colour of the learned-dsc conversion's line.
+const CONVERSION: RGBColor = RGBColor(44, 160, 44);
+
+/// Whether `e` is the conversion of learned-dsc convs to their separable form.
+fn is_conversion(e: &PruningEvent) -> bool {
+    e.structure.contains("converted")
+}
+
+/// One panel: `series` (colour, y values) against `x`; blue is train, red is test; a dashed
+/// vertical line at each pruning event.
 fn panel<DB: DrawingBackend>(
     area: &DrawingArea<DB, Shift>,
     caption: &str,
     y_desc: &str,
     x: &[f64],
     series: &[(RGBColor, &[f64])],
+    pruning: &[PruningEvent],
 ) -> DrawResult
 where
     DB::ErrorType: 'static,
 {
     let x_max = x.iter().copied().fold(1.0, f64::max);
+    // Events come before the first recorded epoch when a run drops within its first epoch.
+    let x_min = pruning.iter().map(|e| e.epoch).fold(1.0, f64::min).max(0.0);
     let (y_lo, y_hi) = range(series.iter().flat_map(|s| s.1.iter().copied()), 0.08);
+    let x_range = if x_max > x_min {
+        x_min..x_max
+    } else {
+        x_min - 0.5..x_max + 0.5
+    };
     let mut chart = ChartBuilder::on(area)
         .caption(caption, (FAMILY, 18))
         .margin(12)
         .x_label_area_size(40)
         .y_label_area_size(56)
-        .build_cartesian_2d(if x_max > 1.0 { 1.0..x_max } else { 0.5..1.5 }, y_lo..y_hi)?;
+        .build_cartesian_2d(x_range, y_lo..y_hi)?;
     chart
         .configure_mesh()
         .x_desc("epoch")
@@ -189,6 +212,15 @@ where
         })
         .y_labels(8)
         .draw()?;
+    for e in pruning {
+        let color = if is_conversion(e) { CONVERSION } else { PRUNING };
+        chart.draw_series(DashedLineSeries::new(
+            [(e.epoch, y_lo), (e.epoch, y_hi)],
+            5,
+            4,
+            color.stroke_width(if is_conversion(e) { 2 } else { 1 }),
+        ))?;
+    }
     for (color, ys) in series {
         let points: Vec<(f64, f64)> = x.iter().copied().zip(ys.iter().copied()).collect();
         let color = *color;
@@ -211,8 +243,16 @@ where
     // The legend has its own strip above the panels, so it never covers a curve.
     let (strip, panels) = root.split_vertically(26);
     let mid = strip.dim_in_pixel().0 as i32 / 2;
-    for (k, (name, color)) in [("train", BLUE), ("test", RED)].into_iter().enumerate() {
-        let x = mid - 90 + 110 * k as i32;
+    let mut legend = vec![("train", BLUE), ("test", RED)];
+    if c.pruning.iter().any(|e| !is_conversion(e)) {
+        legend.push(("pruning", PRUNING));
+    }
+    if c.pruning.iter().any(is_conversion) {
+        legend.push(("conversion", CONVERSION));
+    }
+    let start = mid - 55 * legend.len() as i32;
+    for (k, (name, color)) in legend.into_iter().enumerate() {
+        let x = start + 110 * k as i32;
         strip.draw(&PathElement::new(
             vec![(x, 13), (x + 28, 13)],
             color.stroke_width(3),
@@ -227,6 +267,7 @@ where
         "top-1 (%)",
         &c.epoch,
         &[(BLUE, &c.train_top1), (RED, &c.test_top1)],
+        &c.pruning,
     )?;
     panel(
         &right,
@@ -234,6 +275,7 @@ where
         "loss",
         &c.epoch,
         &[(BLUE, &c.train_loss), (RED, &c.test_loss)],
+        &c.pruning,
     )?;
     root.present()?;
     Ok(())

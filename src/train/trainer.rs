@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use candle_core::{DType, Device, Tensor};
 use candle_nn::ModuleT;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::checkpoint::{self, Progress};
 use super::loss::{class_balanced_weights, cross_entropy, focal_loss};
@@ -116,6 +116,20 @@ pub struct Summary {
     pub checkpoint_bytes: u64,
     pub train_images: usize,
     pub test_images: usize,
+    /// The pruning schedule's structure changes (learned-group drops, learned-dsc drops and
+    /// the conversion), in order.
+    pub schedule: Vec<PruningEvent>,
+}
+
+/// A change of the layers' structure during a run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PruningEvent {
+    /// Training progress in [0, 1) at which it happens.
+    pub progress: f64,
+    /// The same point in epochs elapsed (progress times epochs).
+    pub epoch: f64,
+    /// The layers' state from here on, e.g. `learned-dsc 3/8 drops`.
+    pub structure: String,
 }
 
 /// Progress t in [0, 1) of iteration `i` (0-based) of `total`.
@@ -499,10 +513,21 @@ impl<'a> Trainer<'a> {
             .count();
         let deploy_agreement = agree as f64 / self.test.len() as f64;
         let deploy_bytes = analyze::write_deploy(&deploy, &self.dir.path(MODEL_FILE))?;
-        let fresh = Network::seeded(&self.cfg.model, self.cfg.train.seed, &self.device)?;
+        let mut fresh = Network::seeded(&self.cfg.model, self.cfg.train.seed, &self.device)?;
         let scratch = self.dir.path(".checkpoint-size.safetensors");
         let checkpoint_bytes = analyze::write_checkpoint(&fresh, &scratch)?;
         let _ = std::fs::remove_file(&scratch);
+        let training = FormCounts::of(&fresh)?;
+        let epochs = self.cfg.train.epochs as f64;
+        let schedule = fresh
+            .walk_schedule()?
+            .into_iter()
+            .map(|(progress, structure)| PruningEvent {
+                progress,
+                epoch: progress * epochs,
+                structure,
+            })
+            .collect();
         let records = &self.progress.records;
         let last = records.last().context("no epoch was recorded")?.clone();
         let best = records
@@ -537,12 +562,13 @@ impl<'a> Trainer<'a> {
             median_images_per_second: median(records.iter().map(|r| r.images_per_second))
                 .expect("records are not empty"),
             deploy: FormCounts::of(&deploy)?,
-            training: FormCounts::of(&fresh)?,
+            training,
             deploy_bytes,
             checkpoint_bytes,
             train_images: self.train.len(),
             test_images: self.test.len(),
             last,
+            schedule,
         })
     }
 }
