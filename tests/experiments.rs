@@ -320,3 +320,76 @@ fn walk(root: &Path) -> Vec<String> {
     }
     out
 }
+
+/// `ablate plan` estimates a quickstart run (condensenext as specified, 6 epochs of 320
+/// synthetic images) within a factor of 2 of the time `ablate run` then takes for it, and
+/// reads the measured speed from its cache the second time.
+#[test]
+fn the_plan_estimates_a_quickstart_run_within_a_factor_of_two() {
+    let dir = scratch("estimate");
+    let file = dir.join("one.toml");
+    std::fs::write(
+        &file,
+        r#"name = "one"
+seeds = [0]
+[base]
+preset = "condensenext"
+train.epochs = 6
+train.batch = 32
+data.dataset = "synthetic"
+data.train_size = 320
+data.test_size = 200
+"#,
+    )
+    .unwrap();
+    let (results, cache) = (dir.join("results"), dir.join("cache"));
+    let plan = || {
+        let o = Command::new(env!("CARGO_BIN_EXE_ablate"))
+            .args(["plan", file.to_str().unwrap(), "--results"])
+            .arg(&results)
+            .args(["--devices", "cpu"])
+            .env("ABLATE_CACHE_DIR", &cache)
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        (
+            String::from_utf8_lossy(&o.stdout).into_owned(),
+            String::from_utf8_lossy(&o.stderr).into_owned(),
+        )
+    };
+    let (out, err) = plan();
+    assert!(err.contains("measuring the training speed of condensenext"), "{err}");
+    // The run's line: id, status, epochs, estimate (`NN s` or `N min`), run.
+    let line = out.lines().find(|l| l.contains("preset")).unwrap_or_else(|| panic!("{out}"));
+    let cells: Vec<&str> = line.split_whitespace().collect();
+    let estimate = match cells[4] {
+        "s" => cells[3].parse::<f64>().unwrap(),
+        "min" => 60.0 * cells[3].parse::<f64>().unwrap(),
+        _ => panic!("no estimate in {line:?}"),
+    };
+    assert!(out.contains("1 runs to train, about"), "{out}");
+    let (again, err) = plan();
+    assert!(!err.contains("measuring"), "cached: {err}");
+    assert!(again.contains(line), "{again}");
+
+    let start = std::time::Instant::now();
+    let o = ablate(&[
+        "run",
+        file.to_str().unwrap(),
+        "--results",
+        results.to_str().unwrap(),
+        "--devices",
+        "cpu",
+        "--reports",
+        dir.join("reports").to_str().unwrap(),
+    ]);
+    let real = start.elapsed().as_secs_f64();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(
+        (0.5..=2.0).contains(&(estimate / real)),
+        "estimated {estimate} s, took {real:.1} s"
+    );
+    // Done runs cost nothing more.
+    assert!(plan().0.contains("0 runs to train"));
+    std::fs::remove_dir_all(&dir).unwrap();
+}

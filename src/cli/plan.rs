@@ -1,9 +1,12 @@
-//! `ablate plan`: the runs of an experiment file, without running anything.
+//! `ablate plan`: the runs of an experiment file and what they will cost, without running
+//! anything.
 
 use std::path::PathBuf;
 
+use crate::bench::estimate::{cpu_model, human, makespan, ThroughputCache};
 use crate::experiment::Experiment;
-use crate::train::read_status;
+use crate::schedule::{slots, Slot};
+use crate::train::{read_status, RunStatus};
 
 #[derive(Debug, clap::Args)]
 pub struct PlanArgs {
@@ -12,6 +15,14 @@ pub struct PlanArgs {
     /// Results root; a run's status is shown when its dir exists.
     #[arg(long, env = "ABLATE_RESULTS", default_value = "results")]
     pub results: PathBuf,
+    /// The slots to estimate for, as `ablate run --devices` takes them [default: what `ablate
+    /// run` would use].
+    #[arg(long)]
+    pub devices: Option<String>,
+    /// List the runs only: no wall-time estimate (which measures each model's speed on this
+    /// machine once, then reads it from a cache).
+    #[arg(long)]
+    pub no_estimate: bool,
     #[arg(long, value_enum, default_value = "table")]
     pub format: PlanFormat,
 }
@@ -38,34 +49,100 @@ pub fn run(args: &PlanArgs) -> anyhow::Result<()> {
             }
             println!("{}", serde_json::to_string_pretty(&value)?);
         }
-        PlanFormat::Table => {
-            println!(
-                "{}: {} runs (retries {}), results in {}",
-                exp.name,
-                exp.runs.len(),
-                exp.retries,
-                exp.results_dir(&args.results).display()
-            );
-            if let Some(d) = &exp.description {
-                println!("{d}");
-            }
-            println!("{:<12}  {:<11}  {:<9}  run", "id", "status", "epochs");
-            for run in &exp.runs {
-                let status = read_status(&exp.run_dir(&args.results, run));
-                let (state, epochs) = match &status {
-                    Some(s) => (
-                        s.status.to_string(),
-                        format!("{}/{}", s.epochs_done, s.epochs),
-                    ),
-                    None => ("-".into(), format!("0/{}", run.config.train.epochs)),
-                };
-                println!(
-                    "{:<12}  {state:<11}  {epochs:<9}  {}",
-                    run.id,
-                    run.describe()
-                );
-            }
+        PlanFormat::Table => table(&exp, args)?,
+    }
+    Ok(())
+}
+
+fn table(exp: &Experiment, args: &PlanArgs) -> anyhow::Result<()> {
+    let slots = if args.no_estimate {
+        Vec::new()
+    } else {
+        slots(args.devices.as_deref())?
+    };
+    // Every CPU slot trains with this many threads; GPU slots are not estimated.
+    let cpu_threads = slots.iter().find_map(|s| match s {
+        Slot::Cpu { threads, .. } => Some(*threads),
+        Slot::Gpu { .. } => None,
+    });
+    let mut cache = ThroughputCache::open();
+    println!(
+        "{}: {} runs (retries {}), results in {}",
+        exp.name,
+        exp.runs.len(),
+        exp.retries,
+        exp.results_dir(&args.results).display()
+    );
+    if let Some(d) = &exp.description {
+        println!("{d}");
+    }
+    let estimating = cpu_threads.is_some();
+    if estimating {
+        println!(
+            "{:<12}  {:<11}  {:<9}  {:>9}  run",
+            "id", "status", "epochs", "estimate"
+        );
+    } else {
+        println!("{:<12}  {:<11}  {:<9}  run", "id", "status", "epochs");
+    }
+    let mut remaining = Vec::new();
+    for run in &exp.runs {
+        let status = read_status(&exp.run_dir(&args.results, run));
+        let (state, epochs_done) = match &status {
+            Some(s) => (s.status.to_string(), s.epochs_done),
+            None => ("-".into(), 0),
+        };
+        let epochs = format!("{epochs_done}/{}", run.config.train.epochs);
+        let Some(threads) = cpu_threads else {
+            println!("{:<12}  {state:<11}  {epochs:<9}  {}", run.id, run.describe());
+            continue;
+        };
+        let left = match status.as_ref().map(|s| s.status) {
+            Some(RunStatus::Done) => 0,
+            _ => run.config.train.epochs.saturating_sub(epochs_done),
+        };
+        let seconds = if left == 0 {
+            0.0
+        } else {
+            cache.get(&run.config)?.seconds(&run.config, left, threads)
+        };
+        remaining.push(seconds);
+        let estimate = if left == 0 { "-".into() } else { human(seconds) };
+        println!(
+            "{:<12}  {state:<11}  {epochs:<9}  {estimate:>9}  {}",
+            run.id,
+            run.describe()
+        );
+    }
+    if let Some(threads) = cpu_threads {
+        let cpu_slots = slots.iter().filter(|s| matches!(s, Slot::Cpu { .. })).count();
+        let gpu_slots = slots.len() - cpu_slots;
+        let todo = remaining.iter().filter(|&&s| s > 0.0).count();
+        println!(
+            "\n{}: {todo} runs to train, about {} on {cpu_slots} CPU slot{} ({threads} thread{} each, {})",
+            args.file.display(),
+            human(makespan(&remaining, cpu_slots)),
+            if cpu_slots == 1 { "" } else { "s" },
+            if threads == 1 { "" } else { "s" },
+            cpu_model()
+        );
+        if gpu_slots > 0 {
+            println!("(GPU slots are not estimated: the CPU slots alone are assumed)");
         }
+        println!(
+            "Estimated from each model's training speed measured on this machine over its pruning \
+             schedule ({} measured now{}); evaluation counted as a third of a training step.",
+            cache.measured,
+            cache
+                .file()
+                .map_or_else(String::new, |f| format!(", cached in {}", f.display()))
+        );
+    } else if !args.no_estimate {
+        println!(
+            "\nNo estimate: `ablate run` would use GPUs ({}), which this command does not \
+             measure; `--devices cpu` estimates for the CPU.",
+            slots.iter().map(Slot::label).collect::<Vec<_>>().join(", ")
+        );
     }
     Ok(())
 }

@@ -120,6 +120,24 @@ pub const SYNTHETIC_TEST: usize = 1_000;
 /// The synthetic set is the same for every run seed (seeds vary the training, not the data).
 const SYNTHETIC_SEED: u64 = 0;
 
+/// Images in CIFAR-10's training and test sets.
+pub const CIFAR10_SIZES: (usize, usize) = (50_000, 10_000);
+
+/// How many (train, test) images [`load`] gives for `cfg`, without loading anything.
+pub fn sizes(cfg: &crate::config::DataConfig) -> (usize, usize) {
+    use crate::config::DatasetKind;
+    match cfg.dataset {
+        DatasetKind::Cifar10 => (
+            cfg.train_size.map_or(CIFAR10_SIZES.0, |n| n.min(CIFAR10_SIZES.0)),
+            cfg.test_size.map_or(CIFAR10_SIZES.1, |n| n.min(CIFAR10_SIZES.1)),
+        ),
+        DatasetKind::Synthetic => (
+            cfg.train_size.unwrap_or(SYNTHETIC_TRAIN),
+            cfg.test_size.unwrap_or(SYNTHETIC_TEST),
+        ),
+    }
+}
+
 /// The (train, test) sets a run asks for: CIFAR-10 from `data_dir` (fetched when missing) or
 /// the synthetic set, cut to the configured sizes.
 pub fn load(
