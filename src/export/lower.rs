@@ -114,9 +114,11 @@ impl<'g> Lowering<'g> {
                 let a = self.pre(c.pre(), x)?;
                 self.conv(c.conv(), &a)?
             }
-            Bottleneck::LearnedGroup(_) => return Err(LowerError::Unsupported(format!(
+            Bottleneck::LearnedGroup(_) => {
+                return Err(LowerError::Unsupported(format!(
                 "{name}: learned-group layer not condensed; only the deploy form can be exported"
-            ))),
+            )))
+            }
         };
         let y = match layer.spatial() {
             Spatial::Group(c) => {

@@ -142,3 +142,6 @@ pub fn op_counts(model: &onnx::Model) -> std::collections::BTreeMap<&'static str
     }
     counts
 }
+
+#[cfg(test)]
+mod tests;
