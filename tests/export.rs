@@ -254,6 +254,24 @@ fn a_trained_run_exports_and_bad_input_is_one_line() {
     let o = ablate(&["export", "condensenet-87", "--out", t]);
     assert_usage_error(&o, &["unknown preset `condensenet-87`"]);
     assert!(!target.exists());
+    // bench --onnx without a Python that has onnxruntime.
+    let o = ablate(&[
+        "bench",
+        "--onnx",
+        "--models",
+        "condensenext",
+        "--latency-runs",
+        "1",
+        "--python",
+        "/nonexistent/python3",
+    ]);
+    let err = stderr(&o);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    let last = err.lines().last().unwrap_or("");
+    assert!(
+        last.starts_with("error: key `--python`: `/nonexistent/python3` cannot time onnxruntime"),
+        "{err}"
+    );
     std::fs::remove_dir_all(root).unwrap();
     std::fs::remove_dir_all(empty).unwrap();
 }

@@ -6,6 +6,8 @@
 //! for FLOP; a training step is counted as three forward passes (forward, input gradient,
 //! weight gradient).
 
+pub mod onnx;
+
 use std::time::Instant;
 
 use candle_core::{DType, Device, Tensor};

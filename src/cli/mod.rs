@@ -1,6 +1,7 @@
 //! The `ablate` command line.
 
 mod bench;
+mod bench_onnx;
 mod count;
 mod export;
 mod format;
