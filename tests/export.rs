@@ -265,12 +265,9 @@ fn a_trained_run_exports_and_bad_input_is_one_line() {
         "--python",
         "/nonexistent/python3",
     ]);
-    let err = stderr(&o);
-    assert_eq!(o.status.code(), Some(2), "{err}");
-    let last = err.lines().last().unwrap_or("");
-    assert!(
-        last.starts_with("error: key `--python`: `/nonexistent/python3` cannot time onnxruntime"),
-        "{err}"
+    assert_usage_error(
+        &o,
+        &["key `--python`: `/nonexistent/python3` cannot time onnxruntime"],
     );
     std::fs::remove_dir_all(root).unwrap();
     std::fs::remove_dir_all(empty).unwrap();

@@ -67,6 +67,26 @@ struct OrtReply {
     latency_ms: std::collections::HashMap<String, f64>,
 }
 
+/// onnxruntime's version, if `python` can import it (and numpy): checked before measuring.
+pub fn ort_version(python: &str) -> Result<String, OrtUnavailable> {
+    let fail = |reason: String| OrtUnavailable {
+        python: python.to_string(),
+        reason,
+    };
+    let out = Command::new(python)
+        .args([
+            "-c",
+            "import numpy, onnxruntime; print(onnxruntime.__version__)",
+        ])
+        .output()
+        .map_err(|e| fail(e.to_string()))?;
+    if !out.status.success() {
+        let err = String::from_utf8_lossy(&out.stderr);
+        return Err(fail(err.lines().last().unwrap_or("no output").to_string()));
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
+}
+
 /// onnxruntime's version and median batch-1 milliseconds of `file` for each of `threads`
 /// (intra-op threads), timed by `python` running [`ORT_LATENCY_SCRIPT`].
 pub fn ort_latency_ms(

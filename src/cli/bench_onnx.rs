@@ -9,7 +9,7 @@ use anyhow::Context;
 use super::bench::BenchArgs;
 use super::format::{thousands, OutputFormat};
 use crate::analyze::write_deploy;
-use crate::bench::onnx::{deploy_latency_ms, ort_latency_ms, OnnxRow};
+use crate::bench::onnx::{deploy_latency_ms, ort_latency_ms, ort_version, OnnxRow, OrtUnavailable};
 use crate::config::{ConfigError, ModelSource, ModelSpec};
 use crate::export::{to_onnx, ExportOptions, Exportable};
 use crate::io::write_atomic;
@@ -22,6 +22,7 @@ pub fn run(args: &BenchArgs, specs: &[(String, ModelSpec)]) -> anyhow::Result<()
         println!("{}", serde_json::json!({ "latency_ms": ms }));
         return Ok(());
     }
+    ort_version(&args.python).map_err(unavailable)?;
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let mut threads = vec![1, cores];
     threads.dedup();
@@ -31,6 +32,17 @@ pub fn run(args: &BenchArgs, specs: &[(String, ModelSpec)]) -> anyhow::Result<()
     let _ = std::fs::remove_dir_all(&scratch);
     print!("{}", render(&rows?, &threads, args.format)?);
     Ok(())
+}
+
+/// A Python without onnxruntime is bad input (exit 2).
+fn unavailable(e: OrtUnavailable) -> ConfigError {
+    ConfigError::invalid(
+        "--python",
+        format!(
+            "{e}; install onnxruntime (pip install -r tests/onnx/requirements.txt) and pass that \
+             interpreter"
+        ),
+    )
 }
 
 fn rows(
@@ -65,16 +77,8 @@ fn rows(
                 .with_context(|| format!("reading the measurement of {name}"))?;
             ablate_ms.push(v["latency_ms"].as_f64().unwrap_or(f64::NAN));
         }
-        let (version, ort_ms) = ort_latency_ms(&args.python, &file, args.latency_runs, threads)
-            .map_err(|e| {
-                ConfigError::invalid(
-                    "--python",
-                    format!(
-                        "{e}; install onnxruntime (pip install -r tests/onnx/requirements.txt) \
-                         and pass that interpreter"
-                    ),
-                )
-            })?;
+        let (version, ort_ms) =
+            ort_latency_ms(&args.python, &file, args.latency_runs, threads).map_err(unavailable)?;
         rows.push(OnnxRow {
             model: name.clone(),
             onnx_bytes: bytes.len() as u64,
