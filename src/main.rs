@@ -4,6 +4,7 @@ use clap::Parser;
 
 use ablate::cli::{run, Cli};
 use ablate::config::ConfigError;
+use ablate::export::ExportError;
 use ablate::io::DamagedFile;
 use ablate::schedule::device::DevicesError;
 use ablate::schedule::{Locked, Stopped};
@@ -21,6 +22,7 @@ fn main() -> ExitCode {
                 return ExitCode::from(2);
             }
             if e.downcast_ref::<RunDirError>().is_some()
+                || e.downcast_ref::<ExportError>().is_some()
                 || e.downcast_ref::<DamagedFile>().is_some()
                 || e.downcast_ref::<Locked>().is_some()
                 || e.downcast_ref::<DevicesError>().is_some()

@@ -81,8 +81,12 @@ impl Table {
             .collect();
         let mut s = String::new();
         if !self.title.is_empty() {
-            let _ = writeln!(s, "{}
-", self.title);
+            let _ = writeln!(
+                s,
+                "{}
+",
+                self.title
+            );
         }
         for row in &lines {
             let cells: Vec<String> = row

@@ -358,9 +358,15 @@ data.test_size = 200
         )
     };
     let (out, err) = plan();
-    assert!(err.contains("measuring the training speed of condensenext"), "{err}");
+    assert!(
+        err.contains("measuring the training speed of condensenext"),
+        "{err}"
+    );
     // The run's line: id, status, epochs, estimate (`NN s` or `N min`), run.
-    let line = out.lines().find(|l| l.contains("preset")).unwrap_or_else(|| panic!("{out}"));
+    let line = out
+        .lines()
+        .find(|l| l.contains("preset"))
+        .unwrap_or_else(|| panic!("{out}"));
     let cells: Vec<&str> = line.split_whitespace().collect();
     let estimate = match cells[4] {
         "s" => cells[3].parse::<f64>().unwrap(),

@@ -256,7 +256,11 @@ fn tables_show_the_numbers_and_the_papers_values() {
     assert_eq!(t2.rows[2][col(&t2, "paper total")], "01:04:48");
     assert_eq!(t2.rows[2][col(&t2, "paper per epoch (s)")], "19.42");
     assert_eq!(t2.rows[2][col(&t2, "paper speed-up")], "2.77x");
-    assert_eq!(t2.rows[2][col(&t2, "speed-up vs baseline")], "-", "no finished run");
+    assert_eq!(
+        t2.rows[2][col(&t2, "speed-up vs baseline")],
+        "-",
+        "no finished run"
+    );
 
     let ab = tables::ablation(&groups, Metric::Final);
     assert!(ab.title.ends_with("baseline"));

@@ -120,7 +120,10 @@ impl ThroughputCache {
             if let Some(dir) = file.parent() {
                 std::fs::create_dir_all(dir)?;
             }
-            write_atomic(file, serde_json::to_string_pretty(&self.entries)?.as_bytes())
+            write_atomic(
+                file,
+                serde_json::to_string_pretty(&self.entries)?.as_bytes(),
+            )
         };
         if let Err(e) = write() {
             eprintln!("note: speeds not cached ({e:#})");

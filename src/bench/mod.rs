@@ -7,6 +7,7 @@
 //! weight gradient).
 
 pub mod estimate;
+pub mod onnx;
 
 use std::time::Instant;
 

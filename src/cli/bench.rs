@@ -43,6 +43,15 @@ pub struct BenchArgs {
     pub allocator: Vec<Allocator>,
     #[arg(long, value_enum, default_value_t = OutputFormat::Table)]
     pub format: OutputFormat,
+    /// Instead of training speed: export each model (seeded weights) to ONNX and time it in
+    /// onnxruntime beside ablate's own deploy form, at batch 1 with one thread and with all
+    /// threads; report the file sizes.
+    #[arg(long)]
+    pub onnx: bool,
+    /// The Python interpreter that has onnxruntime, for --onnx (e.g. a venv's bin/python;
+    /// `pip install -r tests/onnx/requirements.txt`).
+    #[arg(long, env = "ABLATE_PYTHON", default_value = "python3")]
+    pub python: String,
     /// Measure one model in this process and print its row as JSON (what each child runs).
     #[arg(long, hide = true)]
     pub child: bool,
@@ -92,6 +101,9 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
                 .map(|r| (m.clone(), r.spec))
         })
         .collect::<Result<Vec<_>, _>>()?;
+    if args.onnx {
+        return super::bench_onnx::run(args, &specs);
+    }
     for (_, spec) in &specs {
         crate::config::check_fits(spec, args.batch)?;
     }

@@ -41,7 +41,9 @@ pub fn run(args: &CountArgs) -> anyhow::Result<()> {
     let analysis = analysis?;
     let conventions = match (args.convention, args.format) {
         (Some(c), _) => vec![c],
-        (None, OutputFormat::Table | OutputFormat::Md) => vec![Convention::Paper, Convention::Executed],
+        (None, OutputFormat::Table | OutputFormat::Md) => {
+            vec![Convention::Paper, Convention::Executed]
+        }
         (None, OutputFormat::Csv | OutputFormat::Json) => vec![Convention::Paper],
     };
     let text = match args
@@ -153,11 +155,20 @@ fn totals_machine(a: &Analysis, conventions: &[Convention]) -> Table {
 }
 
 /// The tables `count` prints in `format` (not JSON).
-fn tables(a: &Analysis, conventions: &[Convention], with_layers: bool, format: OutputFormat) -> Vec<Table> {
+fn tables(
+    a: &Analysis,
+    conventions: &[Convention],
+    with_layers: bool,
+    format: OutputFormat,
+) -> Vec<Table> {
     match (format, with_layers) {
         (OutputFormat::Csv, true) => vec![layers(a, conventions, true)],
         (OutputFormat::Csv, false) => vec![totals_machine(a, conventions)],
-        (_, true) => vec![totals(a, conventions), sizes(a), layers(a, conventions, false)],
+        (_, true) => vec![
+            totals(a, conventions),
+            sizes(a),
+            layers(a, conventions, false),
+        ],
         (_, false) => vec![totals(a, conventions), sizes(a)],
     }
 }

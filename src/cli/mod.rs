@@ -1,7 +1,9 @@
 //! The `ablate` command line.
 
 mod bench;
+mod bench_onnx;
 mod count;
+mod export;
 mod format;
 mod plan;
 mod report;
@@ -27,6 +29,8 @@ pub struct Cli {
 pub enum Command {
     /// Count FLOPs, parameters and model sizes of a preset or a model TOML file.
     Count(count::CountArgs),
+    /// Write the deploy form of a done run, a preset or a model file as an ONNX file.
+    Export(export::ExportArgs),
     /// Train one model into a run directory (metrics, checkpoints, deploy model, summary).
     Train(train::TrainArgs),
     /// List the runs of an experiment file (ids and the keys that differ) without running.
@@ -51,6 +55,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
     if matches!(
         cli.command,
         Command::Count(_)
+            | Command::Export(_)
             | Command::Plan(_)
             | Command::Status(_)
             | Command::Report(_)
@@ -60,6 +65,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
     }
     match cli.command {
         Command::Count(args) => count::run(&args),
+        Command::Export(args) => export::run(&args),
         Command::Train(args) => {
             crate::signal::install();
             train::run(&args)

@@ -94,7 +94,11 @@ fn table(exp: &Experiment, args: &PlanArgs) -> anyhow::Result<()> {
         };
         let epochs = format!("{epochs_done}/{}", run.config.train.epochs);
         let Some(threads) = cpu_threads else {
-            println!("{:<12}  {state:<11}  {epochs:<9}  {}", run.id, run.describe());
+            println!(
+                "{:<12}  {state:<11}  {epochs:<9}  {}",
+                run.id,
+                run.describe()
+            );
             continue;
         };
         let left = match status.as_ref().map(|s| s.status) {
@@ -107,7 +111,11 @@ fn table(exp: &Experiment, args: &PlanArgs) -> anyhow::Result<()> {
             cache.get(&run.config)?.seconds(&run.config, left, threads)
         };
         remaining.push(seconds);
-        let estimate = if left == 0 { "-".into() } else { human(seconds) };
+        let estimate = if left == 0 {
+            "-".into()
+        } else {
+            human(seconds)
+        };
         println!(
             "{:<12}  {state:<11}  {epochs:<9}  {estimate:>9}  {}",
             run.id,
@@ -115,7 +123,10 @@ fn table(exp: &Experiment, args: &PlanArgs) -> anyhow::Result<()> {
         );
     }
     if let Some(threads) = cpu_threads {
-        let cpu_slots = slots.iter().filter(|s| matches!(s, Slot::Cpu { .. })).count();
+        let cpu_slots = slots
+            .iter()
+            .filter(|s| matches!(s, Slot::Cpu { .. }))
+            .count();
         let gpu_slots = slots.len() - cpu_slots;
         let todo = remaining.iter().filter(|&&s| s > 0.0).count();
         println!(

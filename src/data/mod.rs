@@ -128,8 +128,10 @@ pub fn sizes(cfg: &crate::config::DataConfig) -> (usize, usize) {
     use crate::config::DatasetKind;
     match cfg.dataset {
         DatasetKind::Cifar10 => (
-            cfg.train_size.map_or(CIFAR10_SIZES.0, |n| n.min(CIFAR10_SIZES.0)),
-            cfg.test_size.map_or(CIFAR10_SIZES.1, |n| n.min(CIFAR10_SIZES.1)),
+            cfg.train_size
+                .map_or(CIFAR10_SIZES.0, |n| n.min(CIFAR10_SIZES.0)),
+            cfg.test_size
+                .map_or(CIFAR10_SIZES.1, |n| n.min(CIFAR10_SIZES.1)),
         ),
         DatasetKind::Synthetic => (
             cfg.train_size.unwrap_or(SYNTHETIC_TRAIN),

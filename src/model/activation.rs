@@ -19,6 +19,15 @@ impl Act {
 }
 
 impl Act {
+    /// ReLU or ReLU6.
+    pub fn kind(&self) -> Activation {
+        self.kind
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
     /// The kernels' name for this activation.
     pub fn kernel(&self) -> ActKind {
         match self.kind {

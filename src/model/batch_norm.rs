@@ -52,6 +52,31 @@ impl BatchNorm {
         self.weight.elem_count()
     }
 
+    /// The state-name prefix (`{name}.weight`, `{name}.running_mean`, ...).
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// `[C]` affine scale (gamma).
+    pub fn weight(&self) -> &Tensor {
+        self.weight.as_tensor()
+    }
+
+    /// `[C]` affine shift (beta).
+    pub fn bias(&self) -> &Tensor {
+        self.bias.as_tensor()
+    }
+
+    /// `[C]` running mean, what eval mode normalises with.
+    pub fn running_mean(&self) -> &Tensor {
+        self.running_mean.as_tensor()
+    }
+
+    /// `[C]` running (unbiased) variance, what eval mode normalises with.
+    pub fn running_var(&self) -> &Tensor {
+        self.running_var.as_tensor()
+    }
+
     /// A BN over the channels `index` picks (repeats allowed), each with that channel's
     /// parameters and running statistics; named `name`.
     pub fn select(&self, name: String, index: &Tensor) -> Result<Self> {

@@ -32,6 +32,24 @@ impl ChannelSelect {
     pub fn index(&self) -> &Tensor {
         &self.index
     }
+
+    /// The index values: output channel `j` reads input channel `values()[j]`.
+    pub fn values(&self) -> Vec<u32> {
+        self.host.to_vec()
+    }
+
+    /// From a saved u32 (or integer-valued) index over `channels` input channels; fails,
+    /// naming `name`, when a value is out of range.
+    pub fn restore(name: &str, index: &Tensor, channels: usize) -> Result<Self> {
+        let index = index.to_dtype(candle_core::DType::U32)?;
+        let values = index.to_vec1::<u32>()?;
+        if let Some(&bad) = values.iter().find(|&&i| i as usize >= channels) {
+            candle_core::bail!(
+                "tensor `{name}` selects channel {bad} of an input with {channels} channels"
+            );
+        }
+        Self::new(index)
+    }
 }
 
 impl Module for ChannelSelect {

@@ -4,7 +4,7 @@ use candle_core::{Module, Result, Tensor};
 use candle_nn::VarBuilder;
 
 use super::linear::Linear;
-use super::state::{from_host, host_values, HasState, State, StateTensor};
+use super::state::{from_host, host_values, saved_like, HasState, Saved, State, StateTensor};
 use crate::analyze::{trace, Cost, LayerCost};
 
 /// Training form: a Linear whose input features can be masked. The head "drop" at the end of
@@ -106,6 +106,27 @@ pub struct CondensedLinear {
     name: String,
     index: Tensor,
     linear: Linear,
+}
+
+impl CondensedLinear {
+    /// The u32 index of the kept features.
+    pub fn index(&self) -> &Tensor {
+        &self.index
+    }
+
+    /// The Linear over the kept features.
+    pub fn linear(&self) -> &Linear {
+        &self.linear
+    }
+
+    /// Takes the index saved as `{name}.index` in `saved`, over `features` input features.
+    pub fn restore_index(&mut self, saved: &Saved, features: usize) -> Result<()> {
+        let name = format!("{}.index", self.name);
+        let index = saved_like(saved, &name, &self.index)?;
+        let select = super::channel_select::ChannelSelect::restore(&name, index, features)?;
+        self.index = select.index().clone();
+        Ok(())
+    }
 }
 
 impl Module for CondensedLinear {

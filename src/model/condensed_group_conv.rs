@@ -6,7 +6,7 @@ use candle_nn::ModuleT;
 use super::channel_select::ChannelSelect;
 use super::conv::{Conv2d, Conv2dConfig};
 use super::preactivation::PreActivation;
-use super::state::{HasState, State, StateTensor};
+use super::state::{saved_like, HasState, Saved, State, StateTensor};
 use crate::analyze::{trace, Cost, LayerCost};
 
 /// index-select of the kept (group, input) pairs -> BN -> act -> 1x1 conv with `G` groups
@@ -43,6 +43,39 @@ impl CondensedGroupConv {
             pre,
             conv,
         })
+    }
+
+    /// The layer's name (`{name}.index`, `{name}.bn.*`, `{name}.conv.weight`).
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The index-select of the kept (group, input) pairs.
+    pub fn select(&self) -> &ChannelSelect {
+        &self.select
+    }
+
+    /// BN -> act over the selected channels.
+    pub fn pre(&self) -> &PreActivation {
+        &self.pre
+    }
+
+    /// The grouped 1x1 conv, each group's outputs contiguous.
+    pub fn conv(&self) -> &Conv2d {
+        &self.conv
+    }
+
+    /// The channel shuffle after the conv (a permutation: view `(G, W/G)`, transpose, flatten).
+    pub fn shuffle(&self) -> &ChannelSelect {
+        &self.shuffle
+    }
+
+    /// Takes the index-select saved as `{name}.index` in `saved`, over `cin` input channels.
+    pub fn restore_index(&mut self, saved: &Saved, cin: usize) -> Result<()> {
+        let name = format!("{}.index", self.name);
+        let index = saved_like(saved, &name, self.select.index())?;
+        self.select = ChannelSelect::restore(&name, index, cin)?;
+        Ok(())
     }
 }
 

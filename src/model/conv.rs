@@ -79,6 +79,15 @@ impl Conv2d {
     pub fn weight(&self) -> &Tensor {
         self.weight.as_tensor()
     }
+
+    pub fn config(&self) -> Conv2dConfig {
+        self.cfg
+    }
+
+    /// The state-name prefix (`{name}.weight`).
+    pub fn name(&self) -> &str {
+        &self.name
+    }
 }
 
 /// Whether `cfg` with `w` on `x` is a depthwise 3x3 conv (stride 1, padding 1, one filter per

@@ -116,6 +116,23 @@ impl DenseLayer {
         &self.bottleneck
     }
 
+    pub fn spatial(&self) -> &Spatial {
+        &self.spatial
+    }
+
+    /// Takes the deploy form's index-selects from `saved` (a deploy file), over `cin` input
+    /// channels; the other tensors are restored by name through [`HasState`].
+    pub fn restore_deploy_indices(&mut self, saved: &Saved, cin: usize) -> Result<()> {
+        match &mut self.bottleneck {
+            Bottleneck::CondensedGroup(c) => c.restore_index(saved, cin),
+            Bottleneck::LearnedDsc(c) => c.restore_index(saved),
+            Bottleneck::Dense(_) => Ok(()),
+            Bottleneck::LearnedGroup(_) => {
+                candle_core::bail!("restoring a deploy file needs a deploy-form network")
+            }
+        }
+    }
+
     pub fn update_progress(&mut self, t: f64) -> Result<PruneReport> {
         Ok(match &mut self.bottleneck {
             Bottleneck::LearnedGroup(c) => PruneReport {

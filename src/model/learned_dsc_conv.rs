@@ -209,6 +209,38 @@ impl LearnedDscConv {
         matches!(self.form, Form::Separable { .. })
     }
 
+    /// The layer's name (`{name}.index`, `{name}.dw.weight`, ...).
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// BN -> act (-> dropout, identity in eval mode) over the `Cin` input channels.
+    pub fn pre(&self) -> &PreActivation {
+        &self.pre
+    }
+
+    /// The converted form's index-select, depthwise 3x3 and pointwise 1x1, in forward order;
+    /// `None` before the conversion.
+    pub fn separable(&self) -> Option<(&ChannelSelect, &Conv2d, &Conv2d)> {
+        match &self.form {
+            Form::Separable { select, dw, pw, .. } => Some((select, dw, pw)),
+            Form::Masked { .. } => None,
+        }
+    }
+
+    /// Takes the index-select saved as `{name}.index` in `saved` (converted form only).
+    pub fn restore_index(&mut self, saved: &Saved) -> Result<()> {
+        let cin = self.cin;
+        let Form::Separable { select, pairs, .. } = &mut self.form else {
+            candle_core::bail!("{}: not converted to the separable form", self.name);
+        };
+        let name = format!("{}.index", self.name);
+        let index = saved_like(saved, &name, select.index())?;
+        *select = ChannelSelect::restore(&name, index, cin)?;
+        *pairs = KernelPairs::gathered(cin, &select.values())?;
+        Ok(())
+    }
+
     /// Makes the drops due by `t`, and converts after the last one.
     pub fn update_progress(&mut self, t: f64) -> Result<PruneReport> {
         let due = self.drops_due(t);

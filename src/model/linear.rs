@@ -46,6 +46,11 @@ impl Linear {
     pub fn bias(&self) -> &Tensor {
         self.bias.as_tensor()
     }
+
+    /// The state-name prefix (`{name}.weight`, `{name}.bias`).
+    pub fn name(&self) -> &str {
+        &self.name
+    }
 }
 
 impl Module for Linear {

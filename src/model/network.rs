@@ -136,6 +136,69 @@ impl Network {
         self.blocks.iter().flatten()
     }
 
+    /// The first conv (3 -> stem channels), before any block.
+    pub fn stem(&self) -> &Conv2d {
+        &self.stem
+    }
+
+    /// The dense layers, block by block.
+    pub fn blocks(&self) -> &[Vec<DenseLayer>] {
+        &self.blocks
+    }
+
+    /// The pooling after block `b`, for every block but the last.
+    pub fn transition(&self, b: usize) -> Option<&AvgPool2d> {
+        self.transitions.get(b)
+    }
+
+    /// The head before the classifier: BN -> activation -> global average pool.
+    pub fn head_parts(&self) -> (&BatchNorm, &Act, &AvgPool2d) {
+        (&self.head_norm, &self.head_act, &self.head_pool)
+    }
+
+    /// The condensed classifier of the deploy form (`None` in training form).
+    pub fn condensed_head(&self) -> Option<&CondensedLinear> {
+        match &self.head {
+            Head::Deploy(c) => Some(c),
+            Head::Training(_) => None,
+        }
+    }
+
+    /// The deploy form of `spec` with the tensors of a deploy file (`model.safetensors`, as
+    /// [`crate::analyze::write_deploy`] writes it): the structure is the spec's, every index,
+    /// parameter and running statistic is the file's. Fails, naming the tensor, when the file
+    /// lacks one, holds one of another shape or one the model does not have, or an index
+    /// points outside its input.
+    pub fn from_deploy(spec: &ModelSpec, saved: &Saved, device: &Device) -> Result<Network> {
+        let mut net = Network::seeded(spec, 0, device)?;
+        net.finish_pruning()?;
+        let mut net = net.condense()?;
+        for (layer, plan) in net.blocks.iter_mut().flatten().zip(spec.layers()) {
+            layer.restore_deploy_indices(saved, plan.cin)?;
+        }
+        if let Head::Deploy(c) = &mut net.head {
+            c.restore_index(saved, spec.final_channels())?;
+        }
+        let state = net.state();
+        for (name, entry) in &state {
+            if let StateTensor::Param(v) | StateTensor::RunningStat(v) = entry {
+                let value = saved_like(saved, name, v.as_tensor())?;
+                v.set(&value.to_dtype(v.dtype())?.to_device(v.device())?)?;
+            }
+        }
+        let known: std::collections::HashSet<&str> =
+            state.iter().map(|(n, _)| n.as_str()).collect();
+        let mut extra: Vec<&String> = saved
+            .keys()
+            .filter(|k| !known.contains(k.as_str()))
+            .collect();
+        extra.sort();
+        if let Some(name) = extra.first() {
+            candle_core::bail!("tensor `{name}` is not part of this model's deploy form");
+        }
+        Ok(net)
+    }
+
     /// Runs the pruning schedules up to progress `t` in [0, 1).
     pub fn update_progress(&mut self, t: f64) -> Result<PruneReport> {
         let mut report = PruneReport::default();

@@ -14,6 +14,15 @@ impl AvgPool2d {
     pub fn new(name: String, kernel: usize) -> Self {
         Self { name, kernel }
     }
+
+    /// Kernel side, equal to the stride.
+    pub fn kernel(&self) -> usize {
+        self.kernel
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
 }
 
 impl Module for AvgPool2d {

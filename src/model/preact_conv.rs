@@ -30,6 +30,15 @@ impl PreActConv {
             conv: Conv2d::new(cin, cout, cfg, vb.pp("conv"))?,
         })
     }
+
+    /// BN -> act (-> dropout, identity in eval mode).
+    pub fn pre(&self) -> &PreActivation {
+        &self.pre
+    }
+
+    pub fn conv(&self) -> &Conv2d {
+        &self.conv
+    }
 }
 
 impl ModuleT for PreActConv {

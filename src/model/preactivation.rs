@@ -35,6 +35,14 @@ impl PreActivation {
         })
     }
 
+    pub fn norm(&self) -> &BatchNorm {
+        &self.norm
+    }
+
+    pub fn act(&self) -> &Act {
+        &self.act
+    }
+
     /// The pre-activation of the channels `index` picks (deploy form: no dropout); its BN is
     /// named `{name}.bn`.
     pub fn select(&self, name: &str, index: &Tensor) -> Result<Self> {

@@ -10,8 +10,8 @@ use anyhow::Context;
 use polars::prelude::{CsvReadOptions, DataFrame, DataType, SerReader};
 
 use crate::config::{ModelSpec, RunConfig};
-use crate::train::HEADER as METRICS_COLUMNS;
 use crate::train::PruningEvent;
+use crate::train::HEADER as METRICS_COLUMNS;
 use crate::train::{median, read_status, CONFIG_FILE, METRICS_FILE, SUMMARY_FILE};
 
 /// One planned run and what its dir holds. Every measured field is `None` when the run has

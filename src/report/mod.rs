@@ -16,9 +16,9 @@ use std::path::{Path, PathBuf};
 use anyhow::Context;
 
 use crate::io::write_atomic;
+pub use crate::table::{Format, Table};
 pub use aggregate::{aggregate, GroupRow, Stat};
 pub use load::{load_experiment, RunRow};
-pub use crate::table::{Format, Table};
 pub use tables::Metric;
 
 /// The experiment dirs at `target`: itself when it holds a `plan.json`, else its subdirs that

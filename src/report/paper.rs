@@ -112,7 +112,10 @@ mod tests {
     #[test]
     fn the_papers_per_epoch_ratio_is_2_77() {
         let (cn, cnx) = (&PAPER_ROWS[0], &PAPER_ROWS[1]);
-        assert_eq!(format!("{:.2}", cn.epoch_seconds / cnx.epoch_seconds), "2.77");
+        assert_eq!(
+            format!("{:.2}", cn.epoch_seconds / cnx.epoch_seconds),
+            "2.77"
+        );
         assert_eq!(cn.total_seconds, 10759.0);
         assert_eq!(cnx.total_seconds, 3888.0);
     }
@@ -121,7 +124,10 @@ mod tests {
     fn claims_match_exactly_one_change() {
         let base = preset("condensenet-86").unwrap();
         let dsc = preset("condensenet-86-dsc").unwrap();
-        assert_eq!(claim_for(&base, &dsc).unwrap().name, "depthwise-separable 3x3");
+        assert_eq!(
+            claim_for(&base, &dsc).unwrap().name,
+            "depthwise-separable 3x3"
+        );
         let relu6 = ModelSpec {
             activation: Activation::Relu6,
             ..base.clone()
@@ -132,10 +138,27 @@ mod tests {
             cardinality: Cardinality::Width,
             ..base.clone()
         };
-        assert_eq!(claim_for(&base, &pruned).unwrap().name, "pruning with cardinality");
+        assert_eq!(
+            claim_for(&base, &pruned).unwrap().name,
+            "pruning with cardinality"
+        );
         // At another pruning factor, with a second change, or against itself: no claim.
-        assert!(claim_for(&base, &ModelSpec { p: 2, ..pruned.clone() }).is_none());
-        assert!(claim_for(&base, &ModelSpec { dropout: 0.1, ..relu6 }).is_none());
+        assert!(claim_for(
+            &base,
+            &ModelSpec {
+                p: 2,
+                ..pruned.clone()
+            }
+        )
+        .is_none());
+        assert!(claim_for(
+            &base,
+            &ModelSpec {
+                dropout: 0.1,
+                ..relu6
+            }
+        )
+        .is_none());
         assert!(claim_for(&base, &base).is_none());
         assert!(claim_for(&base, &preset("condensenext").unwrap()).is_none());
     }

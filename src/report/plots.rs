@@ -14,8 +14,8 @@ use plotters::prelude::*;
 
 use super::aggregate::GroupRow;
 use super::load::read_metrics_frame;
-use crate::train::PruningEvent;
 use super::tables::Metric;
+use crate::train::PruningEvent;
 
 /// DejaVu Sans (Bitstream Vera license, `assets/fonts/DejaVuSans.LICENSE`).
 static FONT: &[u8] = include_bytes!("../../assets/fonts/DejaVuSans.ttf");
@@ -213,7 +213,11 @@ where
         .y_labels(8)
         .draw()?;
     for e in pruning {
-        let color = if is_conversion(e) { CONVERSION } else { PRUNING };
+        let color = if is_conversion(e) {
+            CONVERSION
+        } else {
+            PRUNING
+        };
         chart.draw_series(DashedLineSeries::new(
             [(e.epoch, y_lo), (e.epoch, y_hi)],
             5,

@@ -181,7 +181,9 @@ pub fn table2(groups: &[GroupRow]) -> Table {
             .stat("images_per_second")
             .mean
             .filter(|&ips| ips > 0.0)
-            .map_or("-".into(), |ips| format!("{:.0}", CIFAR10_TRAIN_IMAGES / ips));
+            .map_or("-".into(), |ips| {
+                format!("{:.0}", CIFAR10_TRAIN_IMAGES / ips)
+            });
         let paper = paper_row(g);
         let paper_speedup = match (base_paper, paper) {
             (Some(b), Some(p)) => format!("{:.2}x", b.epoch_seconds / p.epoch_seconds),

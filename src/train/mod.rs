@@ -18,5 +18,6 @@ pub use run_dir::{
     STATUS_FILE, SUMMARY_FILE,
 };
 pub use trainer::{
-    device_name, train, Diverged, FormCounts, Interrupted, PruningEvent, Summary, TrainOptions, DIVERGED_ABOVE,
+    device_name, train, Diverged, FormCounts, Interrupted, PruningEvent, Summary, TrainOptions,
+    DIVERGED_ABOVE,
 };

@@ -1,0 +1,128 @@
+//! `ablate bench --onnx`: file sizes and batch-1 latency of the exported ONNX files in
+//! onnxruntime beside ablate's own deploy form, with one thread and with every core. ablate's
+//! latency is measured in a child process per thread count (its thread pool is fixed at start).
+
+use std::process::{Command, Stdio};
+
+use anyhow::Context;
+
+use super::bench::BenchArgs;
+use super::format::{thousands, OutputFormat};
+use crate::analyze::write_deploy;
+use crate::bench::onnx::{deploy_latency_ms, ort_latency_ms, ort_version, OnnxRow, OrtUnavailable};
+use crate::config::{ConfigError, ModelSource, ModelSpec};
+use crate::export::{to_onnx, ExportOptions, Exportable};
+use crate::io::write_atomic;
+use crate::table::Table;
+
+pub fn run(args: &BenchArgs, specs: &[(String, ModelSpec)]) -> anyhow::Result<()> {
+    if args.child {
+        let (_, spec) = &specs[0];
+        let ms = deploy_latency_ms(spec, args.latency_runs)?;
+        println!("{}", serde_json::json!({ "latency_ms": ms }));
+        return Ok(());
+    }
+    ort_version(&args.python).map_err(unavailable)?;
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let mut threads = vec![1, cores];
+    threads.dedup();
+    let scratch = std::env::temp_dir().join(format!("ablate-bench-onnx-{}", std::process::id()));
+    std::fs::create_dir_all(&scratch).with_context(|| format!("creating {}", scratch.display()))?;
+    let rows = rows(args, specs, &threads, &scratch);
+    let _ = std::fs::remove_dir_all(&scratch);
+    print!("{}", render(&rows?, &threads, args.format)?);
+    Ok(())
+}
+
+/// A Python without onnxruntime is bad input (exit 2).
+fn unavailable(e: OrtUnavailable) -> ConfigError {
+    ConfigError::invalid(
+        "--python",
+        format!(
+            "{e}; install onnxruntime (pip install -r tests/onnx/requirements.txt) and pass that \
+             interpreter"
+        ),
+    )
+}
+
+fn rows(
+    args: &BenchArgs,
+    specs: &[(String, ModelSpec)],
+    threads: &[usize],
+    scratch: &std::path::Path,
+) -> anyhow::Result<Vec<OnnxRow>> {
+    let exe = std::env::current_exe().context("finding the ablate executable")?;
+    let mut rows = Vec::new();
+    for (i, (name, _)) in specs.iter().enumerate() {
+        eprintln!("bench --onnx: {name}, batch 1, threads {threads:?} ...");
+        let item = Exportable::from_model(&ModelSource::parse(name), &[], 0)?;
+        let opts = ExportOptions::default();
+        let bytes = to_onnx(&item.net, item.metadata(false), &opts)?.encode();
+        let file = scratch.join(format!("model{i}.onnx"));
+        write_atomic(&file, &bytes)?;
+        let deploy_bytes = write_deploy(&item.net, &scratch.join(format!("model{i}.safetensors")))?;
+        let mut ablate_ms = Vec::new();
+        for &t in threads {
+            let out = Command::new(&exe)
+                .args(["bench", "--onnx", "--child", "--models", name])
+                .args(["--latency-runs", &args.latency_runs.to_string()])
+                .env("RAYON_NUM_THREADS", t.to_string())
+                .stderr(Stdio::inherit())
+                .output()
+                .with_context(|| format!("running {}", exe.display()))?;
+            if !out.status.success() {
+                anyhow::bail!("measuring {name} failed ({})", out.status);
+            }
+            let v: serde_json::Value = serde_json::from_slice(&out.stdout)
+                .with_context(|| format!("reading the measurement of {name}"))?;
+            ablate_ms.push(v["latency_ms"].as_f64().unwrap_or(f64::NAN));
+        }
+        let (version, ort_ms) =
+            ort_latency_ms(&args.python, &file, args.latency_runs, threads).map_err(unavailable)?;
+        rows.push(OnnxRow {
+            model: name.clone(),
+            onnx_bytes: bytes.len() as u64,
+            deploy_bytes,
+            threads: threads.to_vec(),
+            ablate_ms,
+            onnxruntime_ms: ort_ms,
+            onnxruntime: version,
+        });
+    }
+    Ok(rows)
+}
+
+fn render(rows: &[OnnxRow], threads: &[usize], format: OutputFormat) -> anyhow::Result<String> {
+    let plural = |t: usize| if t == 1 { "thread" } else { "threads" };
+    let mut columns = vec![
+        "model".to_string(),
+        "ONNX bytes".to_string(),
+        "safetensors bytes".to_string(),
+    ];
+    for who in ["ablate", "onnxruntime"] {
+        for &t in threads {
+            columns.push(format!("{who} {t} {} ms", plural(t)));
+        }
+    }
+    let columns: Vec<&str> = columns.iter().map(String::as_str).collect();
+    let mut table = Table::new("", &columns);
+    for r in rows {
+        let mut cells = vec![
+            r.model.clone(),
+            thousands(r.onnx_bytes),
+            thousands(r.deploy_bytes),
+        ];
+        cells.extend(r.ablate_ms.iter().map(|ms| format!("{ms:.2}")));
+        cells.extend(r.onnxruntime_ms.iter().map(|ms| format!("{ms:.2}")));
+        table.push(cells);
+    }
+    let version = rows.first().map_or("", |r| r.onnxruntime.as_str());
+    let table = table.note(format!(
+        "batch 1, medians; seeded weights, opset 17; onnxruntime {version} (CPU execution \
+         provider, intra-op threads as given)."
+    ));
+    Ok(match format.render(&[table]) {
+        Some(text) => text,
+        None => serde_json::to_string_pretty(rows)? + "\n",
+    })
+}

@@ -1,0 +1,197 @@
+//! `ablate export`: the deploy form of a done run, a preset or a model file as an ONNX file.
+
+use std::path::{Path, PathBuf};
+
+use super::format::thousands;
+use crate::config::{ConfigError, ModelSource};
+use crate::export::{
+    self, onnx::OPSETS, reference, to_onnx, ExportError, ExportOptions, Exportable,
+};
+use crate::io::write_atomic;
+
+#[derive(Debug, clap::Args)]
+pub struct ExportArgs {
+    /// A done run's directory (exports its trained model.safetensors), or a preset or model
+    /// TOML file (exports freshly initialised weights, for size and latency checks).
+    pub source: String,
+    /// The ONNX file to write [default: <model name>.onnx in the current directory].
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// ONNX operator set (11 to 21).
+    #[arg(long, default_value_t = export::DEFAULT_OPSET)]
+    pub opset: i64,
+    /// Override a model key of a preset or model file, e.g. `--set p=2` (repeatable).
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    pub set: Vec<String>,
+    /// Seed of the fresh weights of a preset or model file [default: 0].
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// Take pixels scaled to [0, 1] as input and normalise inside the graph (two more nodes)
+    /// instead of expecting normalised input.
+    #[arg(long)]
+    pub normalize_input: bool,
+    /// Also write a safetensors file of images (in the ONNX input's convention) with ablate's
+    /// own logits for them, to check another runtime against: `random.*` (seeded random
+    /// images) and, for a run dir, `test.*` (its first test images, with `test.labels`).
+    #[arg(long, value_name = "FILE")]
+    pub reference: Option<PathBuf>,
+    /// Images per set in the reference file.
+    #[arg(long, value_name = "N", default_value_t = 64)]
+    pub reference_images: usize,
+    /// Folder holding cifar-10-batches-bin/ (a CIFAR-10 run's test images for --reference).
+    #[arg(long, env = "ABLATE_DATA", default_value = "data")]
+    pub data_dir: PathBuf,
+}
+
+fn check(args: &ExportArgs, run_dir: bool) -> Result<(), ConfigError> {
+    if !OPSETS.contains(&args.opset) {
+        return Err(ConfigError::invalid(
+            "--opset",
+            format!(
+                "expected an operator set from {} to {}, got {}",
+                OPSETS.start(),
+                OPSETS.end(),
+                args.opset
+            ),
+        ));
+    }
+    if args.reference_images == 0 {
+        return Err(ConfigError::invalid(
+            "--reference-images",
+            "expected a positive number, got 0",
+        ));
+    }
+    if run_dir && !args.set.is_empty() {
+        return Err(ConfigError::invalid(
+            "--set",
+            "a run dir exports the model it trained; --set applies to a preset or model file",
+        ));
+    }
+    if run_dir && args.seed.is_some() {
+        return Err(ConfigError::invalid(
+            "--seed",
+            "a run dir exports its trained weights; --seed applies to a preset or model file",
+        ));
+    }
+    Ok(())
+}
+
+/// The default output: the model's name, made a file name, in the current directory.
+fn default_out(source: &str, run_dir: bool) -> PathBuf {
+    let stem = if run_dir {
+        Path::new(source)
+            .file_name()
+            .map_or_else(|| "model".into(), |n| n.to_string_lossy().into_owned())
+    } else {
+        Path::new(source)
+            .file_stem()
+            .map_or_else(|| "model".into(), |n| n.to_string_lossy().into_owned())
+    };
+    PathBuf::from(format!("{stem}.onnx"))
+}
+
+/// Writes `bytes` to `path` atomically; a failure is bad input (the path), not a crash.
+fn write(path: &Path, bytes: &[u8]) -> Result<(), ExportError> {
+    write_atomic(path, bytes).map_err(|e| ExportError::Write {
+        path: path.to_path_buf(),
+        message: e.root_cause().to_string(),
+    })
+}
+
+pub fn run(args: &ExportArgs) -> anyhow::Result<()> {
+    let run_dir = Path::new(&args.source).is_dir();
+    check(args, run_dir)?;
+    let item = if run_dir {
+        Exportable::from_run_dir(Path::new(&args.source))?
+    } else {
+        Exportable::from_model(
+            &ModelSource::parse(&args.source),
+            &args.set,
+            args.seed.unwrap_or(0),
+        )?
+    };
+    let opts = ExportOptions {
+        opset: args.opset,
+        normalize_input: args.normalize_input,
+    };
+    let model = to_onnx(&item.net, item.metadata(opts.normalize_input), &opts)?;
+    let bytes = model.encode();
+    let reference = match &args.reference {
+        Some(path) => Some((path, reference_file(args, &item)?)),
+        None => None,
+    };
+    let out = args
+        .out
+        .clone()
+        .unwrap_or_else(|| default_out(&args.source, run_dir));
+    // The reference first: if the model cannot be written, nothing this command wrote stays.
+    if let Some((path, tensors)) = &reference {
+        let serialised = safetensors::serialize(tensors.clone(), None)?;
+        write(path, &serialised)?;
+    }
+    if let Err(e) = write(&out, &bytes) {
+        if let Some((path, _)) = &reference {
+            let _ = std::fs::remove_file(path);
+        }
+        return Err(e.into());
+    }
+    let ops = export::op_counts(&model)
+        .iter()
+        .map(|(op, n)| format!("{op} {n}"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    println!(
+        "wrote {}: {} bytes, opset {}, {} nodes ({ops})",
+        out.display(),
+        thousands(bytes.len() as u64),
+        opts.opset,
+        model.graph.nodes.len()
+    );
+    println!("model   {}", item.name);
+    println!("weights {}", item.weights);
+    if let Some(top1) = item.deploy_test_top1 {
+        println!("deploy test top-1 {top1:.2}%");
+    }
+    println!("input   {}", export::input_doc(opts.normalize_input));
+    if let Some((path, tensors)) = &reference {
+        let sets: Vec<String> = tensors
+            .iter()
+            .filter(|(k, _)| k.ends_with(".logits"))
+            .map(|(k, t)| {
+                format!(
+                    "{} ({} images)",
+                    k.trim_end_matches(".logits"),
+                    t.dim(0).unwrap_or(0)
+                )
+            })
+            .collect();
+        println!("reference {}: {}", path.display(), sets.join(", "));
+    }
+    Ok(())
+}
+
+/// The reference tensors: a random set, and a run dir's test set.
+fn reference_file(
+    args: &ExportArgs,
+    item: &Exportable,
+) -> anyhow::Result<Vec<(String, candle_core::Tensor)>> {
+    let n = args.reference_images;
+    let mut tensors = Vec::new();
+    let images = reference::random_images(n, args.seed.unwrap_or(0));
+    let (input, logits) = reference::reference(&item.net, &images, args.normalize_input)?;
+    tensors.push(("random.input".to_string(), input));
+    tensors.push(("random.logits".to_string(), logits));
+    if let Some(cfg) = &item.run {
+        let (_, test) = crate::data::load(&cfg.data, &args.data_dir)?;
+        let (images, labels) = reference::first_images(&test, n);
+        let (input, logits) = reference::reference(&item.net, &images, args.normalize_input)?;
+        let count = labels.len();
+        tensors.push(("test.input".to_string(), input));
+        tensors.push(("test.logits".to_string(), logits));
+        tensors.push((
+            "test.labels".to_string(),
+            candle_core::Tensor::from_vec(labels, count, &candle_core::Device::Cpu)?,
+        ));
+    }
+    Ok(tensors)
+}

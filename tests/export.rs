@@ -1,0 +1,274 @@
+//! `ablate export` end to end: a trained run's deploy model read back from its files, the
+//! reference file agreeing with the run's own test top-1, and bad input (a run that is not
+//! done, a missing model.safetensors, an unwritable --out) giving one error line, exit 2 and
+//! nothing written. Agreement with onnxruntime is checked by tests/onnx/check.sh.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use ablate::analyze::write_deploy;
+use ablate::io::load_safetensors;
+use ablate::model::Network;
+use candle_core::{Device, Tensor};
+use candle_nn::ModuleT;
+
+fn ablate(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_ablate"))
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+fn fresh_dir(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("ablate-export-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// Exit code 2 and exactly one `error:` line containing every one of `needles`.
+fn assert_usage_error(o: &Output, needles: &[&str]) {
+    let err = stderr(o);
+    assert_eq!(o.status.code(), Some(2), "stderr: {err}");
+    assert_eq!(err.lines().count(), 1, "one line expected: {err}");
+    assert!(err.starts_with("error: "), "{err}");
+    for n in needles {
+        assert!(err.contains(n), "{n:?} missing from: {err}");
+    }
+    assert!(o.stdout.is_empty());
+}
+
+/// The files of `dir`, sorted.
+fn listing(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    names
+}
+
+fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
+    (a - b)
+        .unwrap()
+        .abs()
+        .unwrap()
+        .flatten_all()
+        .unwrap()
+        .max(0)
+        .unwrap()
+        .to_scalar::<f32>()
+        .unwrap()
+}
+
+/// A deploy model written as a run writes it and read back gives the same network, with
+/// the file's indices (seed 5 prunes other channels than the seed-0 skeleton it is read into).
+#[test]
+fn a_deploy_file_reads_back_into_the_same_network() {
+    let dir = fresh_dir("roundtrip");
+    for name in ["condensenet-86", "condensenext"] {
+        let spec = common::model(name).spec;
+        let mut net = Network::seeded(&spec, 5, &Device::Cpu).unwrap();
+        net.finish_pruning().unwrap();
+        let net = net.condense().unwrap();
+        common::randomize_norms(&net, 3);
+        let path = dir.join(format!("{name}.safetensors"));
+        write_deploy(&net, &path).unwrap();
+        let (saved, _) = load_safetensors(&path, &Device::Cpu).unwrap();
+        let back = Network::from_deploy(&spec, &saved, &Device::Cpu).unwrap();
+        let mut rng = ablate::rng::Rng::new(1);
+        let x = common::uniform(&mut rng, &[2, 3, 32, 32], -2.0, 2.0);
+        let (a, b) = (
+            net.forward_t(&x, false).unwrap(),
+            back.forward_t(&x, false).unwrap(),
+        );
+        assert_eq!(max_abs_diff(&a, &b), 0.0, "{name}");
+
+        // A file that does not fit the model is refused, naming the tensor.
+        let index = "block0.layer1.bottleneck.index";
+        let mut bad = saved.clone();
+        let n = bad[index].dim(0).unwrap();
+        let out_of_range = vec![10_000u32; n];
+        bad.insert(
+            index.into(),
+            Tensor::from_vec(out_of_range, n, &Device::Cpu).unwrap(),
+        );
+        let e = Network::from_deploy(&spec, &bad, &Device::Cpu).unwrap_err();
+        assert!(e.to_string().contains(index), "{e}");
+        let mut bad = saved.clone();
+        bad.remove("head.bn.running_var");
+        let e = Network::from_deploy(&spec, &bad, &Device::Cpu).unwrap_err();
+        assert!(e.to_string().contains("head.bn.running_var"), "{e}");
+        let mut bad = saved.clone();
+        bad.insert(
+            "extra.weight".into(),
+            Tensor::zeros(3, candle_core::DType::F32, &Device::Cpu).unwrap(),
+        );
+        let e = Network::from_deploy(&spec, &bad, &Device::Cpu).unwrap_err();
+        assert!(e.to_string().contains("extra.weight"), "{e}");
+    }
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+/// One tiny trained run, exported; then every kind of bad input against copies of it.
+#[test]
+fn a_trained_run_exports_and_bad_input_is_one_line() {
+    let root = fresh_dir("run");
+    let run = root.join("run");
+    let run_s = run.to_str().unwrap();
+    let o = ablate(&[
+        "train",
+        "--model",
+        "condensenext",
+        "--set",
+        "stages=[1,1,1]",
+        "--dataset",
+        "synthetic",
+        "--subset",
+        "64",
+        "--test-subset",
+        "40",
+        "--batch",
+        "32",
+        "--epochs",
+        "1",
+        "--seed",
+        "3",
+        "--out",
+        run_s,
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+
+    // The export's reference logits on the run's test images give the run's deploy top-1.
+    let out = root.join("m.onnx");
+    let reference = root.join("ref.safetensors");
+    let o = ablate(&[
+        "export",
+        run_s,
+        "--out",
+        out.to_str().unwrap(),
+        "--reference",
+        reference.to_str().unwrap(),
+        "--reference-images",
+        "1000",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert!(text.contains("weights trained"), "{text}");
+    let bytes = std::fs::read(&out).unwrap();
+    assert_eq!(
+        &bytes[..2],
+        &[0x08, 0x08],
+        "ModelProto starts with ir_version 8"
+    );
+    let (r, _) = load_safetensors(&reference, &Device::Cpu).unwrap();
+    let predicted = r["test.logits"]
+        .argmax(1)
+        .unwrap()
+        .to_vec1::<u32>()
+        .unwrap();
+    let labels = r["test.labels"].to_vec1::<u32>().unwrap();
+    assert_eq!(labels.len(), 40);
+    let right = predicted
+        .iter()
+        .zip(&labels)
+        .filter(|(p, l)| p == l)
+        .count();
+    let summary: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(run.join("summary.json")).unwrap()).unwrap();
+    let top1 = summary["deploy_test_top1"].as_f64().unwrap();
+    assert!(
+        (100.0 * right as f64 / 40.0 - top1).abs() < 1e-9,
+        "{right}/40 vs {top1}"
+    );
+    assert_eq!(r["random.input"].dims(), &[1000, 3, 32, 32]);
+
+    // Not done: the status says running.
+    let copy = |name: &str, files: &[&str]| {
+        let dir = root.join(name);
+        std::fs::create_dir_all(&dir).unwrap();
+        for f in files {
+            std::fs::copy(run.join(f), dir.join(f)).unwrap();
+        }
+        dir
+    };
+    let running = copy(
+        "running",
+        &["config.toml", "summary.json", "model.safetensors"],
+    );
+    let status = std::fs::read_to_string(run.join("status.json")).unwrap();
+    std::fs::write(
+        running.join("status.json"),
+        status.replacen("\"status\": \"done\"", "\"status\": \"running\"", 1),
+    )
+    .unwrap();
+    let target = root.join("never.onnx");
+    let t = target.to_str().unwrap();
+    let o = ablate(&["export", running.to_str().unwrap(), "--out", t]);
+    assert_usage_error(&o, &["running", "not done (running, 1 of 1 epochs)"]);
+    assert!(!target.exists());
+
+    // Done, but model.safetensors is gone.
+    let no_model = copy("no-model", &["config.toml", "status.json", "summary.json"]);
+    let o = ablate(&["export", no_model.to_str().unwrap(), "--out", t]);
+    assert_usage_error(&o, &["no-model/model.safetensors: missing"]);
+    assert!(!target.exists());
+
+    // Not a run dir at all.
+    let empty = fresh_dir("empty");
+    let o = ablate(&["export", empty.to_str().unwrap(), "--out", t]);
+    assert_usage_error(&o, &["not a run dir (no config.toml)"]);
+
+    // An --out that cannot be written: a missing folder, a folder; the reference written
+    // before it is removed again, and no temp file stays.
+    let before = listing(&root);
+    let missing = root.join("no/such/folder/m.onnx");
+    let ref2 = root.join("ref2.safetensors");
+    let o = ablate(&[
+        "export",
+        run_s,
+        "--out",
+        missing.to_str().unwrap(),
+        "--reference",
+        ref2.to_str().unwrap(),
+        "--reference-images",
+        "2",
+    ]);
+    assert_usage_error(&o, &["cannot write", "no/such/folder/m.onnx"]);
+    let o = ablate(&["export", run_s, "--out", empty.to_str().unwrap()]);
+    assert_usage_error(&o, &["cannot write", empty.to_str().unwrap()]);
+    assert_eq!(listing(&root), before, "nothing half-written");
+    assert!(listing(&empty).is_empty());
+
+    // Options that do not apply or are out of range.
+    let o = ablate(&["export", run_s, "--out", t, "--set", "p=2"]);
+    assert_usage_error(&o, &["--set", "run dir"]);
+    let o = ablate(&["export", "condensenext", "--out", t, "--opset", "9"]);
+    assert_usage_error(&o, &["--opset", "11 to 21, got 9"]);
+    let o = ablate(&["export", "condensenet-87", "--out", t]);
+    assert_usage_error(&o, &["unknown preset `condensenet-87`"]);
+    assert!(!target.exists());
+    // bench --onnx without a Python that has onnxruntime.
+    let o = ablate(&[
+        "bench",
+        "--onnx",
+        "--models",
+        "condensenext",
+        "--latency-runs",
+        "1",
+        "--python",
+        "/nonexistent/python3",
+    ]);
+    assert_usage_error(
+        &o,
+        &["key `--python`: `/nonexistent/python3` cannot time onnxruntime"],
+    );
+    std::fs::remove_dir_all(root).unwrap();
+    std::fs::remove_dir_all(empty).unwrap();
+}

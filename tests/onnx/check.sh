@@ -1,0 +1,57 @@
+#!/usr/bin/env bash
+# `ablate export` checked by an independent runtime. Exports condensenet-86, condensenet-86-dsc,
+# condensenext, a learned-dsc model with 4 groups (plus opset 11 with the normalisation in the
+# graph, and opset 21 with ReLU6) and trained runs of experiments/ci.toml, each with ablate's own
+# logits for random images and the runs' test images; then tests/onnx/check.py runs onnx.checker
+# and onnxruntime (from PyPI, installed into a venv) on them (max abs error 1e-4, same argmax)
+# and breaks the shuffle and an index-select on purpose, requiring the check to fail.
+#
+# usage: tests/onnx/check.sh [ABLATE] [RUN_DIR ...]
+#   ABLATE   the ablate binary (default target/release/ablate)
+#   RUN_DIR  done run dirs to export; none given: experiments/ci.toml is trained into a temp dir
+# ONNX_VENV names the venv to use or create (default target/onnx-venv).
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+ablate=$(realpath "${1:-target/release/ablate}")
+shift || true
+venv=${ONNX_VENV:-target/onnx-venv}
+[ -x "$venv/bin/python" ] || python3 -m venv "$venv"
+"$venv/bin/python" -m pip install --quiet --disable-pip-version-check -r tests/onnx/requirements.txt
+
+work=$(mktemp -d /tmp/ablate-onnx.XXXXXX)
+trap 'rm -rf "$work"' EXIT
+runs=("$@")
+if [ ${#runs[@]} -eq 0 ]; then
+  "$ablate" run experiments/ci.toml --results "$work/results" --reports "$work/reports" >/dev/null
+  runs=("$work"/results/ci/*/)
+fi
+
+cat >"$work/learned-dsc-g4.toml" <<'TOML'
+# learned-dsc with groups > 1: W outputs in groups of 8, each group keeping about p * Cin/4 kernels.
+preset = "condensenext"
+cardinality = 8
+p = 2
+TOML
+
+files=()
+export_one() { # NAME SOURCE [EXPORT ARGS...]
+  local name=$1 source=$2
+  shift 2
+  "$ablate" export "$source" --out "$work/$name.onnx" --reference "$work/$name.ref.safetensors" "$@" >/dev/null
+  files+=("$work/$name.onnx")
+}
+export_one condensenet-86 condensenet-86
+export_one condensenet-86-dsc condensenet-86-dsc
+export_one condensenext condensenext
+export_one learned-dsc-g4 "$work/learned-dsc-g4.toml"
+export_one condensenext-opset11-normalized condensenext --opset 11 --normalize-input --seed 1
+export_one condensenet-86-relu6-opset21 condensenet-86 --opset 21 --set activation=relu6
+mutate=(--mutate "$work/condensenet-86.onnx")
+i=0
+for run in "${runs[@]}"; do
+  # All of a ci run's test images: onnxruntime must reproduce the run's deploy top-1.
+  export_one "run$i" "$run" --reference-images 1000
+  mutate+=(--mutate "$work/run$i.onnx")
+  i=$((i + 1))
+done
+"$venv/bin/python" tests/onnx/check.py "${files[@]}" "${mutate[@]}"
