@@ -62,6 +62,6 @@ pub fn holder_note() -> String {
         "pid {} on {} since {}",
         std::process::id(),
         crate::provenance::hostname(),
-        crate::train::unix_now()
+        crate::clock::unix_now()
     )
 }

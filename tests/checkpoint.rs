@@ -5,8 +5,8 @@ mod common;
 
 use std::collections::HashMap;
 
-use ablate::analyze::checkpoint_tensors;
 use ablate::config::ModelSpec;
+use ablate::model::checkpoint_tensors;
 use ablate::model::Network;
 use candle_core::{Device, Tensor};
 use candle_nn::ModuleT;
@@ -22,7 +22,7 @@ fn small(name: &str) -> ModelSpec {
 /// built from another seed: same state, same outputs.
 fn round_trip(spec: &ModelSpec, t: f64) {
     let mut a = Network::seeded(spec, 1, &Device::Cpu).unwrap();
-    a.update_progress(t).unwrap();
+    a.advance_schedule(t).unwrap();
     randomize_norms(&a, 5);
     let saved: HashMap<String, Tensor> = checkpoint_tensors(&a, |_| None)
         .unwrap()
@@ -48,8 +48,8 @@ fn round_trip(spec: &ModelSpec, t: f64) {
         assert_eq!(d, 0.0, "{name} at t = {t}");
     }
     // The schedules continue identically from there.
-    a.update_progress(0.99).unwrap();
-    b.update_progress(0.99).unwrap();
+    a.advance_schedule(0.99).unwrap();
+    b.advance_schedule(0.99).unwrap();
     let x = common::uniform(&mut ablate::rng::Rng::new(3), &[2, 3, 32, 32], -2.0, 2.0);
     let (ya, yb) = (
         a.forward_t(&x, false).unwrap(),
@@ -88,7 +88,7 @@ fn a_checkpoint_of_another_model_is_refused_by_name() {
 /// error naming the file, instead of resuming from damaged weights.
 #[test]
 fn a_damaged_checkpoint_is_refused_by_name() {
-    use ablate::train::checkpoint::{load, save, Progress};
+    use ablate::train::checkpoint::{load, save, TrainedSoFar};
     use ablate::train::{Sgd, SgdConfig};
     let net = Network::seeded(&small("condensenext"), 1, &Device::Cpu).unwrap();
     let sgd = Sgd::new(net.trainable(), SgdConfig::default());
@@ -99,7 +99,7 @@ fn a_damaged_checkpoint_is_refused_by_name() {
         &path,
         &net,
         &sgd,
-        &Progress::default(),
+        &TrainedSoFar::default(),
         "preset = \"condensenext\"",
     )
     .unwrap();

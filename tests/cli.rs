@@ -1,22 +1,10 @@
 //! `ablate count` end to end: output formats, and bad input giving one error line and exit 2.
 
+mod common;
+use common::{ablate, stderr, stdout};
+
 use std::path::PathBuf;
 use std::process::{Command, Output};
-
-fn ablate(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_ablate"))
-        .args(args)
-        .output()
-        .unwrap()
-}
-
-fn stdout(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
 
 /// A model file in a fresh temp dir.
 fn model_file(name: &str, text: &str) -> PathBuf {

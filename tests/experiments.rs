@@ -1,8 +1,11 @@
 //! Experiment files: the grid they expand to, run identity, and the precise errors of bad
 //! files (`ablate plan` / `ablate run` exit 2 and write nothing).
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+mod common;
+use common::{ablate, scratch};
+
+use std::path::Path;
+use std::process::Command;
 
 use ablate::experiment::{Experiment, ExperimentFile};
 
@@ -142,20 +145,6 @@ fn every_shipped_experiment_plans() {
             ablate::config::DatasetKind::Cifar10
         );
     }
-}
-
-fn scratch(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("ablate-exp-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
-
-fn ablate(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_ablate"))
-        .args(args)
-        .output()
-        .unwrap()
 }
 
 /// Every bad file: exit 2, one error line naming the file, line, column and key, and the

@@ -4,26 +4,16 @@
 //! nothing written. Agreement with onnxruntime is checked by tests/onnx/check.sh.
 
 mod common;
+use common::{ablate, stderr};
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Output;
 
 use ablate::analyze::write_deploy;
 use ablate::io::load_safetensors;
 use ablate::model::Network;
 use candle_core::{Device, Tensor};
 use candle_nn::ModuleT;
-
-fn ablate(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_ablate"))
-        .args(args)
-        .output()
-        .unwrap()
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
 
 fn fresh_dir(name: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("ablate-export-{}-{name}", std::process::id()));

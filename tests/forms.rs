@@ -15,7 +15,7 @@ fn deploy_equals_masked_training(name: &str) {
     randomize_norms(&net, 11);
     // Walk the schedule as training would, iteration by iteration, then to its end.
     for i in 0..60 {
-        net.update_progress(i as f64 / 60.0).unwrap();
+        net.advance_schedule(i as f64 / 60.0).unwrap();
     }
     net.finish_pruning().unwrap();
     let deploy = net.condense().unwrap();
@@ -95,7 +95,7 @@ fn learned_group_drops_at_one_sixth_two_sixths_half() {
         (0.5, 10),
         (0.99, 10),
     ] {
-        net.update_progress(t).unwrap();
+        net.advance_schedule(t).unwrap();
         assert_eq!(live(&net), expected, "t = {t}");
     }
     assert!(net.condense().is_err(), "the classifier is not pruned yet");
@@ -113,13 +113,13 @@ fn learned_dsc_drops_eight_times_then_converts() {
     assert_eq!(first(&net), (vec![512], false));
     for m in 1..=8 {
         let t = m as f64 / 8.0 * until;
-        net.update_progress(t - 1e-9).unwrap();
+        net.advance_schedule(t - 1e-9).unwrap();
         assert_eq!(
             first(&net),
             (vec![512 - 56 * (m - 1)], false),
             "before drop {m}"
         );
-        let report = net.update_progress(t).unwrap();
+        let report = net.advance_schedule(t).unwrap();
         assert_eq!(report.drops, 12, "all 12 layers drop at once");
         if m < 8 {
             assert_eq!(first(&net), (vec![512 - 56 * m], false), "after drop {m}");

@@ -16,7 +16,7 @@ fn net_f64(preset: &str, sets: &[&str], t: f64) -> Network {
         SeededInit::new(1).var_builder(DType::F64, &Device::Cpu),
     )
     .unwrap();
-    net.update_progress(t).unwrap();
+    net.advance_schedule(t).unwrap();
     net
 }
 

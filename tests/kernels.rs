@@ -39,7 +39,7 @@ fn run(model: &str, sets: &[&str]) -> Trace {
     let mut losses = Vec::new();
     // Through every stage of both schedules: nothing pruned, drops, converted, condensed.
     for t in [0.0, 0.2, 0.4, 0.6, 1.0] {
-        net.update_progress(t).unwrap();
+        net.advance_schedule(t).unwrap();
         let mut sgd = Sgd::new(net.trainable(), SgdConfig::default());
         let loss = cross_entropy(&net.forward_t(&x, true).unwrap(), &y).unwrap();
         losses.push(loss.to_scalar::<f32>().unwrap());
@@ -79,7 +79,7 @@ fn gradients_f64(model: &str, sets: &[&str], t: f64) -> (f64, Vec<(String, Vec<f
     let spec = ModelSource::parse(model).resolve(&sets).unwrap().spec;
     let vb = SeededInit::new(5).var_builder(DType::F64, &Device::Cpu);
     let mut net = Network::new(&spec, 5, vb).unwrap();
-    net.update_progress(t).unwrap();
+    net.advance_schedule(t).unwrap();
     let mut rng = Rng::new(6);
     let n = 5;
     let pixels: Vec<f64> = (0..n * 3 * 32 * 32).map(|_| rng.normal()).collect();

@@ -2,18 +2,14 @@
 //! group with a failed run, a partial run and a missing one. Checks the numbers in the tables
 //! (means, stds, n/N, deltas, the paper's values), not only that files exist.
 
+mod common;
+use common::scratch;
+
 use std::path::{Path, PathBuf};
 
 use ablate::config::{preset, Activation, DataConfig, ModelSpec, RunConfig, TrainConfig};
 use ablate::report::{aggregate, load_experiment, tables, write_report, Format, Metric};
 use ablate::train::{write_metrics, EpochRecord};
-
-fn scratch(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("ablate-report-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
 
 struct Fixture<'a> {
     id: &'a str,

@@ -2,6 +2,9 @@
 //! resuming after the scheduler is SIGKILLed, skipping finished work, the GPU path behind a fake
 //! `nvidia-smi`, Ctrl-C, and the lock against a second scheduler.
 
+mod common;
+use common::scratch;
+
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
@@ -9,13 +12,6 @@ use std::time::{Duration, Instant};
 
 use ablate::experiment::Experiment;
 use ablate::train::{read_status, RunStatus, StatusRecord};
-
-fn scratch(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("ablate-sched-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
 
 /// An experiment of `runs` tiny CondenseNeXt runs (seeds) of `epochs` epochs each.
 fn experiment(dir: &Path, runs: usize, epochs: usize) -> PathBuf {

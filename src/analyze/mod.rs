@@ -1,12 +1,10 @@
 //! The analyzer: FLOPs and parameters counted from the layer objects a forward pass runs,
 //! and model sizes measured on the files really written.
 
-mod cost;
 mod size;
-pub mod trace;
 
-pub use cost::{conv_flops, conv_op, Convention, Cost, LayerCost};
-pub use size::{checkpoint_tensors, deploy_tensors, write_checkpoint, write_deploy};
+pub use crate::cost::{trace, Convention, Cost, LayerCost};
+pub use size::{write_checkpoint, write_deploy};
 
 use anyhow::Context;
 use candle_core::Device;

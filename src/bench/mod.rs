@@ -176,7 +176,7 @@ pub fn measure(model: &str, spec: &ModelSpec, cfg: &BenchConfig) -> anyhow::Resu
     let mut phases = Vec::with_capacity(spans.len());
     for (start, end) in spans {
         // The structure is fixed inside a phase; its middle is clear of the boundaries.
-        net.update_progress((start + end) / 2.0)?;
+        net.advance_schedule((start + end) / 2.0)?;
         let train_macs = total(&trace_costs(&net)?, Convention::Executed).flops;
         // A fresh optimiser per phase: a conversion replaces parameters.
         let mut sgd = Sgd::new(net.trainable(), SgdConfig::default());

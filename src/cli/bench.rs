@@ -102,7 +102,13 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
         })
         .collect::<Result<Vec<_>, _>>()?;
     if args.onnx {
-        return super::bench_onnx::run(args, &specs);
+        let onnx = super::bench_onnx::OnnxBench {
+            python: &args.python,
+            latency_runs: args.latency_runs,
+            child: args.child,
+            format: args.format,
+        };
+        return super::bench_onnx::run(&onnx, &specs);
     }
     for (_, spec) in &specs {
         crate::config::check_fits(spec, args.batch)?;

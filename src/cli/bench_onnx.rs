@@ -6,7 +6,6 @@ use std::process::{Command, Stdio};
 
 use anyhow::Context;
 
-use super::bench::BenchArgs;
 use super::format::{thousands, OutputFormat};
 use crate::analyze::write_deploy;
 use crate::bench::onnx::{deploy_latency_ms, ort_latency_ms, ort_version, OnnxRow, OrtUnavailable};
@@ -15,7 +14,18 @@ use crate::export::{to_onnx, ExportOptions, Exportable};
 use crate::io::write_atomic;
 use crate::table::Table;
 
-pub fn run(args: &BenchArgs, specs: &[(String, ModelSpec)]) -> anyhow::Result<()> {
+/// What `ablate bench --onnx` takes from the command line.
+pub struct OnnxBench<'a> {
+    /// The Python interpreter that has onnxruntime.
+    pub python: &'a str,
+    /// Timed batch-1 forward passes.
+    pub latency_runs: usize,
+    /// Measure ablate's latency in this process and print it as JSON (what each child runs).
+    pub child: bool,
+    pub format: OutputFormat,
+}
+
+pub fn run(args: &OnnxBench, specs: &[(String, ModelSpec)]) -> anyhow::Result<()> {
     if args.child {
         let (_, spec) = &specs[0];
         let ms = deploy_latency_ms(spec, args.latency_runs)?;
@@ -46,7 +56,7 @@ fn unavailable(e: OrtUnavailable) -> ConfigError {
 }
 
 fn rows(
-    args: &BenchArgs,
+    args: &OnnxBench,
     specs: &[(String, ModelSpec)],
     threads: &[usize],
     scratch: &std::path::Path,

@@ -2,8 +2,8 @@
 
 use candle_core::{Module, Result, Tensor};
 
-use crate::analyze::{trace, Cost, LayerCost};
 use crate::config::Activation;
+use crate::cost::{trace, Cost, LayerCost};
 use crate::kernels::ActKind;
 
 #[derive(Debug, Clone)]

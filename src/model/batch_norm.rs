@@ -5,7 +5,7 @@ use candle_nn::{Init, ModuleT, VarBuilder};
 
 use super::activation::Act;
 use super::state::{fresh_var, HasState, State, StateTensor};
-use crate::analyze::{trace, Cost, LayerCost};
+use crate::cost::{trace, Cost, LayerCost};
 use crate::kernels::{self, bn_act, bn_stats};
 
 #[derive(Debug, Clone, Copy, PartialEq)]

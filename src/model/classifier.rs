@@ -5,7 +5,7 @@ use candle_nn::VarBuilder;
 
 use super::linear::Linear;
 use super::state::{from_host, host_values, saved_like, HasState, Saved, State, StateTensor};
-use crate::analyze::{trace, Cost, LayerCost};
+use crate::cost::{trace, Cost, LayerCost};
 
 /// Training form: a Linear whose input features can be masked. The head "drop" at the end of
 /// the schedule masks all but the `keep` features of largest L1 column norm, so the masked

@@ -7,7 +7,7 @@ use super::channel_select::ChannelSelect;
 use super::conv::{Conv2d, Conv2dConfig};
 use super::preactivation::PreActivation;
 use super::state::{saved_like, HasState, Saved, State, StateTensor};
-use crate::analyze::{trace, Cost, LayerCost};
+use crate::cost::{trace, Cost, LayerCost};
 
 /// index-select of the kept (group, input) pairs -> BN -> act -> 1x1 conv with `G` groups
 /// (each group's outputs contiguous) -> channel shuffle back to the interleaved order.

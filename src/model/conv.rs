@@ -3,46 +3,11 @@
 use candle_core::{Module, Result, Tensor, Var};
 use candle_nn::{Init, VarBuilder};
 
+use super::convolution::convolve;
+pub use super::convolution::Conv2dConfig;
 use super::preactivation::PreActivation;
 use super::state::{fresh_var, HasState, State, StateTensor};
-use crate::analyze::{conv_flops, conv_op, trace, Cost, LayerCost};
-use crate::kernels::{self, depthwise3x3};
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Conv2dConfig {
-    pub kernel: usize,
-    pub padding: usize,
-    pub stride: usize,
-    pub groups: usize,
-}
-
-impl Default for Conv2dConfig {
-    fn default() -> Self {
-        Self {
-            kernel: 3,
-            padding: 1,
-            stride: 1,
-            groups: 1,
-        }
-    }
-}
-
-impl Conv2dConfig {
-    pub fn pointwise() -> Self {
-        Self {
-            kernel: 1,
-            padding: 0,
-            ..Self::default()
-        }
-    }
-
-    pub fn grouped3x3(groups: usize) -> Self {
-        Self {
-            groups,
-            ..Self::default()
-        }
-    }
-}
+use crate::cost::{conv_flops, conv_op, trace, Cost, LayerCost};
 
 /// `Conv2d` without bias; weight `[cout, cin/groups, k, k]`.
 #[derive(Debug, Clone)]
@@ -87,39 +52,6 @@ impl Conv2d {
     /// The state-name prefix (`{name}.weight`).
     pub fn name(&self) -> &str {
         &self.name
-    }
-}
-
-/// Whether `cfg` with `w` on `x` is a depthwise 3x3 conv (stride 1, padding 1, one filter per
-/// channel).
-pub(crate) fn is_depthwise(x: &Tensor, w: &Tensor, cfg: Conv2dConfig) -> Result<bool> {
-    let Conv2dConfig {
-        kernel,
-        padding,
-        stride,
-        groups,
-    } = cfg;
-    Ok(kernel == 3 && padding == 1 && stride == 1 && groups == w.dim(0)? && groups == x.dim(1)?)
-}
-
-/// `x` convolved with `w` as `cfg` says: depthwise 3x3 through [`depthwise3x3`] on CPU,
-/// other stride-1 convs through [`kernels::conv2d`] where the fast kernels run
-/// ([`kernels::fast_for`]), else candle's `conv2d`.
-pub(crate) fn convolve(x: &Tensor, w: &Tensor, cfg: Conv2dConfig) -> Result<Tensor> {
-    let Conv2dConfig {
-        padding,
-        stride,
-        groups,
-        ..
-    } = cfg;
-    // candle's own depthwise conv (one conv per channel, 1 s backward per layer) is not a
-    // usable reference: the depthwise kernel predates the others and runs in both modes.
-    if is_depthwise(x, w, cfg)? && x.device().is_cpu() {
-        depthwise3x3(x, w)
-    } else if stride == 1 && kernels::fast_for(x) {
-        kernels::conv2d(x, w, padding, groups)
-    } else {
-        x.conv2d(w, padding, stride, 1, groups)
     }
 }
 

@@ -133,13 +133,13 @@ impl DenseLayer {
         }
     }
 
-    pub fn update_progress(&mut self, t: f64) -> Result<PruneReport> {
+    pub fn advance_schedule(&mut self, t: f64) -> Result<PruneReport> {
         Ok(match &mut self.bottleneck {
             Bottleneck::LearnedGroup(c) => PruneReport {
-                drops: c.update_progress(t)?,
+                drops: c.advance_schedule(t)?,
                 conversions: 0,
             },
-            Bottleneck::LearnedDsc(c) => c.update_progress(t)?,
+            Bottleneck::LearnedDsc(c) => c.advance_schedule(t)?,
             Bottleneck::CondensedGroup(_) | Bottleneck::Dense(_) => PruneReport::default(),
         })
     }

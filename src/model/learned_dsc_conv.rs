@@ -11,8 +11,8 @@ use super::state::{
     fresh_var, from_host, host_values, saved_like, HasState, Saved, State, StateTensor,
 };
 use super::PruneReport;
-use crate::analyze::{conv_flops, trace, Cost, LayerCost};
 use crate::config::Activation;
+use crate::cost::{conv_flops, trace, Cost, LayerCost};
 use crate::kernels::{self, separable_conv, sparse_conv3x3, KernelPairs};
 
 /// The masked form runs only its live kernels ([`sparse_conv3x3`]) once at most this
@@ -36,7 +36,7 @@ pub struct LearnedDscConfig {
 }
 
 #[derive(Debug, Clone)]
-enum Form {
+enum DscForm {
     /// A grouped 3x3 conv `[W, Cin/groups, 3, 3]` times a per-kernel 0/1 mask.
     Masked {
         weight: Var,
@@ -108,7 +108,7 @@ pub struct LearnedDscConv {
     cfg: LearnedDscConfig,
     cin: usize,
     width: usize,
-    form: Form,
+    form: DscForm,
 }
 
 impl LearnedDscConv {
@@ -138,7 +138,7 @@ impl LearnedDscConv {
             cfg,
             cin,
             width,
-            form: Form::Masked {
+            form: DscForm::Masked {
                 weight: fresh_var(&weight)?,
                 kept,
                 mask,
@@ -186,11 +186,11 @@ impl LearnedDscConv {
     pub fn kernels_per_group(&self) -> Vec<usize> {
         let (card, ipg) = (self.cfg.cardinality, self.in_per_group());
         match &self.form {
-            Form::Masked { kept, .. } => kept
+            DscForm::Masked { kept, .. } => kept
                 .chunks(card * ipg)
                 .map(|g| g.iter().filter(|&&k| k).count())
                 .collect(),
-            Form::Separable { select, .. } => {
+            DscForm::Separable { select, .. } => {
                 vec![select.index().elem_count() / self.groups(); self.groups()]
             }
         }
@@ -200,13 +200,15 @@ impl LearnedDscConv {
     /// converted`.
     pub fn schedule_state(&self) -> String {
         match &self.form {
-            Form::Masked { drops, .. } => format!("learned-dsc {drops}/{} drops", self.cfg.steps),
-            Form::Separable { .. } => "learned-dsc converted".to_string(),
+            DscForm::Masked { drops, .. } => {
+                format!("learned-dsc {drops}/{} drops", self.cfg.steps)
+            }
+            DscForm::Separable { .. } => "learned-dsc converted".to_string(),
         }
     }
 
     pub fn is_separable(&self) -> bool {
-        matches!(self.form, Form::Separable { .. })
+        matches!(self.form, DscForm::Separable { .. })
     }
 
     /// The layer's name (`{name}.index`, `{name}.dw.weight`, ...).
@@ -223,15 +225,15 @@ impl LearnedDscConv {
     /// `None` before the conversion.
     pub fn separable(&self) -> Option<(&ChannelSelect, &Conv2d, &Conv2d)> {
         match &self.form {
-            Form::Separable { select, dw, pw, .. } => Some((select, dw, pw)),
-            Form::Masked { .. } => None,
+            DscForm::Separable { select, dw, pw, .. } => Some((select, dw, pw)),
+            DscForm::Masked { .. } => None,
         }
     }
 
     /// Takes the index-select saved as `{name}.index` in `saved` (converted form only).
     pub fn restore_index(&mut self, saved: &Saved) -> Result<()> {
         let cin = self.cin;
-        let Form::Separable { select, pairs, .. } = &mut self.form else {
+        let DscForm::Separable { select, pairs, .. } = &mut self.form else {
             candle_core::bail!("{}: not converted to the separable form", self.name);
         };
         let name = format!("{}.index", self.name);
@@ -242,16 +244,16 @@ impl LearnedDscConv {
     }
 
     /// Makes the drops due by `t`, and converts after the last one.
-    pub fn update_progress(&mut self, t: f64) -> Result<PruneReport> {
+    pub fn advance_schedule(&mut self, t: f64) -> Result<PruneReport> {
         let due = self.drops_due(t);
         let mut report = PruneReport::default();
-        while let Form::Masked { drops, .. } = &self.form {
+        while let DscForm::Masked { drops, .. } = &self.form {
             if *drops >= due {
                 break;
             }
             self.drop_kernels()?;
             report.drops += 1;
-            if matches!(self.form, Form::Masked { drops, .. } if drops == self.cfg.steps) {
+            if matches!(self.form, DscForm::Masked { drops, .. } if drops == self.cfg.steps) {
                 self.convert()?;
                 report.conversions += 1;
             }
@@ -264,7 +266,7 @@ impl LearnedDscConv {
     pub fn restore_schedule(&mut self, t: f64, saved: &Saved) -> Result<()> {
         let due = self.drops_due(t);
         let (card, ipg, width) = (self.cfg.cardinality, self.in_per_group(), self.width);
-        let Form::Masked { weight, mask, .. } = &self.form else {
+        let DscForm::Masked { weight, mask, .. } = &self.form else {
             candle_core::bail!("{}: restore needs a freshly built layer", self.name);
         };
         if due == self.cfg.steps {
@@ -279,7 +281,7 @@ impl LearnedDscConv {
             let dw = saved_like(saved, &format!("{dw_name}.weight"), &dw_like)?;
             let pw = saved_like(saved, &format!("{pw_name}.weight"), &pw_like)?;
             let select = ChannelSelect::new(index)?;
-            self.form = Form::Separable {
+            self.form = DscForm::Separable {
                 pairs: KernelPairs::gathered(self.cin, &select.index().to_vec1::<u32>()?)?,
                 select,
                 dw: Conv2d::from_weight(dw_name, dw, Conv2dConfig::grouped3x3(taps))?,
@@ -302,7 +304,7 @@ impl LearnedDscConv {
         }
         let weight = weight.clone();
         let live = LiveKernels::new(&kept, self.cin, ipg, card, weight.device())?;
-        self.form = Form::Masked {
+        self.form = DscForm::Masked {
             weight,
             mask: saved_mask.to_dtype(mask.dtype())?,
             kept,
@@ -317,7 +319,7 @@ impl LearnedDscConv {
         let delta = self.delta();
         let (card, ipg, width) = (self.cfg.cardinality, self.in_per_group(), self.width);
         let cin = self.cin;
-        let Form::Masked {
+        let DscForm::Masked {
             weight,
             kept,
             mask,
@@ -353,7 +355,7 @@ impl LearnedDscConv {
     /// Masked -> separable, with the same output: kept kernels in (group, out, in) order
     /// become depthwise channels; the pointwise weight is their 0/1 map to outputs.
     fn convert(&mut self) -> Result<()> {
-        let Form::Masked { weight, kept, .. } = &self.form else {
+        let DscForm::Masked { weight, kept, .. } = &self.form else {
             return Ok(());
         };
         let (card, ipg, width) = (self.cfg.cardinality, self.in_per_group(), self.width);
@@ -371,7 +373,7 @@ impl LearnedDscConv {
         }
         let device = weight.device();
         let dw_cfg = Conv2dConfig::grouped3x3(taps);
-        self.form = Form::Separable {
+        self.form = DscForm::Separable {
             pairs: KernelPairs::gathered(self.cin, &index)?,
             select: ChannelSelect::new(Tensor::from_vec(index, taps, device)?)?,
             dw: Conv2d::from_weight(
@@ -392,7 +394,7 @@ impl LearnedDscConv {
 impl ModuleT for LearnedDscConv {
     fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
         match &self.form {
-            Form::Masked {
+            DscForm::Masked {
                 weight, mask, live, ..
             } => {
                 let groups = self.groups();
@@ -427,7 +429,7 @@ impl ModuleT for LearnedDscConv {
                 });
                 Ok(y)
             }
-            Form::Separable {
+            DscForm::Separable {
                 select,
                 pairs,
                 dw,
@@ -455,7 +457,7 @@ impl HasState for LearnedDscConv {
     fn collect_state(&self, out: &mut State) {
         self.pre.collect_state(out);
         match &self.form {
-            Form::Masked { weight, mask, .. } => {
+            DscForm::Masked { weight, mask, .. } => {
                 out.push((
                     format!("{}.conv.weight", self.name),
                     StateTensor::Param(weight.clone()),
@@ -465,7 +467,7 @@ impl HasState for LearnedDscConv {
                     StateTensor::Mask(mask.clone()),
                 ));
             }
-            Form::Separable { select, dw, pw, .. } => {
+            DscForm::Separable { select, dw, pw, .. } => {
                 out.push((
                     format!("{}.index", self.name),
                     StateTensor::Index(select.index().clone()),

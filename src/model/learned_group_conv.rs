@@ -10,8 +10,8 @@ use super::preactivation::PreActivation;
 use super::state::{
     fresh_var, from_host, host_values, saved_like, HasState, Saved, State, StateTensor,
 };
-use crate::analyze::{trace, Cost, LayerCost};
 use crate::config::Activation;
+use crate::cost::{trace, Cost, LayerCost};
 use crate::kernels::GroupInputs;
 
 /// The conv reads only each group's live inputs ([`crate::kernels::bn_act_live_conv`]) once
@@ -112,7 +112,7 @@ impl LearnedGroupConv {
     }
 
     /// Drops until the stage of `t` is reached; returns the number of drops done.
-    pub fn update_progress(&mut self, t: f64) -> Result<usize> {
+    pub fn advance_schedule(&mut self, t: f64) -> Result<usize> {
         let target = self.stage_at(t);
         let mut dropped = 0;
         while self.stage < target {

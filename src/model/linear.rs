@@ -4,7 +4,7 @@ use candle_core::{Module, Result, Tensor, Var};
 use candle_nn::{Init, VarBuilder};
 
 use super::state::{fresh_var, HasState, State, StateTensor};
-use crate::analyze::{trace, Cost, LayerCost};
+use crate::cost::{trace, Cost, LayerCost};
 
 #[derive(Debug, Clone)]
 pub struct Linear {

@@ -200,10 +200,10 @@ impl Network {
     }
 
     /// Runs the pruning schedules up to progress `t` in [0, 1).
-    pub fn update_progress(&mut self, t: f64) -> Result<PruneReport> {
+    pub fn advance_schedule(&mut self, t: f64) -> Result<PruneReport> {
         let mut report = PruneReport::default();
         for layer in self.blocks.iter_mut().flatten() {
-            report = report + layer.update_progress(t)?;
+            report = report + layer.advance_schedule(t)?;
         }
         Ok(report)
     }
@@ -230,7 +230,7 @@ impl Network {
     pub fn walk_schedule(&mut self) -> Result<Vec<(f64, String)>> {
         let mut events = Vec::new();
         for (start, end) in self.schedule_phases().into_iter().skip(1) {
-            self.update_progress((start + end) / 2.0)?;
+            self.advance_schedule((start + end) / 2.0)?;
             events.push((start, self.schedule_state()));
         }
         Ok(events)
@@ -281,7 +281,7 @@ impl Network {
     /// Runs every schedule to its end and prunes the classifier: the masked training form then
     /// computes exactly what [`Network::condense`] returns.
     pub fn finish_pruning(&mut self) -> Result<PruneReport> {
-        let report = self.update_progress(1.0)?;
+        let report = self.advance_schedule(1.0)?;
         if let Head::Training(c) = &mut self.head {
             c.prune()?;
         }

@@ -2,7 +2,7 @@
 
 use candle_core::{Module, Result, Tensor};
 
-use crate::analyze::{trace, Cost, LayerCost};
+use crate::cost::{trace, Cost, LayerCost};
 
 #[derive(Debug, Clone)]
 pub struct AvgPool2d {

@@ -5,7 +5,7 @@ use candle_nn::{ModuleT, VarBuilder};
 
 use super::activation::Act;
 use super::batch_norm::{BatchNorm, BatchNormConfig};
-use super::conv::{convolve, is_depthwise, Conv2dConfig};
+use super::convolution::{convolve, is_depthwise, Conv2dConfig};
 use super::dropout::Dropout;
 use super::state::{HasState, State};
 use crate::config::Activation;

@@ -12,18 +12,18 @@ use serde::{Deserialize, Serialize};
 
 use super::metrics::EpochRecord;
 use super::optim::Sgd;
-use crate::analyze::checkpoint_tensors;
 use crate::io::{load_safetensors_verified, save_safetensors_checksummed};
+use crate::model::checkpoint_tensors;
 use crate::model::{Network, Saved};
 
-/// Header key of the [`Progress`] JSON.
+/// Header key of the [`TrainedSoFar`] JSON.
 const STATE_KEY: &str = "ablate.progress";
 /// Header key of the run's `config.toml` text.
 const CONFIG_KEY: &str = "ablate.config";
 
 /// How far a run got.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct Progress {
+pub struct TrainedSoFar {
     pub epochs_done: usize,
     /// Training iterations done, over all epochs.
     pub iterations_done: u64,
@@ -35,7 +35,7 @@ pub fn save(
     path: &Path,
     net: &Network,
     sgd: &Sgd,
-    progress: &Progress,
+    progress: &TrainedSoFar,
     config_toml: &str,
 ) -> anyhow::Result<u64> {
     let tensors = checkpoint_tensors(net, |name| sgd.momentum(name))?;
@@ -49,7 +49,7 @@ pub fn save(
 /// A checkpoint read back: its tensors (network state and momentum), progress and config text.
 pub struct Loaded {
     pub tensors: Saved,
-    pub progress: Progress,
+    pub progress: TrainedSoFar,
     pub config_toml: String,
 }
 
@@ -75,7 +75,7 @@ pub fn load(path: &Path, device: &Device) -> anyhow::Result<Loaded> {
 /// The progress recorded in the header of the checkpoint at `path`, read without loading its
 /// tensors; `None` when there is no readable checkpoint. The truth about how far a run got:
 /// `status.json` is a summary of it that a crash or a hand may have damaged.
-pub fn progress_of(path: &Path) -> Option<Progress> {
+pub fn progress_of(path: &Path) -> Option<TrainedSoFar> {
     use std::io::Read;
     let mut file = std::fs::File::open(path).ok()?;
     let mut len = [0u8; 8];

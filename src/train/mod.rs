@@ -3,19 +3,20 @@
 
 pub mod checkpoint;
 mod loss;
+mod meter;
 mod metrics;
 mod optim;
-mod progress;
 mod run_dir;
 mod trainer;
 
+/// Moved to [`crate::clock`]; kept here for the scheduler until it reads the clock there.
+pub use crate::clock::{unix_now, unix_seconds};
 pub use loss::{class_balanced_weights, cross_entropy, focal_loss, FocalConfig};
 pub use metrics::{median, read_metrics, write_metrics, EpochRecord, HEADER};
 pub use optim::{cosine_lr, Sgd, SgdConfig};
 pub use run_dir::{
-    is_busy, mark_lost, queue, read_status, unix_now, unix_seconds, Attempt, RunDir, RunDirError,
-    RunStatus, StatusRecord, CHECKPOINT_FILE, CONFIG_FILE, LOG_FILE, METRICS_FILE, MODEL_FILE,
-    STATUS_FILE, SUMMARY_FILE,
+    is_busy, mark_lost, queue, read_status, Attempt, RunDir, RunDirError, RunStatus, StatusRecord,
+    CHECKPOINT_FILE, CONFIG_FILE, LOG_FILE, METRICS_FILE, MODEL_FILE, STATUS_FILE, SUMMARY_FILE,
 };
 pub use trainer::{
     device_name, train, Diverged, FormCounts, Interrupted, PruningEvent, Summary, TrainOptions,

@@ -8,11 +8,12 @@
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::Instant;
 
 use anyhow::Context;
 use serde::{Deserialize, Serialize};
 
+use crate::clock::{unix_now, unix_seconds};
 use crate::config::RunConfig;
 use crate::io::write_atomic;
 use crate::lock::{holder_note, LockFile};
@@ -428,16 +429,4 @@ fn write_status(root: &Path, status: &StatusRecord) -> anyhow::Result<()> {
 pub fn read_status(root: &Path) -> Option<StatusRecord> {
     let text = std::fs::read_to_string(root.join(STATUS_FILE)).ok()?;
     serde_json::from_str(&text).ok()
-}
-
-pub fn unix_now() -> u64 {
-    unix_seconds() as u64
-}
-
-/// Unix time in seconds, with sub-second precision.
-pub fn unix_seconds() -> f64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs_f64())
-        .unwrap_or(0.0)
 }

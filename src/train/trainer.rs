@@ -10,11 +10,11 @@ use candle_core::{DType, Device, Tensor};
 use candle_nn::ModuleT;
 use serde::{Deserialize, Serialize};
 
-use super::checkpoint::{self, Progress};
+use super::checkpoint::{self, TrainedSoFar};
 use super::loss::{class_balanced_weights, cross_entropy, focal_loss};
+use super::meter::EpochMeter;
 use super::metrics::{median, write_metrics, EpochRecord};
 use super::optim::{cosine_lr, Sgd, SgdConfig};
-use super::progress::EpochProgress;
 use super::run_dir::{RunDir, RunStatus, CHECKPOINT_FILE, METRICS_FILE, MODEL_FILE, SUMMARY_FILE};
 use crate::analyze::{self, trace_costs, Convention, Cost};
 use crate::config::{Loss, RunConfig};
@@ -132,7 +132,7 @@ pub struct PruningEvent {
     pub structure: String,
 }
 
-/// Progress t in [0, 1) of iteration `i` (0-based) of `total`.
+/// TrainedSoFar t in [0, 1) of iteration `i` (0-based) of `total`.
 fn progress_at(i: u64, total: u64) -> f64 {
     i as f64 / total as f64
 }
@@ -200,7 +200,7 @@ struct Trainer<'a> {
     test: Dataset,
     net: Network,
     sgd: Sgd,
-    progress: Progress,
+    progress: TrainedSoFar,
     /// Class weights of the focal loss (unused for CE).
     class_weights: Vec<f64>,
     iterations_per_epoch: usize,
@@ -220,7 +220,7 @@ impl<'a> Trainer<'a> {
         let mut net =
             Network::seeded(&cfg.model, cfg.train.seed, &device).context("building the model")?;
         let sgd_cfg = sgd_config(cfg);
-        let mut progress = Progress::default();
+        let mut progress = TrainedSoFar::default();
         let ckpt = dir.path(CHECKPOINT_FILE);
         let mut sgd = Sgd::new(net.trainable(), sgd_cfg);
         let iterations_per_epoch = train.len().div_ceil(cfg.train.batch);
@@ -350,7 +350,7 @@ impl<'a> Trainer<'a> {
         let total = self.total_iterations();
         let order = epoch_order(self.train.len(), seed, epoch);
         let mut bar =
-            EpochProgress::start(epoch + 1, self.cfg.train.epochs, self.iterations_per_epoch);
+            EpochMeter::start(epoch + 1, self.cfg.train.epochs, self.iterations_per_epoch);
         let (mut data_time, mut compute_time) = (Duration::ZERO, Duration::ZERO);
         let (mut loss_sum, mut correct, mut seen) = (0f64, 0usize, 0usize);
         let mut lr = self.cfg.train.lr;
@@ -385,7 +385,7 @@ impl<'a> Trainer<'a> {
                 let n = labels.len();
                 let iteration = self.progress.iterations_done;
                 let t = progress_at(iteration, total);
-                let report = self.net.update_progress(t)?;
+                let report = self.net.advance_schedule(t)?;
                 if report.conversions > 0 {
                     self.rebuild_optimizer();
                     self.dir.log(&format!(

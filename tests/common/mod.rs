@@ -69,3 +69,32 @@ pub fn relative_error(a: &Tensor, b: &Tensor) -> f32 {
     };
     max_abs(&(a - b).unwrap()) / max_abs(b)
 }
+
+/// A fresh, empty scratch dir for test `name` of this test binary (tests run in parallel, and
+/// test binaries at once: the binary's name and the process id keep them apart).
+pub fn scratch(name: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!(
+        "ablate-{}-{}-{name}",
+        env!("CARGO_CRATE_NAME"),
+        std::process::id()
+    ));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// Runs the `ablate` binary with `args` and waits for it.
+pub fn ablate(args: &[&str]) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_ablate"))
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+pub fn stdout(o: &std::process::Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+pub fn stderr(o: &std::process::Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}

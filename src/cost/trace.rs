@@ -6,7 +6,7 @@
 
 use std::cell::RefCell;
 
-use super::cost::LayerCost;
+use super::rules::LayerCost;
 
 thread_local! {
     static RECORDER: RefCell<Option<Vec<LayerCost>>> = const { RefCell::new(None) };

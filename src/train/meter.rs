@@ -9,7 +9,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 /// Seconds between plain progress lines within an epoch.
 const PLAIN_EVERY: Duration = Duration::from_secs(30);
 
-pub struct EpochProgress {
+pub struct EpochMeter {
     bar: Option<ProgressBar>,
     epoch: usize,
     epochs: usize,
@@ -18,7 +18,7 @@ pub struct EpochProgress {
     last_line: Instant,
 }
 
-impl EpochProgress {
+impl EpochMeter {
     /// Progress of `epoch` (1-based) of `epochs`, `iterations` steps long; a bar when stderr is
     /// a terminal.
     pub fn start(epoch: usize, epochs: usize, iterations: usize) -> Self {
