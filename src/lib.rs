@@ -29,6 +29,7 @@ pub mod model;
 pub mod provenance;
 pub mod report;
 pub mod rng;
+pub mod run_dir;
 pub mod schedule;
 pub mod signal;
 pub mod table;

@@ -354,7 +354,7 @@ data.test_size = 200
     // The run's line: id, status, epochs, estimate (`NN s` or `N min`), run.
     let line = out
         .lines()
-        .find(|l| l.contains("preset"))
+        .find(|l| l.ends_with("train.seed=0"))
         .unwrap_or_else(|| panic!("{out}"));
     let cells: Vec<&str> = line.split_whitespace().collect();
     let estimate = match cells[4] {

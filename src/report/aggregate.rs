@@ -97,14 +97,14 @@ pub fn runs_frame(rows: &[RunRow]) -> PolarsResult<DataFrame> {
         Column::new(
             "done".into(),
             rows.iter()
-                .map(|r| u32::from(r.status == "done"))
+                .map(|r| u32::from(r.status.is_done()))
                 .collect::<Vec<_>>(),
         ),
     ];
     for name in METRICS {
         let values: Vec<Option<f64>> = rows
             .iter()
-            .map(|r| metric(r, name).filter(|_| r.status == "done"))
+            .map(|r| metric(r, name).filter(|_| r.status.is_done()))
             .collect();
         columns.push(Column::new((*name).into(), values));
     }
@@ -146,13 +146,13 @@ pub fn aggregate(rows: &[RunRow]) -> anyhow::Result<Vec<GroupRow>> {
                 std: f64_at(&stds, &format!("{m}_agg_std"), i)?,
                 n: members
                     .iter()
-                    .filter(|r| r.status == "done" && metric(r, m).is_some())
+                    .filter(|r| r.status.is_done() && metric(r, m).is_some())
                     .count(),
             });
         }
         let mut devices: Vec<String> = members
             .iter()
-            .filter(|r| r.status == "done")
+            .filter(|r| r.status.is_done())
             .filter_map(|r| r.device.clone())
             .collect();
         devices.sort();

@@ -10,9 +10,11 @@ use anyhow::Context;
 use polars::prelude::{CsvReadOptions, DataFrame, DataType, SerReader};
 
 use crate::config::{ModelSpec, RunConfig};
-use crate::train::PruningEvent;
-use crate::train::HEADER as METRICS_COLUMNS;
-use crate::train::{median, read_status, CONFIG_FILE, METRICS_FILE, SUMMARY_FILE};
+use crate::run_dir::HEADER as METRICS_COLUMNS;
+use crate::run_dir::{
+    median, read_status, read_summary, Plan, PlanEntry, PruningEvent, RunStatus, Summary,
+    CONFIG_FILE, METRICS_FILE, STATUS_FILE, SUMMARY_FILE,
+};
 
 /// One planned run and what its dir holds. Every measured field is `None` when the run has
 /// not produced it.
@@ -27,8 +29,7 @@ pub struct RunRow {
     /// The model the run trains, from its `config.toml` (`None` without one).
     pub model: Option<ModelSpec>,
     pub seed: u64,
-    /// `done`, `running`, `failed`, ... or `missing` (no run dir).
-    pub status: String,
+    pub status: RunState,
     pub epochs_done: usize,
     pub epochs: usize,
     /// Test top-1 (percent) of the last recorded epoch.
@@ -59,7 +60,46 @@ pub struct RunRow {
     pub dir: PathBuf,
 }
 
-/// The status of a run whose files contradict each other or cannot be read.
+/// Where a planned run stands, as the report sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RunState {
+    /// No run dir (or no status in it).
+    Missing,
+    /// Its files contradict each other or cannot be read ([`RunRow::problem`] says which):
+    /// shown as such and left out of every mean.
+    Damaged,
+    /// What its `status.json` records.
+    Recorded(RunStatus),
+}
+
+impl RunState {
+    pub fn is_done(self) -> bool {
+        self == Self::Recorded(RunStatus::Done)
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Missing => "missing",
+            Self::Damaged => DAMAGED,
+            Self::Recorded(s) => s.name(),
+        }
+    }
+}
+
+impl std::fmt::Display for RunState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// A state compares equal to its name (`"done"`, `"missing"`, `"damaged"`, ...).
+impl PartialEq<&str> for RunState {
+    fn eq(&self, name: &&str) -> bool {
+        self.name() == *name
+    }
+}
+
+/// The name of [`RunState::Damaged`].
 pub const DAMAGED: &str = "damaged";
 
 /// A run's `metrics.csv`, read with polars.
@@ -116,39 +156,15 @@ fn check_metrics(df: &DataFrame, expected_rows: Option<usize>) -> Result<(), Str
 
 /// Every run of the experiment in `exp_dir` (a dir with `plan.json`), in plan order.
 pub fn load_experiment(exp_dir: &Path) -> anyhow::Result<Vec<RunRow>> {
-    let plan_path = exp_dir.join("plan.json");
-    let plan: serde_json::Value = serde_json::from_str(
-        &std::fs::read_to_string(&plan_path)
-            .with_context(|| format!("reading {}", plan_path.display()))?,
-    )
-    .with_context(|| format!("{}: not a plan", plan_path.display()))?;
-    let runs = plan["runs"]
-        .as_array()
-        .with_context(|| format!("{}: no `runs` list", plan_path.display()))?;
-    let mut rows = Vec::with_capacity(runs.len());
-    for run in runs {
-        let id = run["id"]
-            .as_str()
-            .context("a run without an id")?
-            .to_string();
-        let label = run["label"].as_str().map(str::to_string);
-        let point: Vec<(String, String)> = run["point"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter_map(|p| Some((p[0].as_str()?.to_string(), p[1].as_str()?.to_string())))
-            .collect();
-        rows.push(load_run(exp_dir, id, label, &point)?);
-    }
-    Ok(rows)
+    Plan::read(exp_dir)?
+        .runs
+        .into_iter()
+        .map(|entry| load_run(exp_dir, entry))
+        .collect()
 }
 
-fn load_run(
-    exp_dir: &Path,
-    id: String,
-    label: Option<String>,
-    point: &[(String, String)],
-) -> anyhow::Result<RunRow> {
+fn load_run(exp_dir: &Path, entry: PlanEntry) -> anyhow::Result<RunRow> {
+    let PlanEntry { id, label, point } = entry;
     let dir = exp_dir.join(&id);
     let config_path = dir.join(CONFIG_FILE);
     let config = match std::fs::read_to_string(&config_path) {
@@ -167,24 +183,19 @@ fn load_run(
     };
     let status = read_status(&dir);
     let mut problems: Vec<String> = Vec::new();
-    let status_path = dir.join(crate::train::STATUS_FILE);
+    let status_path = dir.join(STATUS_FILE);
     if status.is_none() && status_path.exists() {
         problems.push(format!("{}: not a status record", status_path.display()));
     }
     let summary_path = dir.join(SUMMARY_FILE);
-    let summary: Option<serde_json::Value> = match std::fs::read_to_string(&summary_path) {
-        Ok(t) => match serde_json::from_str(&t) {
-            Ok(v) => Some(v),
-            Err(e) => {
-                problems.push(format!("{}: not JSON ({e})", summary_path.display()));
-                None
-            }
-        },
-        Err(_) => None,
+    let summary: Option<Summary> = match read_summary(&dir) {
+        Ok(s) => s,
+        Err(e) => {
+            problems.push(format!("{e:#}"));
+            None
+        }
     };
-    let done = status
-        .as_ref()
-        .is_some_and(|s| s.status == crate::train::RunStatus::Done);
+    let done = status.as_ref().is_some_and(|s| s.status == RunStatus::Done);
     if done && summary.is_none() && problems.is_empty() {
         problems.push(format!(
             "{}: missing for a done run",
@@ -229,13 +240,7 @@ fn load_run(
         epoch_seconds = median(seconds);
         ips = median(column_f64(&df, "images_per_second")?);
     }
-    let num = |path: &[&str]| {
-        let mut v = summary.as_ref()?;
-        for p in path {
-            v = v.get(p)?;
-        }
-        v.as_f64()
-    };
+    let from_summary = |f: fn(&Summary) -> f64| summary.as_ref().map(f);
     Ok(RunRow {
         id,
         label,
@@ -251,29 +256,25 @@ fn load_run(
             .or(config.as_ref().map(|c| c.train.seed))
             .unwrap_or(0),
         status: match (&status, problems.is_empty()) {
-            (_, false) => DAMAGED.into(),
-            (None, true) => "missing".into(),
-            (Some(s), true) => s.status.to_string(),
+            (_, false) => RunState::Damaged,
+            (None, true) => RunState::Missing,
+            (Some(s), true) => RunState::Recorded(s.status),
         },
         epochs_done: status.as_ref().map_or(0, |s| s.epochs_done),
         epochs: config.as_ref().map_or(0, |c| c.train.epochs),
         final_top1,
         best_top1,
-        deploy_top1: num(&["deploy_test_top1"]),
-        flops_paper: num(&["deploy", "paper", "flops"]),
-        params_paper: num(&["deploy", "paper", "params"]),
-        flops_executed: num(&["deploy", "executed", "flops"]),
-        params_executed: num(&["deploy", "executed", "params"]),
-        deploy_bytes: num(&["deploy_bytes"]),
-        checkpoint_bytes: num(&["checkpoint_bytes"]),
+        deploy_top1: from_summary(|s| s.deploy_test_top1),
+        flops_paper: from_summary(|s| s.deploy.paper.flops as f64),
+        params_paper: from_summary(|s| s.deploy.paper.params as f64),
+        flops_executed: from_summary(|s| s.deploy.executed.flops as f64),
+        params_executed: from_summary(|s| s.deploy.executed.params as f64),
+        deploy_bytes: from_summary(|s| s.deploy_bytes as f64),
+        checkpoint_bytes: from_summary(|s| s.checkpoint_bytes as f64),
         train_seconds,
         epoch_seconds,
         images_per_second: ips,
-        pruning: summary
-            .as_ref()
-            .and_then(|s| s.get("schedule"))
-            .and_then(|v| serde_json::from_value(v.clone()).ok())
-            .unwrap_or_default(),
+        pruning: summary.map(|s| s.schedule).unwrap_or_default(),
         device: status
             .as_ref()
             .filter(|s| !s.host.is_empty())

@@ -18,7 +18,7 @@ use anyhow::Context;
 use crate::io::write_atomic;
 pub use crate::table::{Format, Table};
 pub use aggregate::{aggregate, GroupRow, Stat};
-pub use load::{load_experiment, RunRow};
+pub use load::{load_experiment, RunRow, RunState};
 pub use tables::Metric;
 
 /// The experiment dirs at `target`: itself when it holds a `plan.json`, else its subdirs that
@@ -90,7 +90,7 @@ pub fn write_report(
     }
     for row in rows
         .iter()
-        .filter(|r| r.status != "missing" && r.problem.is_none())
+        .filter(|r| r.status != RunState::Missing && r.problem.is_none())
     {
         let Some(mut c) = plots::Curves::read(&row.dir.join(crate::train::METRICS_FILE))? else {
             continue;
@@ -143,7 +143,7 @@ fn combined(
     let name = exp_dir
         .file_name()
         .map_or_else(String::new, |n| n.to_string_lossy().into_owned());
-    let done = rows.iter().filter(|r| r.status == "done").count();
+    let done = rows.iter().filter(|r| r.status.is_done()).count();
     let mut s = format!("# Report: {name}\n\n");
     let _ = writeln!(
         s,

@@ -10,7 +10,7 @@ use anyhow::Context;
 use candle_core::Device;
 use serde::{Deserialize, Serialize};
 
-use super::metrics::EpochRecord;
+use crate::run_dir::EpochRecord;
 use super::optim::Sgd;
 use crate::io::{load_safetensors_verified, save_safetensors_checksummed};
 use crate::model::checkpoint_tensors;

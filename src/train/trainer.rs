@@ -8,18 +8,19 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use candle_core::{DType, Device, Tensor};
 use candle_nn::ModuleT;
-use serde::{Deserialize, Serialize};
 
 use super::checkpoint::{self, TrainedSoFar};
 use super::loss::{class_balanced_weights, cross_entropy, focal_loss};
 use super::meter::EpochMeter;
-use super::metrics::{median, write_metrics, EpochRecord};
+
 use super::optim::{cosine_lr, Sgd, SgdConfig};
-use super::run_dir::{RunDir, RunStatus, CHECKPOINT_FILE, METRICS_FILE, MODEL_FILE, SUMMARY_FILE};
-use crate::analyze::{self, trace_costs, Convention, Cost};
+use crate::run_dir::{
+    median, write_metrics, write_summary, EpochRecord, FormCounts, PruningEvent, RunDir, RunStatus,
+    Summary, CHECKPOINT_FILE, METRICS_FILE, MODEL_FILE, SUMMARY_FILE,
+};
+use crate::analyze::{self, trace_costs, Convention};
 use crate::config::{Loss, RunConfig};
 use crate::data::{epoch_order, prepare_batch, Crop, Dataset};
-use crate::io::write_atomic;
 use crate::model::Network;
 
 /// Images per evaluation batch (evaluation is per-image in eval mode; this bounds memory).
@@ -63,76 +64,16 @@ pub struct Diverged {
     pub last_good: usize,
 }
 
-/// FLOPs and parameters of one form, both conventions (multiply-adds, batch 1).
-#[derive(Debug, Clone, Serialize)]
-pub struct FormCounts {
-    pub paper: Cost,
-    pub executed: Cost,
+/// The counts of `net` as the summary records them.
+fn form_counts(net: &Network) -> candle_core::Result<FormCounts> {
+    let layers = trace_costs(net)?;
+    Ok(FormCounts {
+        paper: analyze::total(&layers, Convention::Paper),
+        executed: analyze::total(&layers, Convention::Executed),
+    })
 }
 
-impl FormCounts {
-    fn of(net: &Network) -> candle_core::Result<Self> {
-        let layers = trace_costs(net)?;
-        Ok(Self {
-            paper: analyze::total(&layers, Convention::Paper),
-            executed: analyze::total(&layers, Convention::Executed),
-        })
-    }
-}
-
-/// `summary.json`: the run's outcome.
-#[derive(Debug, Clone, Serialize)]
-pub struct Summary {
-    pub model: String,
-    pub status: RunStatus,
-    pub device: String,
-    pub epochs: usize,
-    /// The last epoch's record.
-    pub last: EpochRecord,
-    /// Best test top-1 over epochs (percent) and its 1-based epoch.
-    pub best_test_top1: f64,
-    pub best_epoch: usize,
-    /// Test top-1 of the deploy model (percent).
-    pub deploy_test_top1: f64,
-    pub deploy_test_loss: f64,
-    /// Test images on which the deploy model predicts the class the training form predicts
-    /// right before conversion (schedule finished, head pruned), as a fraction.
-    pub deploy_agreement: f64,
-    /// Test top-1 of the training form after its schedule but before the head is pruned (the
-    /// last epoch's `test_top1`); the head pruning is the only step of the conversion that
-    /// changes predictions.
-    pub training_form_test_top1: f64,
-    /// Sum of the epochs' training seconds (evaluation excluded).
-    pub train_seconds: f64,
-    /// Median of the epochs' training seconds.
-    pub median_epoch_seconds: f64,
-    /// Median of the epochs' training images per second.
-    pub median_images_per_second: f64,
-    pub deploy: FormCounts,
-    pub training: FormCounts,
-    /// Bytes of `model.safetensors`.
-    pub deploy_bytes: u64,
-    /// Bytes of a training checkpoint as the spec defines it (tensors and momentum only).
-    pub checkpoint_bytes: u64,
-    pub train_images: usize,
-    pub test_images: usize,
-    /// The pruning schedule's structure changes (learned-group drops, learned-dsc drops and
-    /// the conversion), in order.
-    pub schedule: Vec<PruningEvent>,
-}
-
-/// A change of the layers' structure during a run.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct PruningEvent {
-    /// Training progress in [0, 1) at which it happens.
-    pub progress: f64,
-    /// The same point in epochs elapsed (progress times epochs).
-    pub epoch: f64,
-    /// The layers' state from here on, e.g. `learned-dsc 3/8 drops`.
-    pub structure: String,
-}
-
-/// TrainedSoFar t in [0, 1) of iteration `i` (0-based) of `total`.
+/// Progress t in [0, 1) of iteration `i` (0-based) of `total`.
 fn progress_at(i: u64, total: u64) -> f64 {
     i as f64 / total as f64
 }
@@ -232,7 +173,7 @@ impl<'a> Trainer<'a> {
                 anyhow::bail!(
                     "{}: the checkpoint belongs to another config than {}",
                     ckpt.display(),
-                    dir.path(super::run_dir::CONFIG_FILE).display()
+                    dir.path(crate::run_dir::CONFIG_FILE).display()
                 );
             }
             progress = loaded.progress;
@@ -318,10 +259,7 @@ impl<'a> Trainer<'a> {
             self.record_progress()?;
         }
         let summary = self.finish()?;
-        write_atomic(
-            &self.dir.path(SUMMARY_FILE),
-            serde_json::to_string_pretty(&summary)?.as_bytes(),
-        )?;
+        write_summary(self.dir.root(), &summary)?;
         self.dir.update(RunStatus::Done, None)?;
         self.dir.log(&format!(
             "done: deploy test top1 {:.2}%, agreement with the training form {:.4}",
@@ -517,7 +455,7 @@ impl<'a> Trainer<'a> {
         let scratch = self.dir.path(".checkpoint-size.safetensors");
         let checkpoint_bytes = analyze::write_checkpoint(&fresh, &scratch)?;
         let _ = std::fs::remove_file(&scratch);
-        let training = FormCounts::of(&fresh)?;
+        let training = form_counts(&fresh)?;
         let epochs = self.cfg.train.epochs as f64;
         let schedule = fresh
             .walk_schedule()?
@@ -561,7 +499,7 @@ impl<'a> Trainer<'a> {
                 .expect("records are not empty"),
             median_images_per_second: median(records.iter().map(|r| r.images_per_second))
                 .expect("records are not empty"),
-            deploy: FormCounts::of(&deploy)?,
+            deploy: form_counts(&deploy)?,
             training,
             deploy_bytes,
             checkpoint_bytes,

@@ -19,15 +19,8 @@ use crate::io::write_atomic;
 use crate::lock::{holder_note, LockFile};
 use crate::provenance::{hostname, GIT_COMMIT};
 
-pub const CONFIG_FILE: &str = "config.toml";
-pub const STATUS_FILE: &str = "status.json";
-pub const LOG_FILE: &str = "train.log";
-pub const METRICS_FILE: &str = "metrics.csv";
-pub const SUMMARY_FILE: &str = "summary.json";
-pub const CHECKPOINT_FILE: &str = "checkpoint.safetensors";
-pub const MODEL_FILE: &str = "model.safetensors";
-/// Held by the process working in the run dir.
-pub const LOCK_FILE: &str = ".lock";
+use super::{CONFIG_FILE, LOCK_FILE, LOG_FILE, STATUS_FILE};
+
 
 /// Where a run stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

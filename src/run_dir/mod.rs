@@ -1,0 +1,31 @@
+//! The run-dir contract: every file a run leaves beside its outputs, its name, its type and its
+//! one reader and one writer. Training writes these files; the scheduler, the report and the
+//! `plan`/`run`/`status` commands read them through the types here, so a renamed field is a
+//! compile error in every reader.
+//!
+//! - [`dir`]: the directory itself (lock, `status.json` with attempts, the append-only log).
+//! - [`metrics`]: `metrics.csv`, one [`EpochRecord`] per epoch.
+//! - [`summary`]: `summary.json`, a finished run's [`Summary`].
+//! - [`plan`]: `plan.json`, an experiment's planned runs.
+
+pub mod dir;
+pub mod metrics;
+pub mod plan;
+pub mod summary;
+
+pub use dir::{
+    is_busy, mark_lost, queue, read_status, Attempt, RunDir, RunDirError, RunStatus, StatusRecord,
+};
+pub use metrics::{median, read_metrics, write_metrics, EpochRecord, HEADER};
+pub use plan::{Plan, PlanEntry, PLAN_FILE};
+pub use summary::{read_summary, write_summary, FormCounts, PruningEvent, Summary};
+
+pub const CONFIG_FILE: &str = "config.toml";
+pub const STATUS_FILE: &str = "status.json";
+pub const LOG_FILE: &str = "train.log";
+pub const METRICS_FILE: &str = "metrics.csv";
+pub const SUMMARY_FILE: &str = "summary.json";
+pub const CHECKPOINT_FILE: &str = "checkpoint.safetensors";
+pub const MODEL_FILE: &str = "model.safetensors";
+/// Held by the process working in the run dir.
+pub const LOCK_FILE: &str = ".lock";
