@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 
 use super::device::Slot;
-use super::display::{duration, Display};
+use super::display::{duration, Console};
 use super::queue::{decide, prepare, Decision, Policy, Prepared};
 use super::{lock_experiment, Outcome};
 use crate::experiment::Experiment;
@@ -87,7 +87,7 @@ pub fn run_local(exp: &Experiment, opts: &LocalOptions) -> anyhow::Result<Outcom
     let mut launches = vec![0u32; prepared.len()];
     let mut running: Vec<Running> = Vec::new();
     let mut free: Vec<bool> = vec![true; opts.slots.len()];
-    let mut display = Display::new(pending.len());
+    let mut display = Console::new(pending.len());
     let mut finished = 0usize;
     let (mut stopping, mut killed) = (false, false);
     let mut waiting_note = Instant::now() - Duration::from_secs(60);
@@ -203,7 +203,7 @@ fn settle(
     r: &Running,
     launches: &[u32],
     stopping: bool,
-    display: &Display,
+    display: &Console,
     outcome: &mut Outcome,
 ) -> bool {
     let run = &exp.runs[p.index];
