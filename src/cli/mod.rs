@@ -8,6 +8,8 @@ mod format;
 mod plan;
 mod report;
 mod run;
+mod runs_table;
+mod status;
 mod train;
 mod worker;
 
@@ -38,7 +40,7 @@ pub enum Command {
     /// Run every unfinished run of an experiment: locally on GPUs / CPU slots, or via Slurm.
     Run(run::RunArgs),
     /// Show each run of an experiment: status, epochs, attempts, where, Slurm task.
-    Status(run::StatusArgs),
+    Status(status::StatusArgs),
     /// Tables (Table I, Table II, ablation) and report.md from the results of experiments.
     Report(report::ReportArgs),
     /// Speed and memory on this CPU: training and inference images/s, batch-1 latency, peak
@@ -75,7 +77,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             crate::signal::install();
             run::run(&args)
         }
-        Command::Status(args) => run::status(&args),
+        Command::Status(args) => status::run(&args),
         Command::Report(args) => report::run(&args),
         Command::Bench(args) => bench::run(&args),
         Command::Worker(args) => {

@@ -3,10 +3,11 @@
 
 use std::path::PathBuf;
 
+use super::runs_table::{Column, RunRow, RunsTable};
 use crate::bench::estimate::{cpu_model, human, makespan, ThroughputCache};
 use crate::experiment::Experiment;
 use crate::schedule::{slots, Slot};
-use crate::train::{read_status, RunStatus};
+use crate::train::RunStatus;
 
 #[derive(Debug, clap::Args)]
 pub struct PlanArgs {
@@ -76,34 +77,24 @@ fn table(exp: &Experiment, args: &PlanArgs) -> anyhow::Result<()> {
     if let Some(d) = &exp.description {
         println!("{d}");
     }
-    let estimating = cpu_threads.is_some();
-    if estimating {
-        println!(
-            "{:<12}  {:<11}  {:<9}  {:>9}  run",
-            "id", "status", "epochs", "estimate"
-        );
+    let table = if cpu_threads.is_some() {
+        RunsTable::new(9, &[Column::right("estimate", 9)])
     } else {
-        println!("{:<12}  {:<11}  {:<9}  run", "id", "status", "epochs");
-    }
+        RunsTable::new(9, &[])
+    };
+    println!("{}", table.header());
     let mut remaining = Vec::new();
     for run in &exp.runs {
-        let status = read_status(&exp.run_dir(&args.results, run));
-        let (state, epochs_done) = match &status {
-            Some(s) => (s.status.to_string(), s.epochs_done),
-            None => ("-".into(), 0),
-        };
-        let epochs = format!("{epochs_done}/{}", run.config.train.epochs);
+        let row = RunRow::read(exp, &args.results, run);
+        let state = row.status.as_ref().map_or("-".into(), |s| s.status.to_string());
+        let epochs = format!("{}/{}", row.epochs_done(), row.epochs());
         let Some(threads) = cpu_threads else {
-            println!(
-                "{:<12}  {state:<11}  {epochs:<9}  {}",
-                run.id,
-                run.describe()
-            );
+            println!("{}", table.line(&row, &state, &epochs, &[]));
             continue;
         };
-        let left = match status.as_ref().map(|s| s.status) {
+        let left = match row.status.as_ref().map(|s| s.status) {
             Some(RunStatus::Done) => 0,
-            _ => run.config.train.epochs.saturating_sub(epochs_done),
+            _ => row.epochs().saturating_sub(row.epochs_done()),
         };
         let seconds = if left == 0 {
             0.0
@@ -111,16 +102,8 @@ fn table(exp: &Experiment, args: &PlanArgs) -> anyhow::Result<()> {
             cache.get(&run.config)?.seconds(&run.config, left, threads)
         };
         remaining.push(seconds);
-        let estimate = if left == 0 {
-            "-".into()
-        } else {
-            human(seconds)
-        };
-        println!(
-            "{:<12}  {state:<11}  {epochs:<9}  {estimate:>9}  {}",
-            run.id,
-            run.describe()
-        );
+        let estimate = if left == 0 { "-".into() } else { human(seconds) };
+        println!("{}", table.line(&row, &state, &epochs, &[estimate]));
     }
     if let Some(threads) = cpu_threads {
         let cpu_slots = slots

@@ -1,11 +1,11 @@
-//! `ablate run`: every unfinished run of an experiment, here or through Slurm; `ablate status`.
+//! `ablate run`: every unfinished run of an experiment, here or through Slurm.
 
 use std::path::PathBuf;
 
 use crate::experiment::Experiment;
 use crate::schedule::slurm::{self, SlurmOptions};
 use crate::schedule::{run_local, slots, LocalOptions, Outcome, Policy, Slot, Stopped};
-use crate::train::{is_busy, read_status, unix_seconds, RunStatus, STATUS_FILE};
+use crate::train::unix_seconds;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Backend {
@@ -207,84 +207,5 @@ fn finish(exp: &Experiment, o: &Outcome) -> anyhow::Result<()> {
             ids.join(", ")
         );
     }
-    Ok(())
-}
-
-#[derive(Debug, clap::Args)]
-pub struct StatusArgs {
-    /// The experiment TOML file.
-    pub file: PathBuf,
-    #[arg(long, env = "ABLATE_RESULTS", default_value = "results")]
-    pub results: PathBuf,
-}
-
-/// `ablate status`: each run's status.json, with its Slurm task when Slurm still holds it.
-pub fn status(args: &StatusArgs) -> anyhow::Result<()> {
-    let exp = Experiment::load(&args.file)?;
-    let results = std::path::absolute(&args.results)?;
-    let live = match slurm::live_tasks(&exp, &results) {
-        Ok(live) => live,
-        Err(e) => {
-            eprintln!("warning: {e:#}; showing the run dirs only");
-            Default::default()
-        }
-    };
-    let mut counts: std::collections::BTreeMap<String, usize> = Default::default();
-    println!(
-        "{:<12}  {:<11}  {:<7}  {:<8}  {:<24}  {:<20}  run",
-        "id", "status", "epochs", "attempts", "where", "slurm"
-    );
-    let host = crate::provenance::hostname();
-    for run in &exp.runs {
-        let dir = exp.run_dir(&results, run);
-        let s = read_status(&dir);
-        let task = live.get(run.id.as_str());
-        let (state, epochs, attempts, place) = match &s {
-            // `running` on this host with no live process in the run dir: it died unrecorded.
-            Some(s) if s.status == RunStatus::Running && s.host == host && !is_busy(&dir) => (
-                "died".to_string(),
-                format!("{}/{}", s.epochs_done, s.epochs),
-                s.attempts.to_string(),
-                format!("{} @ {}", s.device, s.host),
-            ),
-            Some(s) => (
-                s.status.to_string(),
-                format!("{}/{}", s.epochs_done, s.epochs),
-                s.attempts.to_string(),
-                if s.host.is_empty() {
-                    "-".to_string()
-                } else {
-                    format!("{} @ {}", s.device, s.host)
-                },
-            ),
-            // A status file that cannot be read is shown as such, not as never started.
-            None if dir.join(STATUS_FILE).exists() => (
-                "damaged".into(),
-                format!("?/{}", run.config.train.epochs),
-                "?".into(),
-                "-".into(),
-            ),
-            None => (
-                "planned".into(),
-                format!("0/{}", run.config.train.epochs),
-                "0".into(),
-                "-".into(),
-            ),
-        };
-        *counts.entry(state.clone()).or_default() += 1;
-        let slurm = task.map_or("-".to_string(), |t| format!("{} {}", t.task, t.state));
-        println!(
-            "{:<12}  {state:<11}  {epochs:<7}  {attempts:<8}  {place:<24}  {slurm:<20}  {}",
-            run.id,
-            run.describe()
-        );
-    }
-    let summary: Vec<String> = counts.iter().map(|(k, v)| format!("{v} {k}")).collect();
-    println!(
-        "{}: {} runs: {}",
-        exp.name,
-        exp.runs.len(),
-        summary.join(", ")
-    );
     Ok(())
 }

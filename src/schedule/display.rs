@@ -51,12 +51,14 @@ pub fn say(line: &str) {
 /// Seconds between plain state lines when stdout is not a terminal.
 const PLAIN_EVERY: Duration = Duration::from_secs(30);
 
-pub struct Display {
+/// The scheduler's console: event lines, and the experiment's state as a progress bar (on a
+/// terminal) or a periodic plain line (otherwise).
+pub struct Console {
     bar: Option<ProgressBar>,
     last_plain: Instant,
 }
 
-impl Display {
+impl Console {
     /// `total` runs to do in this session.
     pub fn new(total: usize) -> Self {
         let bar = std::io::stderr().is_terminal().then(|| {

@@ -16,8 +16,8 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 
 use super::device::Slot;
-use super::display::{duration, Display};
-use super::queue::{decide, prepare, Decision, Policy, Prepared};
+use super::display::{duration, Console};
+use super::queue::{after_failure, prepare, triage, AfterFailure, Policy, Prepared, Triage};
 use super::{lock_experiment, Outcome};
 use crate::experiment::Experiment;
 use crate::train::{is_busy, mark_lost, read_status, RunStatus, SUMMARY_FILE};
@@ -38,11 +38,25 @@ pub struct LocalOptions {
     pub policy: Policy,
 }
 
+/// A child training one run on one slot.
 struct Running {
+    /// Index into the prepared runs.
     run: usize,
+    /// Index into the slots.
     slot: usize,
     child: Child,
     started: Instant,
+}
+
+/// How far a session has been asked to stop.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stop {
+    /// Not asked: runs are launched as slots free up.
+    No,
+    /// One signal: no new runs, every child asked (SIGTERM) to stop at its next step.
+    Asked,
+    /// Two signals: every child killed.
+    Killed,
 }
 
 /// Runs every unfinished run of `exp` on `opts.slots` and returns how it went.
@@ -50,29 +64,20 @@ pub fn run_local(exp: &Experiment, opts: &LocalOptions) -> anyhow::Result<Outcom
     let _lock = lock_experiment(exp, &opts.results, "ablate run")?;
     super::log_to(exp.results_dir(&opts.results).join(SCHEDULER_LOG));
     let prepared = prepare(exp, &opts.results, &opts.policy)?;
-    let mut outcome = Outcome::default();
-    let mut pending: VecDeque<usize> = VecDeque::new();
-    for (i, p) in prepared.iter().enumerate() {
-        match decide(&p.status, &opts.policy) {
-            Decision::Run => pending.push_back(i),
-            Decision::Done => outcome.skipped_done += 1,
-            Decision::Diverged => outcome.diverged.push(exp.runs[p.index].id.clone()),
-            Decision::OutOfRetries { .. } => outcome.failed.push(exp.runs[p.index].id.clone()),
-        }
-    }
+    let Triage { to_run, outcome } = triage(exp, &prepared, &opts.policy);
     super::say(&format!(
         "{}: {} runs; {} done already, {} to run{}",
         exp.name,
         exp.runs.len(),
         outcome.skipped_done,
-        pending.len(),
+        to_run.len(),
         match (outcome.failed.len(), outcome.diverged.len()) {
             (0, 0) => String::new(),
             (f, d) =>
                 format!("; skipping {f} failed (out of retries; --rerun-failed) and {d} diverged"),
         }
     ));
-    if pending.is_empty() {
+    if to_run.is_empty() {
         return Ok(outcome);
     }
     super::say(&format!(
@@ -83,250 +88,289 @@ pub fn run_local(exp: &Experiment, opts: &LocalOptions) -> anyhow::Result<Outcom
             .collect::<Vec<_>>()
             .join(", ")
     ));
-    let data_dir = std::path::absolute(&opts.data_dir).unwrap_or_else(|_| opts.data_dir.clone());
-    let mut launches = vec![0u32; prepared.len()];
-    let mut running: Vec<Running> = Vec::new();
-    let mut free: Vec<bool> = vec![true; opts.slots.len()];
-    let mut display = Display::new(pending.len());
-    let mut finished = 0usize;
-    let (mut stopping, mut killed) = (false, false);
-    let mut waiting_note = Instant::now() - Duration::from_secs(60);
-    loop {
+    Session::new(exp, opts, &prepared, to_run, outcome).run()
+}
+
+/// One scheduling session: runs wait in `pending` for a free slot, train as `running`
+/// children, and are settled into `outcome` (or queued again to retry) when their child ends.
+/// Each turn of [`Session::run`] handles signals, reaps ended children, launches pending runs
+/// on free slots and shows the state.
+struct Session<'a> {
+    exp: &'a Experiment,
+    opts: &'a LocalOptions,
+    prepared: &'a [Prepared],
+    /// `opts.data_dir`, absolute.
+    data_dir: PathBuf,
+    /// Runs (indices into `prepared`) waiting for a slot, in order.
+    pending: VecDeque<usize>,
+    running: Vec<Running>,
+    /// Whether each slot is free.
+    free: Vec<bool>,
+    /// Children started for each run in this session.
+    launches: Vec<u32>,
+    /// Runs settled for good in this session.
+    finished: usize,
+    outcome: Outcome,
+    console: Console,
+    stop: Stop,
+    /// When the last `waiting:` line was shown.
+    waiting_note: Option<Instant>,
+}
+
+impl<'a> Session<'a> {
+    /// A session that will run `to_run` (indices into `prepared`); `outcome` counts the runs
+    /// skipped.
+    fn new(
+        exp: &'a Experiment,
+        opts: &'a LocalOptions,
+        prepared: &'a [Prepared],
+        to_run: Vec<usize>,
+        outcome: Outcome,
+    ) -> Self {
+        Self {
+            exp,
+            opts,
+            prepared,
+            data_dir: std::path::absolute(&opts.data_dir).unwrap_or_else(|_| opts.data_dir.clone()),
+            console: Console::new(to_run.len()),
+            pending: to_run.into(),
+            running: Vec::new(),
+            free: vec![true; opts.slots.len()],
+            launches: vec![0; prepared.len()],
+            finished: 0,
+            outcome,
+            stop: Stop::No,
+            waiting_note: None,
+        }
+    }
+
+    /// Runs the session until every run is settled, or, once stopping, until every child has
+    /// ended.
+    fn run(mut self) -> anyhow::Result<Outcome> {
+        loop {
+            self.handle_signals();
+            self.reap()?;
+            if self.stop == Stop::No {
+                self.launch()?;
+            }
+            if self.running.is_empty() && (self.pending.is_empty() || self.stop != Stop::No) {
+                break;
+            }
+            self.console.state(self.finished, &self.state_line());
+            std::thread::sleep(Duration::from_millis(250));
+        }
+        self.console.finish();
+        self.outcome.interrupted = self.stop != Stop::No;
+        self.outcome.not_started = self.pending.len();
+        Ok(self.outcome)
+    }
+
+    /// The first SIGINT/SIGTERM stops launching and asks every child to stop at its next step;
+    /// the second kills them.
+    fn handle_signals(&mut self) {
         let signals = crate::signal::count();
-        if signals >= 1 && !stopping {
-            stopping = true;
-            display.event(&format!(
+        if signals >= 1 && self.stop == Stop::No {
+            self.stop = Stop::Asked;
+            self.console.event(&format!(
                 "stopping: no new runs; asking {} running runs to stop at their next step (again to kill them)",
-                running.len()
+                self.running.len()
             ));
-            for r in &running {
+            for r in &self.running {
                 // SAFETY: plain kill(2) on a child we spawned and have not reaped.
                 unsafe { libc::kill(r.child.id() as libc::pid_t, libc::SIGTERM) };
             }
         }
-        if signals >= 2 && !killed {
-            killed = true;
-            for r in &mut running {
+        if signals >= 2 && self.stop != Stop::Killed {
+            self.stop = Stop::Killed;
+            for r in &mut self.running {
                 let _ = r.child.kill();
             }
         }
-        // Reap.
+    }
+
+    /// Settles every child that has ended, freeing its slot; a run to retry goes back to the
+    /// end of the queue.
+    fn reap(&mut self) -> anyhow::Result<()> {
         let mut i = 0;
-        while i < running.len() {
-            match running[i].child.try_wait()? {
-                Some(exit) => {
-                    let r = running.swap_remove(i);
-                    free[r.slot] = true;
-                    let p = &prepared[r.run];
-                    let requeue = settle(
-                        exp,
-                        p,
-                        &opts.policy,
-                        exit,
-                        &r,
-                        &launches,
-                        stopping,
-                        &display,
-                        &mut outcome,
-                    );
-                    if requeue {
-                        pending.push_back(r.run);
-                    } else {
-                        finished += 1;
-                    }
-                }
-                None => i += 1,
+        while i < self.running.len() {
+            let Some(exit) = self.running[i].child.try_wait()? else {
+                i += 1;
+                continue;
+            };
+            let r = self.running.swap_remove(i);
+            self.free[r.slot] = true;
+            if self.settle(&r, exit) {
+                self.pending.push_back(r.run);
+            } else {
+                self.finished += 1;
             }
         }
-        // Launch.
-        if !stopping {
-            while let Some(slot) = free.iter().position(|&f| f) {
-                let Some(k) = pending.iter().position(|&i| !is_busy(&prepared[i].dir)) else {
-                    if !pending.is_empty() && waiting_note.elapsed() >= Duration::from_secs(30) {
-                        waiting_note = Instant::now();
-                        display.event(&format!(
-                            "waiting: {} runs are held by other processes (an earlier scheduler's children finishing their step)",
-                            pending.len()
-                        ));
-                    }
-                    break;
-                };
-                let run = pending.remove(k).expect("index from position");
-                let p = &prepared[run];
-                let child = spawn(p, &opts.slots[slot], &data_dir)?;
-                launches[run] += 1;
-                display.event(&format!(
-                    "start {} on {} (pid {}): {}",
-                    exp.runs[p.index].id,
-                    opts.slots[slot].label(),
-                    child.id(),
-                    exp.runs[p.index].describe()
-                ));
-                free[slot] = false;
-                running.push(Running {
-                    run,
-                    slot,
-                    child,
-                    started: Instant::now(),
-                });
-            }
-        }
-        if running.is_empty() && (pending.is_empty() || stopping) {
-            break;
-        }
-        display.state(
-            finished,
-            &state_line(
-                exp,
-                &prepared,
-                &running,
-                &outcome,
-                pending.len(),
-                &opts.slots,
-            ),
-        );
-        std::thread::sleep(Duration::from_millis(250));
+        Ok(())
     }
-    display.finish();
-    outcome.interrupted = stopping;
-    outcome.not_started = pending.len();
-    Ok(outcome)
-}
 
-/// Records how a child's run ended; true when it should run again.
-#[allow(clippy::too_many_arguments)]
-fn settle(
-    exp: &Experiment,
-    p: &Prepared,
-    policy: &Policy,
-    exit: ExitStatus,
-    r: &Running,
-    launches: &[u32],
-    stopping: bool,
-    display: &Display,
-    outcome: &mut Outcome,
-) -> bool {
-    let run = &exp.runs[p.index];
-    let took = duration(r.started.elapsed().as_secs_f64());
-    let mut status = read_status(&p.dir);
-    if status
-        .as_ref()
-        .is_some_and(|s| s.status == RunStatus::Running)
-    {
-        if is_busy(&p.dir) {
-            // Our child found the run held by another process and left; try again later.
-            return !stopping;
-        }
-        let message = format!("its process ended ({exit}) without recording an end");
-        status = mark_lost(&p.dir, &message).ok().flatten().or(status);
-    }
-    let Some(status) = status else {
-        display.event(&format!(
-            "failed {}: no status.json after {exit}; see {}",
-            run.id,
-            p.dir.join(OUTPUT_FILE).display()
-        ));
-        outcome.failed.push(run.id.clone());
-        return false;
-    };
-    match status.status {
-        RunStatus::Done => {
-            let top1 = std::fs::read_to_string(p.dir.join(SUMMARY_FILE))
-                .ok()
-                .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
-                .and_then(|v| v["deploy_test_top1"].as_f64());
-            display.event(&format!(
-                "done {} in {took}{}: {}",
-                run.id,
-                top1.map_or(String::new(), |t| format!(", deploy test top1 {t:.2}%")),
-                run.describe()
-            ));
-            outcome.done.push(run.id.clone());
-            false
-        }
-        RunStatus::Diverged => {
-            display.event(&format!(
-                "diverged {}: {}",
-                run.id,
-                status.message.unwrap_or_default()
-            ));
-            outcome.diverged.push(run.id.clone());
-            false
-        }
-        RunStatus::Interrupted => {
-            display.event(&format!(
-                "stopped {} after {} of {} epochs (resumable)",
-                run.id, status.epochs_done, status.epochs
-            ));
-            outcome.stopped.push(run.id.clone());
-            false
-        }
-        RunStatus::Queued | RunStatus::Failed | RunStatus::Running => {
-            let why = status
-                .message
-                .clone()
-                .or_else(|| last_line(&p.dir.join(OUTPUT_FILE)))
-                .unwrap_or_else(|| exit.to_string());
-            // Exit 2 is a usage error (a config this machine refuses, a damaged file): it
-            // fails the same way every time, so it is not retried.
-            let usage_error = exit.code() == Some(2);
-            // A child that never recorded an attempt (it failed before opening the run) still
-            // used one of this session's launches.
-            let retry = !stopping
-                && !usage_error
-                && decide(&status, policy) == Decision::Run
-                && launches[r.run] <= policy.retries;
-            display.event(&format!(
-                "failed {} ({exit}): {why}{}",
-                run.id,
-                if retry {
-                    "; retrying"
-                } else if usage_error {
-                    "; not retried: it would fail the same way until the cause is fixed"
-                } else {
-                    ""
+    /// Starts pending runs on free slots, skipping runs another process holds (and saying so
+    /// every 30 s while that is all that is left).
+    fn launch(&mut self) -> anyhow::Result<()> {
+        let prepared = self.prepared;
+        while let Some(slot) = self.free.iter().position(|&f| f) {
+            let Some(k) = self
+                .pending
+                .iter()
+                .position(|&i| !is_busy(&prepared[i].dir))
+            else {
+                if !self.pending.is_empty()
+                    && self
+                        .waiting_note
+                        .is_none_or(|t| t.elapsed() >= Duration::from_secs(30))
+                {
+                    self.waiting_note = Some(Instant::now());
+                    self.console.event(&format!(
+                        "waiting: {} runs are held by other processes (an earlier scheduler's children finishing their step)",
+                        self.pending.len()
+                    ));
                 }
+                break;
+            };
+            let run = self.pending.remove(k).expect("index from position");
+            let p = &prepared[run];
+            let child = spawn(p, &self.opts.slots[slot], &self.data_dir)?;
+            self.launches[run] += 1;
+            let spec = &self.exp.runs[p.index];
+            self.console.event(&format!(
+                "start {} on {} (pid {}): {}",
+                spec.id,
+                self.opts.slots[slot].label(),
+                child.id(),
+                spec.describe()
             ));
-            if !retry {
-                outcome.failed.push(run.id.clone());
-            }
-            retry
+            self.free[slot] = false;
+            self.running.push(Running {
+                run,
+                slot,
+                child,
+                started: Instant::now(),
+            });
         }
+        Ok(())
     }
-}
 
-/// `2/8 done, 1 failed | running: 3fa9c2d1e0b4 cuda:0 epoch 3/10 ETA 2m10s, ...`
-fn state_line(
-    exp: &Experiment,
-    prepared: &[Prepared],
-    running: &[Running],
-    outcome: &Outcome,
-    pending: usize,
-    slots: &[Slot],
-) -> String {
-    let mut parts = vec![format!(
-        "{} done, {} failed, {} diverged, {} waiting",
-        outcome.done.len() + outcome.skipped_done,
-        outcome.failed.len(),
-        outcome.diverged.len(),
-        pending
-    )];
-    for r in running {
-        let p = &prepared[r.run];
-        let id = &exp.runs[p.index].id;
-        let detail = match read_status(&p.dir) {
-            Some(s) if s.status == RunStatus::Running => format!(
-                "epoch {}/{}{}",
-                s.epochs_done,
-                s.epochs,
-                s.eta_seconds()
-                    .map_or(String::new(), |e| format!(" ETA {}", duration(e)))
-            ),
-            _ => "starting".into(),
+    /// Records how a child's run ended; true when it should run again.
+    fn settle(&mut self, r: &Running, exit: ExitStatus) -> bool {
+        let p = &self.prepared[r.run];
+        let run = &self.exp.runs[p.index];
+        let stopping = self.stop != Stop::No;
+        let took = duration(r.started.elapsed().as_secs_f64());
+        let mut status = read_status(&p.dir);
+        if status
+            .as_ref()
+            .is_some_and(|s| s.status == RunStatus::Running)
+        {
+            if is_busy(&p.dir) {
+                // Our child found the run held by another process and left; try again later.
+                return !stopping;
+            }
+            let message = format!("its process ended ({exit}) without recording an end");
+            status = mark_lost(&p.dir, &message).ok().flatten().or(status);
+        }
+        let Some(status) = status else {
+            self.console.event(&format!(
+                "failed {}: no status.json after {exit}; see {}",
+                run.id,
+                p.dir.join(OUTPUT_FILE).display()
+            ));
+            self.outcome.failed.push(run.id.clone());
+            return false;
         };
-        parts.push(format!("{id} {} {detail}", slots[r.slot].label()));
+        match status.status {
+            RunStatus::Done => {
+                let top1 = std::fs::read_to_string(p.dir.join(SUMMARY_FILE))
+                    .ok()
+                    .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
+                    .and_then(|v| v["deploy_test_top1"].as_f64());
+                self.console.event(&format!(
+                    "done {} in {took}{}: {}",
+                    run.id,
+                    top1.map_or(String::new(), |t| format!(", deploy test top1 {t:.2}%")),
+                    run.describe()
+                ));
+                self.outcome.done.push(run.id.clone());
+                false
+            }
+            RunStatus::Diverged => {
+                self.console.event(&format!(
+                    "diverged {}: {}",
+                    run.id,
+                    status.message.unwrap_or_default()
+                ));
+                self.outcome.diverged.push(run.id.clone());
+                false
+            }
+            RunStatus::Interrupted => {
+                self.console.event(&format!(
+                    "stopped {} after {} of {} epochs (resumable)",
+                    run.id, status.epochs_done, status.epochs
+                ));
+                self.outcome.stopped.push(run.id.clone());
+                false
+            }
+            RunStatus::Queued | RunStatus::Failed | RunStatus::Running => {
+                let why = status
+                    .message
+                    .clone()
+                    .or_else(|| last_line(&p.dir.join(OUTPUT_FILE)))
+                    .unwrap_or_else(|| exit.to_string());
+                let then = after_failure(
+                    &status,
+                    &self.opts.policy,
+                    exit.code(),
+                    self.launches[r.run],
+                    stopping,
+                );
+                self.console.event(&format!(
+                    "failed {} ({exit}): {why}{}",
+                    run.id,
+                    match then {
+                        AfterFailure::Retry => "; retrying",
+                        AfterFailure::UsageError =>
+                            "; not retried: it would fail the same way until the cause is fixed",
+                        AfterFailure::GiveUp => "",
+                    }
+                ));
+                if then != AfterFailure::Retry {
+                    self.outcome.failed.push(run.id.clone());
+                }
+                then == AfterFailure::Retry
+            }
+        }
     }
-    parts.join(" | ")
+
+    /// `2 done, 1 failed, 0 diverged, 3 waiting | 3fa9c2d1e0b4 cuda:0 epoch 3/10 ETA 2m10s | ...`
+    fn state_line(&self) -> String {
+        let outcome = &self.outcome;
+        let mut parts = vec![format!(
+            "{} done, {} failed, {} diverged, {} waiting",
+            outcome.done.len() + outcome.skipped_done,
+            outcome.failed.len(),
+            outcome.diverged.len(),
+            self.pending.len()
+        )];
+        for r in &self.running {
+            let p = &self.prepared[r.run];
+            let id = &self.exp.runs[p.index].id;
+            let detail = match read_status(&p.dir) {
+                Some(s) if s.status == RunStatus::Running => format!(
+                    "epoch {}/{}{}",
+                    s.epochs_done,
+                    s.epochs,
+                    s.eta_seconds()
+                        .map_or(String::new(), |e| format!(" ETA {}", duration(e)))
+                ),
+                _ => "starting".into(),
+            };
+            parts.push(format!("{id} {} {detail}", self.opts.slots[r.slot].label()));
+        }
+        parts.join(" | ")
+    }
 }
 
 fn last_line(file: &Path) -> Option<String> {

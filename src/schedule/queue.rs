@@ -1,10 +1,12 @@
 //! What to do with each run of an experiment, from its run dir: skip it (done, diverged, out of
-//! retries), wait for it (another process holds it) or run it. Shared by every backend.
+//! retries), wait for it (another process holds it) or run it ([`triage`]), and whether a failed
+//! attempt is tried again ([`after_failure`]). Shared by every backend.
 
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 
+use super::Outcome;
 use crate::experiment::Experiment;
 use crate::io::write_atomic;
 use crate::train::{is_busy, mark_lost, queue, unix_seconds, RunStatus, StatusRecord};
@@ -58,6 +60,65 @@ pub fn decide(status: &StatusRecord, policy: &Policy) -> Decision {
             }
         }
         RunStatus::Queued | RunStatus::Running | RunStatus::Interrupted => Decision::Run,
+    }
+}
+
+/// The runs of an experiment sorted before scheduling: those to run, and the others counted.
+#[derive(Debug, Default)]
+pub struct Triage {
+    /// Runs to start (indices into the prepared runs), in the experiment's order.
+    pub to_run: Vec<usize>,
+    /// The runs skipped: done before, diverged, or failed out of retries.
+    pub outcome: Outcome,
+}
+
+/// Sorts `prepared` by [`decide`]: runs to start, and the others counted as done before,
+/// diverged or failed (out of retries).
+pub fn triage(exp: &Experiment, prepared: &[Prepared], policy: &Policy) -> Triage {
+    let mut sorted = Triage::default();
+    for (i, p) in prepared.iter().enumerate() {
+        let id = || exp.runs[p.index].id.clone();
+        match decide(&p.status, policy) {
+            Decision::Run => sorted.to_run.push(i),
+            Decision::Done => sorted.outcome.skipped_done += 1,
+            Decision::Diverged => sorted.outcome.diverged.push(id()),
+            Decision::OutOfRetries { .. } => sorted.outcome.failed.push(id()),
+        }
+    }
+    sorted
+}
+
+/// What becomes of a run whose attempt ended without finishing (failed, or with no end
+/// recorded).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AfterFailure {
+    /// Start it again.
+    Retry,
+    /// The attempt exited 2, a usage error (a config this machine refuses, a damaged file): it
+    /// fails the same way every time, so it is not retried.
+    UsageError,
+    /// Out of retries, or the session is stopping.
+    GiveUp,
+}
+
+/// Whether a run whose attempt ended as `status`, its process with `exit_code`, is started
+/// again: not when it was a usage error or the session is stopping; otherwise while its
+/// failures are within the retry budget and it has been launched at most `policy.retries`
+/// times in this session (a child that never recorded an attempt, failing before it opened the
+/// run, still used one of the session's launches).
+pub fn after_failure(
+    status: &StatusRecord,
+    policy: &Policy,
+    exit_code: Option<i32>,
+    launches: u32,
+    stopping: bool,
+) -> AfterFailure {
+    if exit_code == Some(2) {
+        AfterFailure::UsageError
+    } else if !stopping && decide(status, policy) == Decision::Run && launches <= policy.retries {
+        AfterFailure::Retry
+    } else {
+        AfterFailure::GiveUp
     }
 }
 
@@ -119,4 +180,65 @@ pub fn prepare(exp: &Experiment, results: &Path, policy: &Policy) -> anyhow::Res
         prepared.push(Prepared { index, dir, status });
     }
     Ok(prepared)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A `failed` status whose history holds `failures` failed attempts started at `started`.
+    fn failed(failures: usize, started: f64) -> StatusRecord {
+        let attempt = serde_json::json!({
+            "started": started, "outcome": "failed", "host": "h", "pid": 1, "device": "cpu",
+            "git_commit": "", "epochs_at_start": 0,
+        });
+        serde_json::from_value(serde_json::json!({
+            "status": "failed", "epochs_done": 0, "epochs": 2, "updated": 0.0,
+            "attempts": failures, "history": vec![attempt; failures],
+        }))
+        .unwrap()
+    }
+
+    fn policy(retries: u32, rerun_failed: bool) -> Policy {
+        Policy {
+            retries,
+            rerun_failed,
+            force: false,
+            since: 100.0,
+        }
+    }
+
+    #[test]
+    fn failed_runs_are_retried_within_their_budget() {
+        let p = policy(1, false);
+        assert_eq!(decide(&failed(1, 0.0), &p), Decision::Run);
+        assert_eq!(
+            decide(&failed(2, 0.0), &p),
+            Decision::OutOfRetries { failures: 2 }
+        );
+        // --rerun-failed: failures before the session started do not count.
+        assert_eq!(decide(&failed(2, 0.0), &policy(1, true)), Decision::Run);
+        assert_eq!(
+            after_failure(&failed(1, 0.0), &p, Some(1), 1, false),
+            AfterFailure::Retry
+        );
+        // Out of this session's launches, out of retries, or stopping: given up.
+        assert_eq!(
+            after_failure(&failed(1, 0.0), &p, Some(1), 2, false),
+            AfterFailure::GiveUp
+        );
+        assert_eq!(
+            after_failure(&failed(2, 0.0), &p, Some(1), 1, false),
+            AfterFailure::GiveUp
+        );
+        assert_eq!(
+            after_failure(&failed(1, 0.0), &p, Some(1), 1, true),
+            AfterFailure::GiveUp
+        );
+        // Exit 2, a usage error, is never retried.
+        assert_eq!(
+            after_failure(&failed(0, 0.0), &policy(5, false), Some(2), 1, false),
+            AfterFailure::UsageError
+        );
+    }
 }

@@ -13,7 +13,7 @@ use std::process::Command;
 use anyhow::Context;
 use serde::{Deserialize, Serialize};
 
-use super::queue::{decide, prepare, Decision, Policy};
+use super::queue::{prepare, triage, Policy, Triage};
 use super::{lock_experiment, Outcome};
 use crate::experiment::{Experiment, RunId};
 use crate::io::write_atomic;
@@ -98,17 +98,14 @@ pub fn submit(exp: &Experiment, opts: &SlurmOptions) -> anyhow::Result<Submitted
     let _lock = lock_experiment(exp, &results, "ablate run --backend slurm")?;
     let prepared = prepare(exp, &results, &opts.policy)?;
     let live = live_tasks(exp, &results)?;
-    let mut outcome = Outcome::default();
+    let Triage { to_run, outcome } = triage(exp, &prepared, &opts.policy);
     let mut todo = Vec::new();
     let mut in_slurm = 0;
-    for p in &prepared {
-        let run = &exp.runs[p.index];
-        match decide(&p.status, &opts.policy) {
-            Decision::Done => outcome.skipped_done += 1,
-            Decision::Diverged => outcome.diverged.push(run.id.clone()),
-            Decision::OutOfRetries { .. } => outcome.failed.push(run.id.clone()),
-            Decision::Run if live.contains_key(run.id.as_str()) || is_busy(&p.dir) => in_slurm += 1,
-            Decision::Run => todo.push(p),
+    for p in to_run.into_iter().map(|i| &prepared[i]) {
+        if live.contains_key(exp.runs[p.index].id.as_str()) || is_busy(&p.dir) {
+            in_slurm += 1;
+        } else {
+            todo.push(p);
         }
     }
     let mut submitted = Submitted {
