@@ -6,9 +6,10 @@ use ablate::cli::{run, Cli};
 use ablate::config::ConfigError;
 use ablate::export::ExportError;
 use ablate::io::DamagedFile;
+use ablate::run_dir::RunDirError;
 use ablate::schedule::device::DevicesError;
 use ablate::schedule::{Locked, Stopped};
-use ablate::train::{Diverged, Interrupted, RunDirError};
+use ablate::train::{Diverged, Interrupted};
 
 fn main() -> ExitCode {
     configure_runtime();

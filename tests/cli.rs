@@ -368,8 +368,8 @@ fn status_shows_damaged_and_died_runs() {
         .map(|run| exp.run_dir(&results, run))
         .collect();
     std::fs::write(dirs[0].join("status.json"), "{garbage").unwrap();
-    let mut s = ablate::train::read_status(&dirs[1]).unwrap();
-    s.status = ablate::train::RunStatus::Running;
+    let mut s = ablate::run_dir::read_status(&dirs[1]).unwrap();
+    s.status = ablate::run_dir::RunStatus::Running;
     std::fs::write(
         dirs[1].join("status.json"),
         serde_json::to_string(&s).unwrap(),

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 
 use ablate::config::{preset, Activation, DataConfig, ModelSpec, RunConfig, TrainConfig};
 use ablate::report::{aggregate, load_experiment, tables, write_report, Format, Metric};
-use ablate::train::{write_metrics, EpochRecord};
+use ablate::run_dir::{write_metrics, EpochRecord};
 
 struct Fixture<'a> {
     id: &'a str,

@@ -11,7 +11,7 @@ use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use ablate::experiment::Experiment;
-use ablate::train::{read_status, RunStatus, StatusRecord};
+use ablate::run_dir::{read_status, RunStatus, StatusRecord};
 
 /// An experiment of `runs` tiny CondenseNeXt runs (seeds) of `epochs` epochs each.
 fn experiment(dir: &Path, runs: usize, epochs: usize) -> PathBuf {

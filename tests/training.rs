@@ -6,7 +6,7 @@ use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use ablate::io::load_safetensors;
-use ablate::train::{read_metrics, read_status, RunStatus};
+use ablate::run_dir::{read_metrics, read_status, RunStatus};
 use candle_core::{DType, Device, Tensor};
 
 /// One thread per run: the test harness runs two tests at a time on this 2-core machine, and

@@ -19,7 +19,8 @@ use crate::analyze::{total, trace_costs, Convention};
 use crate::config::ModelSpec;
 use crate::model::Network;
 use crate::rng::Rng;
-use crate::train::{cross_entropy, median, Sgd, SgdConfig};
+use crate::run_dir::median;
+use crate::train::{cross_entropy, Sgd, SgdConfig};
 
 /// Images in one CIFAR-10 training epoch.
 pub const EPOCH_IMAGES: f64 = 50_000.0;

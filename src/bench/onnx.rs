@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 use super::{batch, time_runs};
 use crate::config::ModelSpec;
 use crate::model::Network;
-use crate::train::median;
+use crate::run_dir::median;
 
 /// The Python program that times a file in onnxruntime (see its header for the protocol).
 pub const ORT_LATENCY_SCRIPT: &str = include_str!("ort_latency.py");

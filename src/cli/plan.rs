@@ -6,8 +6,8 @@ use std::path::PathBuf;
 use super::runs_table::{Column, RunRow, RunsTable};
 use crate::bench::estimate::{cpu_model, human, makespan, ThroughputCache};
 use crate::experiment::Experiment;
+use crate::run_dir::RunStatus;
 use crate::schedule::{slots, Slot};
-use crate::train::RunStatus;
 
 #[derive(Debug, clap::Args)]
 pub struct PlanArgs {
@@ -86,7 +86,10 @@ fn table(exp: &Experiment, args: &PlanArgs) -> anyhow::Result<()> {
     let mut remaining = Vec::new();
     for run in &exp.runs {
         let row = RunRow::read(exp, &args.results, run);
-        let state = row.status.as_ref().map_or("-".into(), |s| s.status.to_string());
+        let state = row
+            .status
+            .as_ref()
+            .map_or("-".into(), |s| s.status.to_string());
         let epochs = format!("{}/{}", row.epochs_done(), row.epochs());
         let Some(threads) = cpu_threads else {
             println!("{}", table.line(&row, &state, &epochs, &[]));
@@ -102,7 +105,11 @@ fn table(exp: &Experiment, args: &PlanArgs) -> anyhow::Result<()> {
             cache.get(&run.config)?.seconds(&run.config, left, threads)
         };
         remaining.push(seconds);
-        let estimate = if left == 0 { "-".into() } else { human(seconds) };
+        let estimate = if left == 0 {
+            "-".into()
+        } else {
+            human(seconds)
+        };
         println!("{}", table.line(&row, &state, &epochs, &[estimate]));
     }
     if let Some(threads) = cpu_threads {

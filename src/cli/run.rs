@@ -2,10 +2,10 @@
 
 use std::path::PathBuf;
 
+use crate::clock::unix_seconds;
 use crate::experiment::Experiment;
 use crate::schedule::slurm::{self, SlurmOptions};
 use crate::schedule::{run_local, slots, LocalOptions, Outcome, Policy, Slot, Stopped};
-use crate::train::unix_seconds;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Backend {

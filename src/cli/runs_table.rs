@@ -5,7 +5,7 @@
 use std::path::{Path, PathBuf};
 
 use crate::experiment::{Experiment, PlannedRun};
-use crate::train::{read_status, StatusRecord, STATUS_FILE};
+use crate::run_dir::{read_status, StatusRecord, STATUS_FILE};
 
 /// A run of an experiment and what its run dir says about it.
 pub struct RunRow<'a> {

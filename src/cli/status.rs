@@ -5,8 +5,8 @@ use std::path::PathBuf;
 
 use super::runs_table::{Column, RunRow, RunsTable};
 use crate::experiment::Experiment;
+use crate::run_dir::{is_busy, RunStatus};
 use crate::schedule::slurm;
-use crate::train::{is_busy, RunStatus};
 
 #[derive(Debug, clap::Args)]
 pub struct StatusArgs {

@@ -6,7 +6,8 @@ use anyhow::Context;
 use candle_core::Device;
 
 use crate::config::{ConfigError, DataConfig, DatasetKind, ModelSource, RunConfig, TrainConfig};
-use crate::train::{train, TrainOptions, CONFIG_FILE};
+use crate::run_dir::CONFIG_FILE;
+use crate::train::{train, TrainOptions};
 
 #[derive(Debug, clap::Args)]
 pub struct TrainArgs {

@@ -5,8 +5,9 @@ use std::path::PathBuf;
 use anyhow::Context;
 
 use crate::config::RunConfig;
+use crate::run_dir::CONFIG_FILE;
 use crate::schedule::slurm::read_manifest;
-use crate::train::{train, TrainOptions, CONFIG_FILE};
+use crate::train::{train, TrainOptions};
 
 #[derive(Debug, clap::Args)]
 pub struct WorkerArgs {

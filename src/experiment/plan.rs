@@ -9,6 +9,8 @@ use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
+use crate::run_dir::{Plan, PlanEntry};
+
 use super::file::{Axis, Entry, ExperimentFile, PointSpec};
 use crate::config::{ConfigError, DataConfig, ModelSource, RunConfig, TrainConfig, MODEL_KEYS};
 
@@ -81,6 +83,25 @@ pub struct Experiment {
 }
 
 impl Experiment {
+    /// What `plan.json` records of this experiment (its one writer is [`Plan::write`]).
+    pub fn plan(&self) -> Plan {
+        Plan {
+            name: self.name.clone(),
+            file: self.file.clone(),
+            description: self.description.clone(),
+            retries: self.retries,
+            runs: self
+                .runs
+                .iter()
+                .map(|r| PlanEntry {
+                    id: r.id.to_string(),
+                    label: r.label.clone(),
+                    point: r.point.clone(),
+                })
+                .collect(),
+        }
+    }
+
     /// Reads, expands and resolves `path`. Nothing is written.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
         let file = ExperimentFile::read(path)?;

@@ -11,7 +11,7 @@ use crate::config::{ModelSource, ModelSpec, RunConfig};
 use crate::io::load_safetensors_verified;
 use crate::model::Network;
 use crate::provenance::GIT_COMMIT;
-use crate::train::{read_status, CONFIG_FILE, MODEL_FILE, STATUS_FILE, SUMMARY_FILE};
+use crate::run_dir::{read_status, CONFIG_FILE, MODEL_FILE, STATUS_FILE, SUMMARY_FILE};
 
 /// Bad input to an export: a usage error (exit 2).
 #[derive(Debug, thiserror::Error)]
@@ -108,7 +108,7 @@ impl Exportable {
         };
         let status =
             read_status(dir).ok_or_else(|| not_done(format!("no readable {STATUS_FILE}")))?;
-        if status.status != crate::train::RunStatus::Done {
+        if status.status != crate::run_dir::RunStatus::Done {
             return Err(not_done(format!(
                 "{}, {} of {} epochs",
                 status.status, status.epochs_done, status.epochs

@@ -24,14 +24,14 @@ pub use tables::Metric;
 /// The experiment dirs at `target`: itself when it holds a `plan.json`, else its subdirs that
 /// do, sorted by name.
 pub fn experiment_dirs(target: &Path) -> Vec<PathBuf> {
-    if target.join("plan.json").is_file() {
+    if target.join(crate::run_dir::PLAN_FILE).is_file() {
         return vec![target.to_path_buf()];
     }
     let mut dirs: Vec<PathBuf> = std::fs::read_dir(target)
         .into_iter()
         .flatten()
         .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.join("plan.json").is_file())
+        .filter(|p| p.join(crate::run_dir::PLAN_FILE).is_file())
         .collect();
     dirs.sort();
     dirs
@@ -92,7 +92,7 @@ pub fn write_report(
         .iter()
         .filter(|r| r.status != RunState::Missing && r.problem.is_none())
     {
-        let Some(mut c) = plots::Curves::read(&row.dir.join(crate::train::METRICS_FILE))? else {
+        let Some(mut c) = plots::Curves::read(&row.dir.join(crate::run_dir::METRICS_FILE))? else {
             continue;
         };
         c.pruning = row.pruning.clone();

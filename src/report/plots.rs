@@ -15,7 +15,7 @@ use plotters::prelude::*;
 use super::aggregate::GroupRow;
 use super::load::read_metrics_frame;
 use super::tables::Metric;
-use crate::train::PruningEvent;
+use crate::run_dir::PruningEvent;
 
 /// DejaVu Sans (Bitstream Vera license, `assets/fonts/DejaVuSans.LICENSE`).
 static FONT: &[u8] = include_bytes!("../../assets/fonts/DejaVuSans.ttf");

@@ -21,7 +21,6 @@ use crate::provenance::{hostname, GIT_COMMIT};
 
 use super::{CONFIG_FILE, LOCK_FILE, LOG_FILE, STATUS_FILE};
 
-
 /// Where a run stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]

@@ -6,8 +6,8 @@ use std::path::Path;
 use anyhow::Context;
 use serde::{Deserialize, Serialize};
 
-use super::metrics::EpochRecord;
 use super::dir::RunStatus;
+use super::metrics::EpochRecord;
 use super::SUMMARY_FILE;
 use crate::cost::Cost;
 use crate::io::write_atomic;

@@ -111,7 +111,7 @@ impl Console {
 
 /// `HH:MM:SS` UTC of now.
 fn clock() -> String {
-    let s = crate::train::unix_now() % 86_400;
+    let s = crate::clock::unix_now() % 86_400;
     format!("{:02}:{:02}:{:02}", s / 3600, s / 60 % 60, s % 60)
 }
 

@@ -20,7 +20,7 @@ use super::display::{duration, Console};
 use super::queue::{after_failure, prepare, triage, AfterFailure, Policy, Prepared, Triage};
 use super::{lock_experiment, Outcome};
 use crate::experiment::Experiment;
-use crate::train::{is_busy, mark_lost, read_status, RunStatus, SUMMARY_FILE};
+use crate::run_dir::{is_busy, mark_lost, read_status, RunStatus, SUMMARY_FILE};
 
 /// Where the scheduler's own lines go, in the experiment's results dir, once its stdout is
 /// closed.

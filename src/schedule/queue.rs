@@ -7,9 +7,10 @@ use std::path::{Path, PathBuf};
 use anyhow::Context;
 
 use super::Outcome;
+use crate::clock::unix_seconds;
 use crate::experiment::Experiment;
 use crate::io::write_atomic;
-use crate::train::{is_busy, mark_lost, queue, unix_seconds, RunStatus, StatusRecord};
+use crate::run_dir::{is_busy, mark_lost, queue, RunStatus, StatusRecord};
 
 /// How finished and failed runs are treated.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -155,10 +156,7 @@ pub fn prepare(exp: &Experiment, results: &Path, policy: &Policy) -> anyhow::Res
     let text =
         std::fs::read(&exp.file).with_context(|| format!("reading {}", exp.file.display()))?;
     write_atomic(&root.join("experiment.toml"), &text)?;
-    write_atomic(
-        &root.join("plan.json"),
-        serde_json::to_string_pretty(exp)?.as_bytes(),
-    )?;
+    exp.plan().write(&root)?;
     let mut prepared = Vec::with_capacity(exp.runs.len());
     for (index, run) in exp.runs.iter().enumerate() {
         let dir = exp.run_dir(results, run);

@@ -15,9 +15,10 @@ use serde::{Deserialize, Serialize};
 
 use super::queue::{prepare, triage, Policy, Triage};
 use super::{lock_experiment, Outcome};
+use crate::clock::unix_seconds;
 use crate::experiment::{Experiment, RunId};
 use crate::io::write_atomic;
-use crate::train::{is_busy, unix_seconds};
+use crate::run_dir::is_busy;
 
 #[derive(Debug, Clone)]
 pub struct SlurmOptions {

@@ -10,11 +10,11 @@ use anyhow::Context;
 use candle_core::Device;
 use serde::{Deserialize, Serialize};
 
-use crate::run_dir::EpochRecord;
 use super::optim::Sgd;
 use crate::io::{load_safetensors_verified, save_safetensors_checksummed};
 use crate::model::checkpoint_tensors;
 use crate::model::{Network, Saved};
+use crate::run_dir::EpochRecord;
 
 /// Header key of the [`TrainedSoFar`] JSON.
 const STATE_KEY: &str = "ablate.progress";

@@ -14,14 +14,14 @@ use super::loss::{class_balanced_weights, cross_entropy, focal_loss};
 use super::meter::EpochMeter;
 
 use super::optim::{cosine_lr, Sgd, SgdConfig};
-use crate::run_dir::{
-    median, write_metrics, write_summary, EpochRecord, FormCounts, PruningEvent, RunDir, RunStatus,
-    Summary, CHECKPOINT_FILE, METRICS_FILE, MODEL_FILE, SUMMARY_FILE,
-};
 use crate::analyze::{self, trace_costs, Convention};
 use crate::config::{Loss, RunConfig};
 use crate::data::{epoch_order, prepare_batch, Crop, Dataset};
 use crate::model::Network;
+use crate::run_dir::{
+    median, write_metrics, write_summary, EpochRecord, FormCounts, PruningEvent, RunDir, RunStatus,
+    Summary, CHECKPOINT_FILE, METRICS_FILE, MODEL_FILE, SUMMARY_FILE,
+};
 
 /// Images per evaluation batch (evaluation is per-image in eval mode; this bounds memory).
 const EVAL_BATCH: usize = 200;
