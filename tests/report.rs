@@ -9,7 +9,10 @@ use std::path::{Path, PathBuf};
 
 use ablate::config::{preset, Activation, DataConfig, ModelSpec, RunConfig, TrainConfig};
 use ablate::report::{aggregate, load_experiment, tables, write_report, Format, Metric};
-use ablate::run_dir::{write_metrics, EpochRecord};
+use ablate::cost::Cost;
+use ablate::run_dir::{
+    write_metrics, write_summary, EpochRecord, FormCounts, PruningEvent, RunStatus, Summary,
+};
 
 struct Fixture<'a> {
     id: &'a str,
@@ -67,18 +70,46 @@ fn write_run(exp: &Path, f: &Fixture) {
         .collect();
     write_metrics(&dir.join("metrics.csv"), &records).unwrap();
     if let Some((flops, params)) = f.counts {
-        let summary = serde_json::json!({
-            "deploy_test_top1": f.epochs.last().unwrap().0 - 0.5,
-            "deploy": {"paper": {"flops": flops, "params": params},
-                       "executed": {"flops": flops, "params": params}},
-            "deploy_bytes": params * 4 + 1000,
-            "checkpoint_bytes": 16_787_200u64,
-            "schedule": [
-                {"progress": 0.25, "epoch": 0.5, "structure": "learned-group 3/4 live"},
-                {"progress": 0.5, "epoch": 1.0, "structure": "learned-dsc converted"},
+        let counts = FormCounts {
+            paper: Cost::new(flops, params),
+            executed: Cost::new(flops, params),
+        };
+        let last = records.last().unwrap().clone();
+        let summary = Summary {
+            model: f.model.into(),
+            status: RunStatus::Done,
+            device: "cpu".into(),
+            epochs: 2,
+            best_test_top1: last.test_top1,
+            best_epoch: last.epoch,
+            deploy_test_top1: last.test_top1 - 0.5,
+            deploy_test_loss: 1.0,
+            deploy_agreement: 1.0,
+            training_form_test_top1: last.test_top1,
+            train_seconds: records.iter().map(|r| r.epoch_seconds).sum(),
+            median_epoch_seconds: last.epoch_seconds,
+            median_images_per_second: last.images_per_second,
+            deploy: counts.clone(),
+            training: counts,
+            deploy_bytes: params * 4 + 1000,
+            checkpoint_bytes: 16_787_200,
+            train_images: 5000,
+            test_images: 1000,
+            last,
+            schedule: vec![
+                PruningEvent {
+                    progress: 0.25,
+                    epoch: 0.5,
+                    structure: "learned-group 3/4 live".into(),
+                },
+                PruningEvent {
+                    progress: 0.5,
+                    epoch: 1.0,
+                    structure: "learned-dsc converted".into(),
+                },
             ],
-        });
-        std::fs::write(dir.join("summary.json"), summary.to_string()).unwrap();
+        };
+        write_summary(&dir, &summary).unwrap();
     }
 }
 
