@@ -8,8 +8,8 @@ use common::scratch;
 use std::path::{Path, PathBuf};
 
 use ablate::config::{preset, Activation, DataConfig, ModelSpec, RunConfig, TrainConfig};
-use ablate::report::{aggregate, load_experiment, tables, write_report, Format, Metric};
 use ablate::cost::Cost;
+use ablate::report::{aggregate, load_experiment, tables, write_report, Format, Metric};
 use ablate::run_dir::{
     write_metrics, write_summary, EpochRecord, FormCounts, PruningEvent, RunStatus, Summary,
 };

@@ -1,19 +1,17 @@
 //! Reading an experiment's results: `plan.json`, then each planned run's `config.toml`,
-//! `status.json`, `summary.json` and `metrics.csv` (the last with polars). Missing, failed and
+//! `status.json`, `summary.json` and `metrics.csv`, each through its reader in
+//! [`crate::run_dir`]. Missing, failed and
 //! partial runs are kept, with whatever they have; a run whose files cannot be read or
 //! contradict each other (a garbage metrics row, a summary that is not JSON, a done run
 //! without its metrics) is marked `damaged`, with the file named, and left out of every mean.
 
 use std::path::{Path, PathBuf};
 
-use anyhow::Context;
-use polars::prelude::{CsvReadOptions, DataFrame, DataType, SerReader};
-
 use crate::config::{ModelSpec, RunConfig};
 use crate::run_dir::HEADER as METRICS_COLUMNS;
 use crate::run_dir::{
-    median, read_status, read_summary, Plan, PlanEntry, PruningEvent, RunStatus, Summary,
-    CONFIG_FILE, METRICS_FILE, STATUS_FILE, SUMMARY_FILE,
+    median, read_metrics, read_status, read_summary, EpochRecord, Plan, PlanEntry, PruningEvent,
+    RunStatus, Summary, CONFIG_FILE, METRICS_FILE, STATUS_FILE, SUMMARY_FILE,
 };
 
 /// One planned run and what its dir holds. Every measured field is `None` when the run has
@@ -102,53 +100,38 @@ impl PartialEq<&str> for RunState {
 /// The name of [`RunState::Damaged`].
 pub const DAMAGED: &str = "damaged";
 
-/// A run's `metrics.csv`, read with polars.
-pub fn read_metrics_frame(path: &Path) -> anyhow::Result<DataFrame> {
-    CsvReadOptions::default()
-        .with_has_header(true)
-        .try_into_reader_with_file_path(Some(path.to_path_buf()))
-        .and_then(|r| r.finish())
-        .with_context(|| format!("reading {}", path.display()))
-}
-
-pub(crate) fn column_f64(df: &DataFrame, name: &str) -> anyhow::Result<Vec<f64>> {
-    let col = df
-        .column(name)
-        .with_context(|| format!("metrics.csv has no column `{name}`"))?
-        .cast(&DataType::Float64)?;
-    let values = col.f64()?;
-    Ok((0..values.len()).filter_map(|i| values.get(i)).collect())
-}
-
-/// Checks a run's `metrics.csv` frame: every column of [`METRICS_COLUMNS`] present and a
-/// finite number in every row, epochs numbered 1, 2, ... and, for a done run, as many rows as
-/// its status records epochs (a running run may be between writing the two).
-fn check_metrics(df: &DataFrame, expected_rows: Option<usize>) -> Result<(), String> {
-    for name in METRICS_COLUMNS {
-        let col = df
-            .column(name)
-            .map_err(|_| format!("has no column `{name}`"))?
-            .cast(&DataType::Float64)
-            .map_err(|_| format!("column `{name}` is not numeric"))?;
-        let values = col
-            .f64()
-            .map_err(|_| format!("column `{name}` is not numeric"))?;
-        for i in 0..values.len() {
-            match values.get(i) {
-                Some(v) if v.is_finite() => {}
-                _ => return Err(format!("row {}: `{name}` is not a finite number", i + 1)),
-            }
+/// Checks a run's metrics rows: a finite number in every column, epochs numbered 1, 2, ... and,
+/// for a done run, as many rows as its status records epochs (a running run may be between
+/// writing the two).
+fn check_metrics(records: &[EpochRecord], expected_rows: Option<usize>) -> Result<(), String> {
+    for (i, r) in records.iter().enumerate() {
+        let values = [
+            r.train_loss,
+            r.train_top1,
+            r.test_loss,
+            r.test_top1,
+            r.lr,
+            r.epoch_seconds,
+            r.data_seconds,
+            r.compute_seconds,
+            r.eval_seconds,
+            r.images_per_second,
+        ];
+        if let Some(k) = values.iter().position(|v| !v.is_finite()) {
+            return Err(format!(
+                "row {}: `{}` is not a finite number",
+                i + 1,
+                METRICS_COLUMNS[k + 1]
+            ));
         }
-        if name == "epoch" {
-            if let Some(i) = (0..values.len()).find(|&i| values.get(i) != Some((i + 1) as f64)) {
-                return Err(format!("row {}: epoch is not {}", i + 1, i + 1));
-            }
+        if r.epoch != i + 1 {
+            return Err(format!("row {}: epoch is not {}", i + 1, i + 1));
         }
     }
-    if let Some(expected) = expected_rows.filter(|&e| e != df.height()) {
+    if let Some(expected) = expected_rows.filter(|&e| e != records.len()) {
         return Err(format!(
             "has {} rows but the run's status records {expected} epochs",
-            df.height()
+            records.len()
         ));
     }
     Ok(())
@@ -204,11 +187,11 @@ fn load_run(exp_dir: &Path, entry: PlanEntry) -> anyhow::Result<RunRow> {
     }
     let metrics_path = dir.join(METRICS_FILE);
     let metrics = if metrics_path.is_file() {
-        match read_metrics_frame(&metrics_path) {
-            Ok(df) => {
+        match read_metrics(&metrics_path) {
+            Ok(records) => {
                 let expected = status.as_ref().filter(|_| done).map(|s| s.epochs_done);
-                match check_metrics(&df, expected) {
-                    Ok(()) => Some(df),
+                match check_metrics(&records, expected) {
+                    Ok(()) => Some(records),
                     Err(why) => {
                         problems.push(format!("{}: {why}", metrics_path.display()));
                         None
@@ -231,14 +214,13 @@ fn load_run(exp_dir: &Path, entry: PlanEntry) -> anyhow::Result<RunRow> {
     };
     let (mut final_top1, mut best_top1, mut train_seconds, mut epoch_seconds, mut ips) =
         (None, None, None, None, None);
-    if let Some(df) = metrics.filter(|df| df.height() > 0) {
-        let top1 = column_f64(&df, "test_top1")?;
-        final_top1 = top1.last().copied();
-        best_top1 = top1.iter().copied().reduce(f64::max);
-        let seconds = column_f64(&df, "epoch_seconds")?;
-        train_seconds = Some(seconds.iter().sum());
-        epoch_seconds = median(seconds);
-        ips = median(column_f64(&df, "images_per_second")?);
+    if let Some(records) = metrics.as_ref().filter(|r| !r.is_empty()) {
+        let top1 = records.iter().map(|r| r.test_top1);
+        final_top1 = records.last().map(|r| r.test_top1);
+        best_top1 = top1.reduce(f64::max);
+        train_seconds = Some(records.iter().map(|r| r.epoch_seconds).sum());
+        epoch_seconds = median(records.iter().map(|r| r.epoch_seconds));
+        ips = median(records.iter().map(|r| r.images_per_second));
     }
     let from_summary = |f: fn(&Summary) -> f64| summary.as_ref().map(f);
     Ok(RunRow {

@@ -13,9 +13,8 @@ use plotters::coord::Shift;
 use plotters::prelude::*;
 
 use super::aggregate::GroupRow;
-use super::load::read_metrics_frame;
 use super::tables::Metric;
-use crate::run_dir::PruningEvent;
+use crate::run_dir::{read_metrics, EpochRecord, PruningEvent};
 
 /// DejaVu Sans (Bitstream Vera license, `assets/fonts/DejaVuSans.LICENSE`).
 static FONT: &[u8] = include_bytes!("../../assets/fonts/DejaVuSans.ttf");
@@ -50,17 +49,17 @@ impl Curves {
         if !metrics.is_file() {
             return Ok(None);
         }
-        let df = read_metrics_frame(metrics)?;
-        if df.height() == 0 {
+        let records = read_metrics(metrics)?;
+        if records.is_empty() {
             return Ok(None);
         }
-        let col = |name: &str| super::load::column_f64(&df, name);
+        let col = |f: fn(&EpochRecord) -> f64| records.iter().map(f).collect();
         Ok(Some(Self {
-            epoch: col("epoch")?,
-            train_top1: col("train_top1")?,
-            test_top1: col("test_top1")?,
-            train_loss: col("train_loss")?,
-            test_loss: col("test_loss")?,
+            epoch: col(|r| r.epoch as f64),
+            train_top1: col(|r| r.train_top1),
+            test_top1: col(|r| r.test_top1),
+            train_loss: col(|r| r.train_loss),
+            test_loss: col(|r| r.test_loss),
             pruning: Vec::new(),
         }))
     }

@@ -20,7 +20,7 @@ use super::display::{duration, Console};
 use super::queue::{after_failure, prepare, triage, AfterFailure, Policy, Prepared, Triage};
 use super::{lock_experiment, Outcome};
 use crate::experiment::Experiment;
-use crate::run_dir::{is_busy, mark_lost, read_status, RunStatus, SUMMARY_FILE};
+use crate::run_dir::{is_busy, mark_lost, read_status, read_summary, RunStatus};
 
 /// Where the scheduler's own lines go, in the experiment's results dir, once its stdout is
 /// closed.
@@ -283,10 +283,10 @@ impl<'a> Session<'a> {
         };
         match status.status {
             RunStatus::Done => {
-                let top1 = std::fs::read_to_string(p.dir.join(SUMMARY_FILE))
+                let top1 = read_summary(&p.dir)
                     .ok()
-                    .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
-                    .and_then(|v| v["deploy_test_top1"].as_f64());
+                    .flatten()
+                    .map(|s| s.deploy_test_top1);
                 self.console.event(&format!(
                     "done {} in {took}{}: {}",
                     run.id,
