@@ -1,10 +1,10 @@
 //! `ablate count` end to end: output formats, and bad input giving one error line and exit 2.
 
 mod common;
-use common::{ablate, stderr, stdout};
+use common::{ablate, assert_usage_error, stderr, stdout};
 
 use std::path::PathBuf;
-use std::process::{Command, Output};
+use std::process::Command;
 
 /// A model file in a fresh temp dir.
 fn model_file(name: &str, text: &str) -> PathBuf {
@@ -13,18 +13,6 @@ fn model_file(name: &str, text: &str) -> PathBuf {
     let path = dir.join(name);
     std::fs::write(&path, text).unwrap();
     path
-}
-
-/// Exit code 2 and exactly one line on stderr, containing every one of `needles`.
-fn assert_usage_error(o: &Output, needles: &[&str]) {
-    let err = stderr(o);
-    assert_eq!(o.status.code(), Some(2), "stderr: {err}");
-    assert_eq!(err.lines().count(), 1, "one line expected: {err}");
-    assert!(err.starts_with("error: "), "{err}");
-    for n in needles {
-        assert!(err.contains(n), "{n:?} missing from: {err}");
-    }
-    assert!(stdout(o).is_empty());
 }
 
 #[test]

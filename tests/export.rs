@@ -4,35 +4,15 @@
 //! nothing written. Agreement with onnxruntime is checked by tests/onnx/check.sh.
 
 mod common;
-use common::{ablate, stderr};
+use common::{ablate, assert_usage_error, scratch, stderr};
 
-use std::path::{Path, PathBuf};
-use std::process::Output;
+use std::path::Path;
 
 use ablate::analyze::write_deploy;
 use ablate::io::load_safetensors;
 use ablate::model::Network;
 use candle_core::{Device, Tensor};
 use candle_nn::ModuleT;
-
-fn fresh_dir(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("ablate-export-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
-
-/// Exit code 2 and exactly one `error:` line containing every one of `needles`.
-fn assert_usage_error(o: &Output, needles: &[&str]) {
-    let err = stderr(o);
-    assert_eq!(o.status.code(), Some(2), "stderr: {err}");
-    assert_eq!(err.lines().count(), 1, "one line expected: {err}");
-    assert!(err.starts_with("error: "), "{err}");
-    for n in needles {
-        assert!(err.contains(n), "{n:?} missing from: {err}");
-    }
-    assert!(o.stdout.is_empty());
-}
 
 /// The files of `dir`, sorted.
 fn listing(dir: &Path) -> Vec<String> {
@@ -61,7 +41,7 @@ fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
 /// the file's indices (seed 5 prunes other channels than the seed-0 skeleton it is read into).
 #[test]
 fn a_deploy_file_reads_back_into_the_same_network() {
-    let dir = fresh_dir("roundtrip");
+    let dir = scratch("roundtrip");
     for name in ["condensenet-86", "condensenext"] {
         let spec = common::model(name).spec;
         let mut net = Network::seeded(&spec, 5, &Device::Cpu).unwrap();
@@ -109,7 +89,7 @@ fn a_deploy_file_reads_back_into_the_same_network() {
 /// One tiny trained run, exported; then every kind of bad input against copies of it.
 #[test]
 fn a_trained_run_exports_and_bad_input_is_one_line() {
-    let root = fresh_dir("run");
+    let root = scratch("run");
     let run = root.join("run");
     let run_s = run.to_str().unwrap();
     let o = ablate(&[
@@ -211,7 +191,7 @@ fn a_trained_run_exports_and_bad_input_is_one_line() {
     assert!(!target.exists());
 
     // Not a run dir at all.
-    let empty = fresh_dir("empty");
+    let empty = scratch("empty");
     let o = ablate(&["export", empty.to_str().unwrap(), "--out", t]);
     assert_usage_error(&o, &["not a run dir (no config.toml)"]);
 
