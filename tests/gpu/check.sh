@@ -59,7 +59,7 @@ say "ablate run experiments/ci.toml --devices cuda:0"
 if timeout -k 10 150 "$ablate" run experiments/ci.toml --devices cuda:0 \
   --results "$work/results" --reports "$work/reports" >"$work/ci-run.log" 2>&1; then
   runs=$(ls -d "$work"/results/ci/*/ | wc -l)
-  on_gpu=$(grep -l '"cuda:0' "$work"/results/ci/*/status.json | wc -l)
+  on_gpu=$(grep -l '"device": "cuda:0"' "$work"/results/ci/*/status.json | wc -l)
   done_=$(grep -l '"status": "done"' "$work"/results/ci/*/status.json | wc -l)
   echo "ci: $runs runs, $done_ done, $on_gpu trained on cuda:0"
   [ "$runs" -eq 4 ] && [ "$done_" -eq 4 ] && [ "$on_gpu" -eq 4 ] || fail=1
