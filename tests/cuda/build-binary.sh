@@ -4,7 +4,7 @@
 # comes from PyPI (tests/cuda/toolkit.sh). candle links cudarc with `dynamic-linking`, so the
 # executable needs libcuda, libnvrtc, libcurand, libcublas and libcublasLt at link time; none
 # is in a wheel without a driver, so this links against stubs: small shared libraries, compiled
-# here with gcc, that export every CUDA symbol the cudarc rlib references (`nm -u`), each
+# here with gcc (plus libcudart, which the wheel has), that export every CUDA symbol the cudarc rlib references (`nm -u`), each
 # function returning an error code, under the real libraries' sonames (libcuda.so.1,
 # libnvrtc.so.13, libcurand.so.10, libcublas.so.13, libcublasLt.so.13), put beside the wheel's
 # libcudart in $CUDA_PATH/lib (a folder cudarc's build script passes to the linker). On the GPU
@@ -45,6 +45,9 @@ stub libnvrtc libnvrtc.so.13 '^nvrtc'
 stub libcurand libcurand.so.10 '^curand'
 stub libcublasLt libcublasLt.so.13 '^cublasLt'
 stub libcublas libcublas.so.13 '^cublas' '^cublasLt'
+# candle-kernels' static libmoe also needs -lcudart: the wheel's real runtime, under its
+# development name.
+ln -sf libcudart.so.13 "$stubs/libcudart.so"
 
 cargo build --locked --release --features cuda --bin ablate
 cp "$CARGO_TARGET_DIR/release/ablate" "$out"
