@@ -13,8 +13,9 @@ mod status;
 mod train;
 mod worker;
 
-/// Set (to anything) to run `--device cuda:N` on the CPU in a build without CUDA: how the
-/// scheduler's GPU path is tested on machines without GPUs. Never set it otherwise.
+/// Set (to anything) to run `--device cuda:N` on the CPU, in builds with or without CUDA: how
+/// the scheduler's GPU path is tested on machines without GPUs (so the test suite passes under
+/// `--features cuda` on a machine without one too). Never set it otherwise.
 pub const CUDA_ON_CPU: &str = "ABLATE_TEST_CUDA_ON_CPU";
 
 use clap::{Parser, Subcommand};

@@ -67,7 +67,7 @@ pub fn parse_device(arg: &str) -> anyhow::Result<Device> {
         )
         .into());
     };
-    if !cfg!(feature = "cuda") && std::env::var_os(super::CUDA_ON_CPU).is_some() {
+    if std::env::var_os(super::CUDA_ON_CPU).is_some() {
         eprintln!(
             "warning: {arg} runs on the CPU ({} is set; a test of GPU scheduling)",
             super::CUDA_ON_CPU

@@ -18,7 +18,7 @@ const OP: &str = "depthwise3x3";
 /// `x: [N, C, H, W]`, `w: [C, 1, 3, 3]`; CPU tensors use the kernel, others candle's conv.
 pub fn depthwise3x3(x: &Tensor, w: &Tensor) -> Result<Tensor> {
     let c = x.dim(1)?;
-    if !x.device().is_cpu() {
+    if !super::cpu_kernel_fits(&x.device().location(), x.dtype()) {
         return x.conv2d(w, 1, 1, 1, c);
     }
     if w.dims() != [c, 1, 3, 3] {

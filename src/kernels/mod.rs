@@ -36,7 +36,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use rayon::prelude::*;
 
-use candle_core::{CpuStorage, DType, Layout, Result, Tensor, WithDType};
+use candle_core::{CpuStorage, DType, DeviceLocation, Layout, Result, Tensor, WithDType};
 
 /// Environment variable that selects the kernels of a process: `fast` (default) or
 /// `reference`.
@@ -91,8 +91,23 @@ pub fn set_from_env() -> std::result::Result<(), String> {
 }
 
 /// Whether the fast kernels run on `t`: they are active and `t` is an f32/f64 CPU tensor.
+/// Every layer that calls one of this module's ops checks this (or [`cpu_kernel_fits`], for
+/// the depthwise conv) first and runs candle's own op otherwise: the ops here have a
+/// `cpu_fwd` only, so a CUDA (or Metal) tensor must never reach them.
 pub(crate) fn fast_for(t: &Tensor) -> bool {
-    active() == Kernels::Fast && t.device().is_cpu() && matches!(t.dtype(), DType::F32 | DType::F64)
+    fast_on(active(), &t.device().location(), t.dtype())
+}
+
+/// [`fast_for`] as a function of what it looks at: the active kernels, where the tensor
+/// lives and its dtype.
+pub(crate) fn fast_on(kernels: Kernels, location: &DeviceLocation, dtype: DType) -> bool {
+    kernels == Kernels::Fast && cpu_kernel_fits(location, dtype)
+}
+
+/// Whether this module's CPU kernels can take a tensor at `location` of `dtype`: only f32 and
+/// f64 tensors on the CPU (they have no `cuda_fwd` / `metal_fwd`).
+pub(crate) fn cpu_kernel_fits(location: &DeviceLocation, dtype: DType) -> bool {
+    matches!(location, DeviceLocation::Cpu) && matches!(dtype, DType::F32 | DType::F64)
 }
 
 /// `len` values written by `fill(i, chunk)` over the `i`-th of the chunks of `chunk` values,
@@ -188,6 +203,43 @@ macro_rules! by_dtype {
     };
 }
 pub(crate) use by_dtype;
+
+#[cfg(test)]
+mod routing_tests {
+    use super::*;
+
+    #[test]
+    fn only_f32_f64_cpu_tensors_reach_the_cpu_kernels() {
+        let gpus = [
+            DeviceLocation::Cuda { gpu_id: 0 },
+            DeviceLocation::Cuda { gpu_id: 3 },
+            DeviceLocation::Metal { gpu_id: 0 },
+        ];
+        for dtype in [DType::F32, DType::F64, DType::F16, DType::BF16, DType::U32] {
+            let float = matches!(dtype, DType::F32 | DType::F64);
+            assert_eq!(cpu_kernel_fits(&DeviceLocation::Cpu, dtype), float);
+            assert_eq!(fast_on(Kernels::Fast, &DeviceLocation::Cpu, dtype), float);
+            assert!(!fast_on(Kernels::Reference, &DeviceLocation::Cpu, dtype));
+            for gpu in &gpus {
+                assert!(!cpu_kernel_fits(gpu, dtype), "{gpu:?} {dtype:?}");
+                for kernels in [Kernels::Fast, Kernels::Reference] {
+                    assert!(
+                        !fast_on(kernels, gpu, dtype),
+                        "{kernels:?} {gpu:?} {dtype:?}"
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn fast_for_reads_the_tensor_it_is_given() {
+        let x = Tensor::zeros((1, 2, 3, 3), DType::F32, &candle_core::Device::Cpu).unwrap();
+        assert_eq!(fast_for(&x), active() == Kernels::Fast);
+        let h = x.to_dtype(DType::F16).unwrap();
+        assert!(!fast_for(&h));
+    }
+}
 
 #[cfg(test)]
 pub(crate) mod testing {

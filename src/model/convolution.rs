@@ -54,9 +54,10 @@ pub(crate) fn is_depthwise(x: &Tensor, w: &Tensor, cfg: Conv2dConfig) -> Result<
     Ok(kernel == 3 && padding == 1 && stride == 1 && groups == w.dim(0)? && groups == x.dim(1)?)
 }
 
-/// `x` convolved with `w` as `cfg` says: depthwise 3x3 through [`depthwise3x3`] on CPU,
+/// `x` convolved with `w` as `cfg` says: depthwise 3x3 through [`depthwise3x3`] on CPU
+/// f32/f64 tensors ([`kernels::cpu_kernel_fits`]),
 /// other stride-1 convs through [`kernels::conv2d`] where the fast kernels run
-/// ([`kernels::fast_for`]), else candle's `conv2d`.
+/// ([`kernels::fast_for`]), else (other devices, the reference kernels) candle's `conv2d`.
 pub(crate) fn convolve(x: &Tensor, w: &Tensor, cfg: Conv2dConfig) -> Result<Tensor> {
     let Conv2dConfig {
         padding,
@@ -66,7 +67,7 @@ pub(crate) fn convolve(x: &Tensor, w: &Tensor, cfg: Conv2dConfig) -> Result<Tens
     } = cfg;
     // candle's own depthwise conv (one conv per channel, 1 s backward per layer) is not a
     // usable reference: the depthwise kernel predates the others and runs in both modes.
-    if is_depthwise(x, w, cfg)? && x.device().is_cpu() {
+    if is_depthwise(x, w, cfg)? && kernels::cpu_kernel_fits(&x.device().location(), x.dtype()) {
         depthwise3x3(x, w)
     } else if stride == 1 && kernels::fast_for(x) {
         kernels::conv2d(x, w, padding, groups)

@@ -1,6 +1,6 @@
 //! Losses: softmax cross-entropy and the class-balanced sigmoid focal loss (spec section 6).
 
-use candle_core::{DType, Result, Tensor};
+use candle_core::{DType, Device, Result, Tensor};
 
 /// Mean softmax cross-entropy of `logits [N, C]` against `targets [N]` (u32).
 pub fn cross_entropy(logits: &Tensor, targets: &Tensor) -> Result<Tensor> {
@@ -60,17 +60,40 @@ pub fn focal_loss(
     weights: &[f64],
     gamma: f64,
 ) -> Result<Tensor> {
+    focal_loss_with(
+        logits,
+        targets,
+        &class_weight_tensor(weights, logits.device())?,
+        gamma,
+    )
+}
+
+/// The class weights as the `[C]` tensor [`focal_loss_with`] takes, on `device` (made once
+/// per run: the loss then never copies anything between host and device).
+pub fn class_weight_tensor(weights: &[f64], device: &Device) -> Result<Tensor> {
+    let w: Vec<f32> = weights.iter().map(|&w| w as f32).collect();
+    Tensor::from_vec(w, weights.len(), device)
+}
+
+/// [`focal_loss`] with the class weights as a `[C]` tensor on the logits' device
+/// ([`class_weight_tensor`]); the signs and per-sample weights are built on that device from
+/// `targets`, so no step reads the targets back to the host.
+pub fn focal_loss_with(
+    logits: &Tensor,
+    targets: &Tensor,
+    weights: &Tensor,
+    gamma: f64,
+) -> Result<Tensor> {
     let (n, c) = logits.dims2()?;
-    let targets: Vec<u32> = targets.to_dtype(DType::U32)?.to_vec1()?;
-    let mut sign = vec![-1f32; n * c];
-    let mut alpha = vec![0f32; n];
-    for (i, &t) in targets.iter().enumerate() {
-        sign[i * c + t as usize] = 1.0;
-        alpha[i] = weights[t as usize] as f32;
-    }
     let dev = logits.device();
-    let sign = Tensor::from_vec(sign, (n, c), dev)?.to_dtype(logits.dtype())?;
-    let alpha = Tensor::from_vec(alpha, (n, 1), dev)?.to_dtype(logits.dtype())?;
+    let targets = targets.to_dtype(DType::U32)?;
+    let classes = Tensor::arange(0u32, c as u32, dev)?.unsqueeze(0)?;
+    let is_true = targets.unsqueeze(1)?.broadcast_eq(&classes)?; // [N, C] u8
+    let sign = ((is_true.to_dtype(logits.dtype())? * 2.0)? - 1.0)?;
+    let alpha = weights
+        .to_dtype(logits.dtype())?
+        .index_select(&targets, 0)?
+        .reshape((n, 1))?;
     let s = (logits * sign)?;
     let nll = softplus(&s.neg()?)?;
     let per = if gamma == 0.0 {
@@ -84,7 +107,7 @@ pub fn focal_loss(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use candle_core::{Device, Var};
+    use candle_core::Var;
 
     fn logits(values: &[f64], n: usize, c: usize) -> Var {
         Var::from_tensor(&Tensor::from_vec(values.to_vec(), (n, c), &Device::Cpu).unwrap()).unwrap()

@@ -10,7 +10,7 @@ use candle_core::{DType, Device, Tensor};
 use candle_nn::ModuleT;
 
 use super::checkpoint::{self, TrainedSoFar};
-use super::loss::{class_balanced_weights, cross_entropy, focal_loss};
+use super::loss::{class_balanced_weights, class_weight_tensor, cross_entropy, focal_loss_with};
 use super::meter::EpochMeter;
 
 use super::optim::{cosine_lr, Sgd, SgdConfig};
@@ -142,8 +142,8 @@ struct Trainer<'a> {
     net: Network,
     sgd: Sgd,
     progress: TrainedSoFar,
-    /// Class weights of the focal loss (unused for CE).
-    class_weights: Vec<f64>,
+    /// Class weights of the focal loss (unused for CE), `[C]` on the device.
+    class_weights: Tensor,
     iterations_per_epoch: usize,
 }
 
@@ -202,7 +202,10 @@ impl<'a> Trainer<'a> {
         // metrics.csv always agrees with the checkpoint (a kill between the two writes is
         // repaired here).
         write_metrics(&dir.path(METRICS_FILE), &progress.records)?;
-        let class_weights = class_balanced_weights(&train.class_counts(), cfg.train.focal_beta);
+        let class_weights = class_weight_tensor(
+            &class_balanced_weights(&train.class_counts(), cfg.train.focal_beta),
+            &device,
+        )?;
         Ok(Self {
             cfg,
             dir,
@@ -272,7 +275,7 @@ impl<'a> Trainer<'a> {
     fn loss(&self, logits: &Tensor, targets: &Tensor) -> candle_core::Result<Tensor> {
         match self.cfg.model.loss {
             Loss::Ce => cross_entropy(logits, targets),
-            Loss::Focal => focal_loss(
+            Loss::Focal => focal_loss_with(
                 logits,
                 targets,
                 &self.class_weights,

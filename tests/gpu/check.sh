@@ -1,0 +1,115 @@
+#!/usr/bin/env bash
+# One-shot check of the CUDA build on a GPU machine that has only the NVIDIA driver and CUDA
+# (no Rust toolchain, no network). Builds nothing: it takes an `ablate` built with
+# `--features cuda` elsewhere (tests/cuda/build-binary.sh makes one on a CPU machine) and, in
+# about 13 minutes at most:
+#   1. `ablate run experiments/ci.toml --devices cuda:0` (the real nvidia-smi; 4 tiny runs),
+#      and checks that every run is done and trained on cuda:0;
+#   2. one epoch of condensenet-86 and one of condensenext on 50,000 synthetic images at batch
+#      64 (`ablate train --dataset synthetic --subset 50000 --epochs 1`: the whole pruning
+#      schedule runs within that epoch, so it is the schedule's average speed) and prints the
+#      seconds per epoch beside the paper's V100 figures and this project's CPU figures. An
+#      epoch that does not finish within its time limit is stopped (SIGTERM) and its time is
+#      extrapolated from the last progress line.
+# Issue 17's GPU kernel tests are not here: there are no GPU kernels yet (every layer runs
+# candle's own ops on a CUDA tensor).
+#
+# usage: tests/gpu/check.sh ABLATE [OUT]
+#   ABLATE  the CUDA build of ablate
+#   OUT     folder for the logs and run dirs (default: a temp dir, removed at the end)
+# Run from anywhere inside a copy of the repository (it reads experiments/ci.toml).
+# GPU_CHECK_IMAGES (default 50000) and GPU_CHECK_LIMIT (seconds per epoch run, default 300)
+# exist for dry runs on a CPU (with a fake nvidia-smi and ABLATE_TEST_CUDA_ON_CPU=1).
+set -uo pipefail
+cd "$(dirname "$0")/../.."
+[ $# -ge 1 ] || { sed -n '2,20p' "$0"; exit 2; }
+ablate=$(realpath "$1")
+if [ $# -ge 2 ]; then
+  work=$2
+  mkdir -p "$work"
+else
+  work=$(mktemp -d /tmp/ablate-gpu.XXXXXX)
+  trap 'rm -rf "$work"' EXIT
+fi
+started=$SECONDS
+fail=0
+say() { echo "== [$((SECONDS - started)) s] $*"; }
+
+# The CUDA libraries the binary was linked against (libcuda from the driver; nvrtc, curand,
+# cublas, cublasLt from the toolkit).
+for d in /usr/local/cuda/lib64 /usr/local/cuda/targets/x86_64-linux/lib /usr/local/cuda/lib; do
+  [ -d "$d" ] && LD_LIBRARY_PATH=${LD_LIBRARY_PATH:+$LD_LIBRARY_PATH:}$d
+done
+export LD_LIBRARY_PATH
+missing=$(ldd "$ablate" | grep 'not found')
+if [ -n "$missing" ]; then
+  echo "$ablate cannot load these libraries (put their folder on LD_LIBRARY_PATH):" >&2
+  echo "$missing" >&2
+  exit 1
+fi
+say "GPU and libraries"
+nvidia-smi --query-gpu=index,name,driver_version,memory.total --format=csv,noheader
+ldd "$ablate" | grep -E 'libcuda|nvrtc|curand|cublas'
+nvidia-smi --query-gpu=timestamp,utilization.gpu,memory.used --format=csv,noheader -l 5 \
+  >"$work/nvidia-smi.csv" 2>/dev/null &
+smi=$!
+
+# 1. The scheduler with the real nvidia-smi, one GPU slot.
+say "ablate run experiments/ci.toml --devices cuda:0"
+if timeout -k 10 150 "$ablate" run experiments/ci.toml --devices cuda:0 \
+  --results "$work/results" --reports "$work/reports" >"$work/ci-run.log" 2>&1; then
+  runs=$(ls -d "$work"/results/ci/*/ | wc -l)
+  on_gpu=$(grep -l '"device": "cuda:0"' "$work"/results/ci/*/status.json | wc -l)
+  done_=$(grep -l '"status": "done"' "$work"/results/ci/*/status.json | wc -l)
+  echo "ci: $runs runs, $done_ done, $on_gpu trained on cuda:0"
+  [ "$runs" -eq 4 ] && [ "$done_" -eq 4 ] && [ "$on_gpu" -eq 4 ] || fail=1
+else
+  echo "ci run FAILED (exit $?); last lines of its log:"
+  fail=1
+fi
+tail -n 15 "$work/ci-run.log"
+
+# 2. One epoch at batch 64 on 50,000 synthetic images.
+# name, paper V100 s/epoch, ablate on 2 CPU cores s/epoch (README, `ablate bench` over the
+# schedule, Intel Xeon, 2 threads)
+images=${GPU_CHECK_IMAGES:-50000}
+epoch() { # MODEL LIMIT_S
+  local model=$1 limit=$2 out=$work/$1
+  say "ablate train --model $model --device cuda:0 (1 epoch, $images images, batch 64; limit ${limit} s)"
+  timeout -k 20 "$limit" "$ablate" train --model "$model" --device cuda:0 --epochs 1 --batch 64 \
+    --dataset synthetic --subset "$images" --test-subset 1000 --out "$out" >"$work/$model.log" 2>&1
+  local rc=$?
+  tail -n 6 "$work/$model.log"
+  if [ -s "$out/metrics.csv" ]; then
+    # epoch,train_loss,train_top1,test_loss,test_top1,lr,epoch_seconds,data_seconds,compute_seconds,...
+    awk -F, 'NR == 2 { printf "%.1f %.1f %.1f measured\n", $7, $8, $9 }' "$out/metrics.csv" \
+      >"$work/$model.seconds"
+  else
+    # Stopped before the epoch ended: all the images at the last reported rate.
+    grep -o '[0-9]* img/s' "$work/$model.log" | tail -n 1 |
+      awk -v n="$images" '{ if ($1 > 0) printf "%.1f - - extrapolated from %d img/s\n", n / $1, $1 }' \
+        >"$work/$model.seconds"
+    [ -s "$work/$model.seconds" ] || echo "- - - no progress line (exit $rc)" >"$work/$model.seconds"
+    fail=1
+  fi
+  [ $rc -eq 0 ] || echo "$model: exit $rc"
+}
+epoch condensenet-86 "${GPU_CHECK_LIMIT:-300}"
+epoch condensenext "${GPU_CHECK_LIMIT:-300}"
+kill "$smi" 2>/dev/null
+
+say "seconds per training epoch ($images images, batch 64)"
+printf '%-16s %12s %10s %10s %12s %s\n' model "ablate H200" "paper V100" "ablate CPU" "data/compute" how
+for row in "condensenet-86 53.79 815" "condensenext 19.42 260"; do
+  set -- $row
+  read -r total data compute how <"$work/$1.seconds"
+  printf '%-16s %12s %10s %10s %12s %s\n' "$1" "$total" "$2" "$3" "$data/$compute" "$how"
+done
+echo "(paper: V100, PyTorch; CPU: ablate on 2 cores of an Intel Xeon, averaged over the schedule)"
+if [ -s "$work/nvidia-smi.csv" ]; then
+  awk -F', ' '{ u = $2 + 0; m = $3 + 0; if (u > mu) mu = u; if (m > mm) mm = m }
+    END { printf "GPU peak utilisation %d %%, peak memory %d MiB (5 s samples)\n", mu, mm }' \
+    "$work/nvidia-smi.csv"
+fi
+say "done: $([ $fail -eq 0 ] && echo PASS || echo FAIL)"
+exit $fail
