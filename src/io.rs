@@ -95,17 +95,31 @@ pub fn save_safetensors_checksummed(
     save_safetensors_with(path, tensors, Some(metadata))
 }
 
+/// Tensors and header metadata of a safetensors file.
+type Loaded = (HashMap<String, Tensor>, HashMap<String, String>);
+
 /// [`load_safetensors`], failing with an error naming the file when its tensor data does not
 /// match the checksum in its header. A file without a checksum loads as it is.
 pub fn load_safetensors_verified(
     path: &Path,
     device: &candle_core::Device,
-) -> anyhow::Result<(HashMap<String, Tensor>, HashMap<String, String>)> {
+) -> anyhow::Result<Loaded> {
+    load(path, device, true)
+}
+
+/// The tensors (on `device`) and header metadata of a safetensors file.
+pub fn load_safetensors(path: &Path, device: &candle_core::Device) -> anyhow::Result<Loaded> {
+    load(path, device, false)
+}
+
+/// Reads `path`; with `verify`, checks the tensor data against the header's checksum if it
+/// has one.
+fn load(path: &Path, device: &candle_core::Device, verify: bool) -> anyhow::Result<Loaded> {
     let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
     let (_, header) = safetensors::SafeTensors::read_metadata(&bytes)
         .with_context(|| format!("{}: not a safetensors file", path.display()))?;
     let metadata = header.metadata().clone().unwrap_or_default();
-    if let Some(expected) = metadata.get(CHECKSUM_KEY) {
+    if let Some(expected) = metadata.get(CHECKSUM_KEY).filter(|_| verify) {
         let actual = data_section(&bytes).map(md5_hex);
         if actual.as_deref() != Some(expected.as_str()) {
             return Err(DamagedFile {
@@ -114,20 +128,6 @@ pub fn load_safetensors_verified(
             .into());
         }
     }
-    let tensors = candle_core::safetensors::load_buffer(&bytes, device)
-        .with_context(|| format!("{}: reading tensors", path.display()))?;
-    Ok((tensors, metadata))
-}
-
-/// The tensors (on `device`) and header metadata of a safetensors file.
-pub fn load_safetensors(
-    path: &Path,
-    device: &candle_core::Device,
-) -> anyhow::Result<(HashMap<String, Tensor>, HashMap<String, String>)> {
-    let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
-    let (_, header) = safetensors::SafeTensors::read_metadata(&bytes)
-        .with_context(|| format!("{}: not a safetensors file", path.display()))?;
-    let metadata = header.metadata().clone().unwrap_or_default();
     let tensors = candle_core::safetensors::load_buffer(&bytes, device)
         .with_context(|| format!("{}: reading tensors", path.display()))?;
     Ok((tensors, metadata))
