@@ -13,20 +13,23 @@
 
 mod bn_act;
 mod bn_act_conv;
-mod bn_act_sparse_conv;
+mod bn_act_conv3x3;
 mod conv;
 mod depthwise;
+mod direct3x3;
 mod live_conv;
+mod noise;
 mod select;
 mod separable;
 mod sparse_conv;
 
 pub use bn_act::{bn_act, bn_stats, ActKind};
 pub use bn_act_conv::bn_act_conv;
-pub use bn_act_sparse_conv::bn_act_sparse_conv3x3;
+pub use bn_act_conv3x3::bn_act_conv3x3;
 pub use conv::conv2d;
 pub use depthwise::depthwise3x3;
 pub use live_conv::{bn_act_live_conv, GroupInputs};
+pub use noise::DropoutNoise;
 pub use select::{select_channels, ChannelIndex};
 pub use separable::separable_conv;
 pub use sparse_conv::{sparse_conv3x3, KernelPairs};

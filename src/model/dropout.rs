@@ -7,6 +7,7 @@ use candle_core::{Result, Tensor};
 use candle_nn::ModuleT;
 use rayon::prelude::*;
 
+use crate::kernels::DropoutNoise;
 use crate::rng::Rng;
 
 /// The training step that dropout noise is drawn for, shared by every [`Dropout`] of a
@@ -50,6 +51,18 @@ impl Dropout {
     pub fn rate(&self) -> f64 {
         self.rate
     }
+
+    /// The noise of the step the clock shows, for a kernel that fuses the dropout; `None` in
+    /// eval mode or at rate 0 (identity).
+    pub fn noise_for(&self, train: bool) -> Option<DropoutNoise> {
+        (train && self.rate > 0.0).then(|| self.noise())
+    }
+
+    fn noise(&self) -> DropoutNoise {
+        let step = self.clock.get();
+        let rng = Rng::for_stream(self.seed, &format!("{}/{step}", self.name));
+        DropoutNoise::new(rng, 1.0 - self.rate)
+    }
 }
 
 impl ModuleT for Dropout {
@@ -57,19 +70,13 @@ impl ModuleT for Dropout {
         if !train || self.rate == 0.0 {
             return Ok(x.clone());
         }
-        let keep = 1.0 - self.rate;
-        let scale = (1.0 / keep) as f32;
-        let step = self.clock.get();
-        let rng = Rng::for_stream(self.seed, &format!("{}/{step}", self.name));
+        let noise = self.noise();
         // The stream drawn in parallel pieces: element i takes the stream's i-th draw.
         const PIECE: usize = 1 << 14;
         let mut mask = vec![0f32; x.elem_count()];
-        mask.par_chunks_mut(PIECE).enumerate().for_each(|(i, m)| {
-            let mut rng = rng.ahead((i * PIECE) as u64);
-            for v in m {
-                *v = if rng.next_f64() < keep { scale } else { 0.0 };
-            }
-        });
+        mask.par_chunks_mut(PIECE)
+            .enumerate()
+            .for_each(|(i, m)| noise.fill(i * PIECE, m));
         let mask = Tensor::from_vec(mask, x.shape(), x.device())?.to_dtype(x.dtype())?;
         x * mask
     }

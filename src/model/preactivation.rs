@@ -10,8 +10,7 @@ use super::dropout::Dropout;
 use super::state::{HasState, State};
 use crate::config::Activation;
 use crate::kernels::{
-    self, bn_act_conv, bn_act_live_conv, bn_act_sparse_conv3x3, GroupInputs, KernelPairs,
-};
+    self, bn_act_conv, bn_act_conv3x3, bn_act_live_conv, GroupInputs};
 
 #[derive(Debug, Clone)]
 pub struct PreActivation {
@@ -56,10 +55,10 @@ impl PreActivation {
 
 impl PreActivation {
     /// `conv(self(x), w)` as `cfg` says: one fused kernel (which never stores the activated
-    /// input) where the fast kernels run, nothing (dropout) comes between and the conv is a
-    /// stride-1 non-depthwise one: [`bn_act_sparse_conv3x3`] over the kernel pairs of a
-    /// grouped 3x3 (its per-group GEMMs are too small for im2col + GEMM to pay), else
-    /// [`bn_act_conv`]; otherwise the two steps.
+    /// input) where the fast kernels run and the conv is a stride-1 non-depthwise one:
+    /// [`bn_act_conv3x3`]'s direct loops for a 3x3 with padding 1 (im2col + GEMM copies as
+    /// long as it multiplies at these channel counts; the dropout, if any, fused too), else,
+    /// without dropout, [`bn_act_conv`]; otherwise the two steps.
     pub fn convolve(
         &self,
         x: &Tensor,
@@ -67,17 +66,18 @@ impl PreActivation {
         cfg: Conv2dConfig,
         train: bool,
     ) -> Result<Tensor> {
-        let fusable = self.dropout.is_none() && cfg.stride == 1 && !is_depthwise(x, w, cfg)?;
-        if fusable && kernels::fast_for(x) {
+        let plain = cfg.stride == 1 && !is_depthwise(x, w, cfg)?;
+        let noise = self.dropout.as_ref().and_then(|d| d.noise_for(train));
+        if plain && kernels::fast_for(x) && cfg.kernel == 3 && cfg.padding == 1 {
             let params = self.norm.fused_params(x, train)?;
             self.act.record(x);
             let (eps, act) = (self.norm.eps(), self.act.kernel());
-            let (cout, cin) = (w.dim(0)?, x.dim(1)?);
-            if cfg.kernel == 3 && cfg.padding == 1 && cfg.groups > 1 {
-                let pairs = KernelPairs::grouped(cin, cout, cfg.groups)?;
-                let w = w.reshape((pairs.len(), 1, 3, 3))?;
-                return bn_act_sparse_conv3x3(x, &params, &w, &pairs, eps, act, train);
-            }
+            return bn_act_conv3x3(x, &params, w, cfg.groups, eps, act, train, noise);
+        }
+        if plain && noise.is_none() && kernels::fast_for(x) {
+            let params = self.norm.fused_params(x, train)?;
+            self.act.record(x);
+            let (eps, act) = (self.norm.eps(), self.act.kernel());
             return bn_act_conv(x, &params, w, cfg.padding, cfg.groups, eps, act, train);
         }
         convolve(&self.forward_t(x, train)?, w, cfg)
