@@ -209,6 +209,110 @@ pub(super) fn coefficients<T: WithDType>(p: &[T], c: usize, eps: f64) -> Vec<Coe
         .collect()
 }
 
+/// `da <- act'(x * scale + shift) * da` over one plane, returning `(sum(da), sum(da * x))`
+/// of the gated values, in `LANES` fixed-order partial sums.
+#[inline(always)]
+pub(super) fn gate_plane<T: WithDType>(
+    xs: &[T],
+    da: &mut [T],
+    scale: T,
+    shift: T,
+    act: ActKind,
+) -> (f64, f64) {
+    let zero = T::from_f64(0.0);
+    let (mut s, mut sx) = ([zero; LANES], [zero; LANES]);
+    let mut xc = xs.chunks_exact(LANES);
+    let mut dc = da.chunks_exact_mut(LANES);
+    for (xl, dl) in (&mut xc).zip(&mut dc) {
+        for l in 0..LANES {
+            let d = act.gate(xl[l] * scale + shift, dl[l]);
+            dl[l] = d;
+            s[l] += d;
+            sx[l] += d * xl[l];
+        }
+    }
+    let (mut total, mut total_x) = (0f64, 0f64);
+    for (&v, d) in xc.remainder().iter().zip(dc.into_remainder()) {
+        *d = act.gate(v * scale + shift, *d);
+        total += d.to_f64();
+        total_x += d.to_f64() * v.to_f64();
+    }
+    for l in 0..LANES {
+        total += s[l].to_f64();
+        total_x += sx[l].to_f64();
+    }
+    (total, total_x)
+}
+
+/// `da <- act'(a) * da` over one image's `C` planes, with each channel's `(sum(da), sum(da * x))`
+/// into `sums`.
+pub(super) fn gate_image<T: WithDType>(
+    x: &[T],
+    da: &mut [T],
+    k: &[Coefficients],
+    plane: usize,
+    act: ActKind,
+    sums: &mut [(f64, f64)],
+) {
+    for (c, ((xs, ds), sum)) in x
+        .chunks(plane)
+        .zip(da.chunks_mut(plane))
+        .zip(sums.iter_mut())
+        .enumerate()
+    {
+        let (scale, shift) = (T::from_f64(k[c].scale), T::from_f64(k[c].shift));
+        *sum = match act {
+            ActKind::Relu => gate_plane(xs, ds, scale, shift, ActKind::Relu),
+            ActKind::Relu6 => gate_plane(xs, ds, scale, shift, ActKind::Relu6),
+        };
+    }
+}
+
+/// The BN's share of the backward, after [`gate_image`] ran on every image: `dx` (holding the
+/// gated `da`) becomes the input gradient, and `dp` (`[4, C]`) gets `dgamma` and `dbeta`.
+/// `sums[img * C + c]` are the per-image sums; they are added in image order.
+pub(super) fn bn_input_grad<T: WithDType>(
+    dx: &mut [T],
+    x: &[T],
+    sums: &[(f64, f64)],
+    k: &[Coefficients],
+    plane: usize,
+    train: bool,
+    dp: &mut [T],
+) {
+    let cin = k.len();
+    let n = sums.len() / cin;
+    // Per channel, in image order: sum(da) and sum(da * xhat).
+    let count = (n * plane) as f64;
+    let totals: Vec<(f64, f64)> = (0..cin)
+        .map(|c| {
+            let (mut s, mut sx) = (0f64, 0f64);
+            for img in 0..n {
+                s += sums[img * cin + c].0;
+                sx += sums[img * cin + c].1;
+            }
+            (s, (sx - k[c].mean * s) * k[c].invstd)
+        })
+        .collect();
+
+    // dx = k1 * da + k2 * x + k3 (training) or k1 * da (evaluation).
+    dx.par_chunks_mut(plane)
+        .zip(x.par_chunks(plane))
+        .enumerate()
+        .for_each(|(i, (d, xs))| {
+            let c = i % cin;
+            let [k1, k2, k3] = k[c].input_grad::<T>(totals[c], count, train);
+            for (o, &v) in d.iter_mut().zip(xs) {
+                *o = k1 * *o + k2 * v + k3;
+            }
+        });
+
+    for (c, &(s, sxhat)) in totals.iter().enumerate() {
+        dp[2 * cin + c] = T::from_f64(sxhat);
+        dp[3 * cin + c] = T::from_f64(s);
+    }
+}
+
 fn forward<T: WithDType>(x: &[T], p: &[T], dims: [usize; 4], op: BnAct) -> Vec<T> {
     let [_, c, h, w] = dims;
     let k = coefficients(p, c, op.eps);

@@ -18,6 +18,10 @@
 //! (input channel, tap) terms in one fixed order, and every weight gradient its positions in
 //! fixed lanes, so a CPU gives the same bits on every run.
 
+use std::mem::MaybeUninit;
+
+use rayon::prelude::*;
+
 use super::sparse_conv::{Float, Plane};
 
 /// Output channels per register block.
@@ -45,11 +49,10 @@ impl Plane {
     }
 }
 
-/// One register block: output channels `out0..out0 + rows` reading input channels
-/// `in0..in0 + inputs`; its weights are `data[offset..]` as `[input][tap][rows]`.
+/// One register block: `rows` output channels (the blocks cover the outputs in order) reading
+/// input channels `in0..in0 + inputs`; its weights are `data[offset..]` as `[input][tap][rows]`.
 #[derive(Debug, Clone, Copy)]
 struct Block {
-    out0: usize,
     rows: usize,
     in0: usize,
     inputs: usize,
@@ -81,7 +84,6 @@ impl<T: Float> Packed3x3<T> {
             while o < (g + 1) * per_group {
                 let rows = MR.min((g + 1) * per_group - o);
                 blocks.push(Block {
-                    out0: o,
                     rows,
                     in0: g * inputs_per_group,
                     inputs: inputs_per_group,
@@ -126,28 +128,62 @@ pub(super) fn scratch_len(g: Plane) -> usize {
     MR * g.tiled_len()
 }
 
-/// One image's conv: the compact planes `dst` (`[outputs, h * w]`) from the padded planes
-/// `src` (stride `g.padded_len()`, borders zero, followed by at least `g.slack()` elements).
+/// One image's conv: the compact planes `dst` (`[outputs, h * w]`, all written) from the
+/// padded planes `src` (stride `g.padded_len()`, borders zero, followed by at least
+/// `g.slack()` elements). `parallel`: the register blocks in parallel (for a batch too small
+/// to keep every thread busy with images), each with its own scratch; else in `scratch`.
 pub(super) fn conv_image<T: Direct3x3>(
-    dst: &mut [T],
+    dst: &mut [MaybeUninit<T>],
     src: &[T],
     packed: &Packed3x3<T>,
     g: Plane,
     scratch: &mut [T],
+    parallel: bool,
+) {
+    let plane = g.len();
+    assert!(dst.len() >= packed.outputs * plane && scratch.len() >= MR * g.tiled_len());
+    if !parallel {
+        let mut rest = &mut dst[..];
+        for b in &packed.blocks {
+            let (out, tail) = rest.split_at_mut(b.rows * plane);
+            conv_block(out, src, packed, b, g, scratch);
+            rest = tail;
+        }
+        return;
+    }
+    let mut parts = Vec::with_capacity(packed.blocks.len());
+    let mut rest = &mut dst[..];
+    for b in &packed.blocks {
+        let (out, tail) = rest.split_at_mut(b.rows * plane);
+        parts.push((b, out));
+        rest = tail;
+    }
+    let zero = T::from_f64(0.0);
+    parts.into_par_iter().for_each_init(
+        || vec![zero; scratch_len(g)],
+        |scratch, (b, out)| conv_block(out, src, packed, b, g, scratch),
+    );
+}
+
+/// One register block's output planes `out` (`[b.rows, h * w]`).
+fn conv_block<T: Direct3x3>(
+    out: &mut [MaybeUninit<T>],
+    src: &[T],
+    packed: &Packed3x3<T>,
+    b: &Block,
+    g: Plane,
+    scratch: &mut [T],
 ) {
     let (tiled, plane) = (g.tiled_len(), g.len());
-    debug_assert!(dst.len() >= packed.outputs * plane && scratch.len() >= MR * tiled);
-    for b in &packed.blocks {
-        let need = (b.in0 + b.inputs - 1) * g.padded_len() + tiled + 2 * g.wp() + 2;
-        assert!(b.inputs > 0 && src.len() >= need, "conv_image: short input");
-        let w = &packed.data[b.offset..b.offset + b.inputs * 9 * b.rows];
-        let src = &src[b.in0 * g.padded_len()..];
-        T::block(src, w, b.rows, b.inputs, g, scratch);
-        for r in 0..b.rows {
-            let rows = scratch[r * tiled..].chunks(g.wp());
-            let out = dst[(b.out0 + r) * plane..][..plane].chunks_mut(g.w);
-            for (d, s) in out.zip(rows) {
-                super::sparse_conv::copy_row(d, &s[..g.w]);
+    let need = (b.in0 + b.inputs - 1) * g.padded_len() + tiled + 2 * g.wp() + 2;
+    assert!(b.inputs > 0 && src.len() >= need, "conv_image: short input");
+    let w = &packed.data[b.offset..b.offset + b.inputs * 9 * b.rows];
+    T::block(&src[b.in0 * g.padded_len()..], w, b.rows, b.inputs, g, scratch);
+    for (r, out) in out.chunks_mut(plane).enumerate() {
+        let rows = scratch[r * tiled..].chunks(g.wp());
+        for (d, s) in out.chunks_mut(g.w).zip(rows) {
+            for (d, &v) in d.iter_mut().zip(&s[..g.w]) {
+                d.write(v);
             }
         }
     }
@@ -426,7 +462,8 @@ mod avx2 {
         let choices: &[usize] = match rows {
             4..=6 => &[2],
             3 => &[3, 2],
-            _ => &[6, 5, 4, 3, 2],
+            2 => &[6, 5, 4, 3, 2],
+            _ => &[12, 10, 8, 6, 5, 4, 3, 2],
         };
         let cost = |v: usize| {
             let computed = g.acc_len().div_ceil(8 * v) * 8 * v;
@@ -468,7 +505,7 @@ mod avx2 {
                 4 => run!(4: 2),
                 3 => run!(3: 3, 2),
                 2 => run!(2: 6, 5, 4, 3, 2),
-                _ => run!(1: 6, 5, 4, 3, 2),
+                _ => run!(1: 12, 10, 8, 6, 5, 4, 3, 2),
             }
         }
     }
@@ -593,47 +630,6 @@ mod tests {
                     }
                 }
             }
-        }
-    }
-}
-
-#[cfg(test)]
-mod speed {
-    use super::*;
-    use crate::rng::Rng;
-    use std::time::Instant;
-
-    #[test]
-    #[ignore]
-    fn speed() {
-        let mut rng = Rng::new(1);
-        for (h, cin, cout, groups) in [(32, 40, 32, 1), (32, 16, 32, 1), (16, 72, 32, 1), (8, 104, 32, 1), (32, 32, 8, 4), (8, 128, 32, 4)] {
-            let g = Plane { h, w: h };
-            let src: Vec<f32> = (0..g.padded_buffer_len(cin)).map(|_| rng.uniform(-1.0, 1.0) as f32).collect();
-            let w: Vec<f32> = (0..cout * cin / groups * 9).map(|_| rng.uniform(-1.0, 1.0) as f32).collect();
-            let p = Packed3x3::forward(&w, cout, cin, groups);
-            let mut dst = vec![0f32; cout * g.len()];
-            let mut scratch = vec![0f32; scratch_len(g)];
-            let reps = (2e9 / (2.0 * (cout * cin / groups * 9 * h * h) as f64)) as usize + 1;
-            let t = Instant::now();
-            for _ in 0..reps { conv_image(&mut dst, &src, &p, g, &mut scratch); }
-            let e = t.elapsed().as_secs_f64();
-            let flops = 2.0 * (cout * cin / groups * 9 * h * h * reps) as f64;
-            let dy: Vec<f32> = (0..g.padded_buffer_len(cout)).map(|_| rng.uniform(-1.0, 1.0) as f32).collect();
-            let mut dw = vec![0f32; w.len()];
-            let t = Instant::now();
-            for _ in 0..reps { weight_grad_image(&mut dw, &src, &dy, (cout, cin, groups), g); }
-            let e2 = t.elapsed().as_secs_f64();
-            let pi = Packed3x3::input_grad(&w, cout, cin, groups);
-            let mut dx = vec![0f32; cin * g.len()];
-            let t = Instant::now();
-            for _ in 0..reps { conv_image(&mut dx, &dy, &pi, g, &mut scratch); }
-            let e3 = t.elapsed().as_secs_f64();
-            let pairs = super::super::sparse_conv::KernelPairs::grouped(cin, cout, groups).unwrap();
-            let t = Instant::now();
-            for _ in 0..reps { super::super::sparse_conv::image_planes(&mut dst, &src, &pairs.by_out, &pairs.inp, &w, g, false, false); }
-            let e4 = t.elapsed().as_secs_f64();
-            println!("{h}x{h} {cin}->{cout} g{groups}: fwd {:.1} wgrad {:.1} dgrad {:.1} pairs-fwd {:.1} GFLOP/s", flops / e / 1e9, flops / e2 / 1e9, flops / e3 / 1e9, flops / e4 / 1e9);
         }
     }
 }

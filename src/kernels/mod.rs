@@ -1,9 +1,10 @@
 //! CPU kernels for the ops candle runs slowly, as candle custom ops with their own backward:
 //! convolution as im2col + GEMM ([`conv2d`]), depthwise 3x3 ([`depthwise3x3`]), fused
-//! batch-norm + activation ([`bn_act`]), the learned-group 1x1 conv over live inputs only
-//! ([`bn_act_live_conv`]), sparse 3x3 convs over kernel pairs ([`sparse_conv3x3`]), the
-//! converted learned-dsc conv as one op ([`separable_conv`]) and channel gathers ([`select_channels`], which also
-//! does the channel shuffle).
+//! batch-norm + activation ([`bn_act`]), batch-norm + activation + dropout + conv as one op
+//! ([`preact_conv`]: 1x1 in groups, the learned-group 1x1 over live inputs only, and 3x3 as
+//! register-blocked direct loops), sparse 3x3 convs over kernel pairs ([`sparse_conv3x3`]),
+//! the converted learned-dsc conv as one op ([`separable_conv`]) and channel gathers
+//! ([`select_channels`], which also does the channel shuffle).
 //!
 //! Every kernel sums each output element in one fixed order that does not depend on thread
 //! timing or the thread count's work split, so training stays bit-reproducible. Each is
@@ -12,24 +13,24 @@
 //! runs candle's ops instead (for comparisons: `ablate bench --kernels reference`).
 
 mod bn_act;
-mod bn_act_conv;
-mod bn_act_conv3x3;
 mod conv;
 mod depthwise;
 mod direct3x3;
-mod live_conv;
+mod group_inputs;
 mod noise;
+mod preact_conv;
 mod select;
 mod separable;
 mod sparse_conv;
+mod stage;
 
 pub use bn_act::{bn_act, bn_stats, ActKind};
-pub use bn_act_conv::bn_act_conv;
-pub use bn_act_conv3x3::bn_act_conv3x3;
 pub use conv::conv2d;
 pub use depthwise::depthwise3x3;
-pub use live_conv::{bn_act_live_conv, GroupInputs};
+pub use group_inputs::GroupInputs;
 pub use noise::DropoutNoise;
+pub use preact_conv::preact_conv;
+pub use stage::StageConv;
 pub use select::{select_channels, ChannelIndex};
 pub use separable::separable_conv;
 pub use sparse_conv::{sparse_conv3x3, KernelPairs};
@@ -138,6 +139,38 @@ unsafe fn filled<T: Send>(
             .chunks_mut(chunk)
             .enumerate()
             .for_each(|(i, c)| fill(i, c));
+    }
+    // SAFETY: the caller's `fill` initialised all `len` elements.
+    unsafe { v.set_len(len) };
+    v
+}
+
+/// [`filled`] with per-worker state: `fill(state, i, chunk)`, the state made by `init` once per
+/// piece of work rayon splits off.
+///
+/// # Safety
+/// `fill` must write every element of every chunk it is given.
+unsafe fn filled_with<T: Send, S>(
+    len: usize,
+    chunk: usize,
+    parallel: bool,
+    init: impl Fn() -> S + Sync + Send,
+    fill: impl Fn(&mut S, usize, &mut [MaybeUninit<T>]) + Sync + Send,
+) -> Vec<T> {
+    let mut v: Vec<T> = Vec::with_capacity(len);
+    let chunk = chunk.max(1);
+    let spare = &mut v.spare_capacity_mut()[..len];
+    if parallel {
+        spare
+            .par_chunks_mut(chunk)
+            .enumerate()
+            .for_each_init(&init, |s, (i, c)| fill(s, i, c));
+    } else {
+        let mut s = init();
+        spare
+            .chunks_mut(chunk)
+            .enumerate()
+            .for_each(|(i, c)| fill(&mut s, i, c));
     }
     // SAFETY: the caller's `fill` initialised all `len` elements.
     unsafe { v.set_len(len) };

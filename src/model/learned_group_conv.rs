@@ -14,7 +14,7 @@ use crate::config::Activation;
 use crate::cost::{trace, Cost, LayerCost};
 use crate::kernels::GroupInputs;
 
-/// The conv reads only each group's live inputs ([`crate::kernels::bn_act_live_conv`]) once
+/// The conv reads only each group's live inputs ([`crate::kernels::StageConv::Live`]) once
 /// at most this fraction of them is live; above it the masked dense conv (one larger GEMM
 /// instead of one per group) is faster. Both compute the same output. Measured with
 /// `ablate bench --models condensenet-86 --progress t` (2 cores, batch 64): at 3/4 live the

@@ -9,8 +9,7 @@ use super::convolution::{convolve, is_depthwise, Conv2dConfig};
 use super::dropout::Dropout;
 use super::state::{HasState, State};
 use crate::config::Activation;
-use crate::kernels::{
-    self, bn_act_conv, bn_act_conv3x3, bn_act_live_conv, GroupInputs};
+use crate::kernels::{self, preact_conv, GroupInputs, StageConv};
 
 #[derive(Debug, Clone)]
 pub struct PreActivation {
@@ -54,11 +53,9 @@ impl PreActivation {
 }
 
 impl PreActivation {
-    /// `conv(self(x), w)` as `cfg` says: one fused kernel (which never stores the activated
-    /// input) where the fast kernels run and the conv is a stride-1 non-depthwise one:
-    /// [`bn_act_conv3x3`]'s direct loops for a 3x3 with padding 1 (im2col + GEMM copies as
-    /// long as it multiplies at these channel counts; the dropout, if any, fused too), else,
-    /// without dropout, [`bn_act_conv`]; otherwise the two steps.
+    /// `conv(self(x), w)` as `cfg` says: one fused kernel ([`preact_conv`], which never stores
+    /// the activated input and fuses the dropout too) where the fast kernels run and the conv
+    /// is a stride-1 1x1 or 3x3 (padding 1) that is not depthwise; otherwise the steps apart.
     pub fn convolve(
         &self,
         x: &Tensor,
@@ -66,27 +63,24 @@ impl PreActivation {
         cfg: Conv2dConfig,
         train: bool,
     ) -> Result<Tensor> {
-        let plain = cfg.stride == 1 && !is_depthwise(x, w, cfg)?;
-        let noise = self.dropout.as_ref().and_then(|d| d.noise_for(train));
-        if plain && kernels::fast_for(x) && cfg.kernel == 3 && cfg.padding == 1 {
-            let params = self.norm.fused_params(x, train)?;
-            self.act.record(x);
-            let (eps, act) = (self.norm.eps(), self.act.kernel());
-            return bn_act_conv3x3(x, &params, w, cfg.groups, eps, act, train, noise);
+        let groups = cfg.groups;
+        let stage = match (cfg.kernel, cfg.padding) {
+            (1, 0) => Some(StageConv::Pointwise { groups }),
+            (3, 1) => Some(StageConv::Conv3x3 { groups }),
+            _ => None,
+        };
+        match stage {
+            Some(stage) if cfg.stride == 1 && !is_depthwise(x, w, cfg)? && kernels::fast_for(x) => {
+                self.fused(x, w, stage, train)
+            }
+            _ => convolve(&self.forward_t(x, train)?, w, cfg),
         }
-        if plain && noise.is_none() && kernels::fast_for(x) {
-            let params = self.norm.fused_params(x, train)?;
-            self.act.record(x);
-            let (eps, act) = (self.norm.eps(), self.act.kernel());
-            return bn_act_conv(x, &params, w, cfg.padding, cfg.groups, eps, act, train);
-        }
-        convolve(&self.forward_t(x, train)?, w, cfg)
     }
 
     /// `conv1x1(self(x), w)` where output `o` reads only the inputs `live` gives its group
-    /// (`o mod groups`), as one fused kernel ([`bn_act_live_conv`]) that skips the pruned
-    /// products; `None` where that kernel does not apply (dropout, reference kernels, other
-    /// devices): the caller then runs the masked dense conv.
+    /// (`o mod groups`), as one fused kernel that skips the pruned products; `None` where the
+    /// fast kernels do not run (reference kernels, other devices): the caller then runs the
+    /// masked dense conv.
     pub fn convolve_live(
         &self,
         x: &Tensor,
@@ -94,13 +88,18 @@ impl PreActivation {
         live: &GroupInputs,
         train: bool,
     ) -> Result<Option<Tensor>> {
-        if self.dropout.is_some() || !kernels::fast_for(x) {
+        if !kernels::fast_for(x) {
             return Ok(None);
         }
+        self.fused(x, w, StageConv::Live(live.clone()), train).map(Some)
+    }
+
+    fn fused(&self, x: &Tensor, w: &Tensor, stage: StageConv, train: bool) -> Result<Tensor> {
         let params = self.norm.fused_params(x, train)?;
         self.act.record(x);
+        let noise = self.dropout.as_ref().and_then(|d| d.noise_for(train));
         let (eps, act) = (self.norm.eps(), self.act.kernel());
-        bn_act_live_conv(x, &params, w, live, eps, act, train).map(Some)
+        preact_conv(x, &params, w, stage, eps, act, train, noise)
     }
 }
 
