@@ -21,6 +21,12 @@ pub fn record(cost: impl FnOnce() -> LayerCost) {
     });
 }
 
+/// Whether a capture is open on this thread (a fused kernel that records nothing itself runs
+/// its layers one by one then, so that each records its own cost).
+pub fn capturing() -> bool {
+    RECORDER.with(|r| r.borrow().is_some())
+}
+
 /// Runs `f` with a capture open and returns its result with every cost recorded meanwhile.
 pub fn capture<T, E>(f: impl FnOnce() -> Result<T, E>) -> Result<(T, Vec<LayerCost>), E> {
     struct Close;

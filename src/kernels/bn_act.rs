@@ -141,12 +141,23 @@ fn gated_sums<T: WithDType>(xs: &[T], gs: &[T], scale: T, shift: T, act: ActKind
 
 /// `(mean, biased var)` of every channel, two-pass.
 fn stats<T: WithDType>(x: &[T], [n, c, h, w]: [usize; 4]) -> Vec<(f64, f64)> {
-    let plane = h * w;
+    channel_stats(x, n, c, 0..c, h * w)
+}
+
+/// `(mean, biased var)` of the channels `channels` of `n` images of `per_image` planes each,
+/// two-pass, each sum over (image, pixel) in fixed-order lanes.
+pub(super) fn channel_stats<T: WithDType>(
+    x: &[T],
+    n: usize,
+    per_image: usize,
+    channels: std::ops::Range<usize>,
+    plane: usize,
+) -> Vec<(f64, f64)> {
     let count = (n * plane) as f64;
-    (0..c)
+    channels
         .into_par_iter()
         .map(|ch| {
-            let planes = || (0..n).map(move |i| &x[(i * c + ch) * plane..][..plane]);
+            let planes = || (0..n).map(move |i| &x[(i * per_image + ch) * plane..][..plane]);
             let sum: f64 = planes().map(|p| lane_sum(plane, |k| p[k])).sum();
             let mean = sum / count;
             let m = T::from_f64(mean);

@@ -14,6 +14,7 @@
 
 mod bn_act;
 mod conv;
+mod dense_block;
 mod depthwise;
 mod direct3x3;
 mod group_inputs;
@@ -26,6 +27,7 @@ mod stage;
 
 pub use bn_act::{bn_act, bn_stats, ActKind};
 pub use conv::conv2d;
+pub use dense_block::{dense_block, BlockLayer, BlockStage, BlockStats};
 pub use depthwise::depthwise3x3;
 pub use group_inputs::GroupInputs;
 pub use noise::DropoutNoise;

@@ -102,6 +102,17 @@ impl BatchNorm {
             .set(&((self.running_var.as_tensor() * (1.0 - m))? + (unbiased.detach() * m)?)?)
     }
 
+    /// Moves the running statistics towards a batch's per-channel `(mean, biased var)` over
+    /// `n` values per channel, as a training forward does.
+    pub fn update_running_from(&self, stats: &[(f64, f64)], n: usize) -> Result<()> {
+        let like = self.running_mean.as_tensor();
+        let (means, vars): (Vec<f64>, Vec<f64>) = stats.iter().copied().unzip();
+        let to = |v: Vec<f64>| {
+            Tensor::from_vec(v, stats.len(), like.device())?.to_dtype(like.dtype())
+        };
+        self.update_running(&to(means)?, &to(vars)?, n)
+    }
+
     /// `act(self(x))`: one fused kernel ([`bn_act`]) where the fast kernels run, else
     /// candle's ops. Same costs recorded either way.
     pub fn forward_act(&self, x: &Tensor, train: bool, act: &Act) -> Result<Tensor> {

@@ -13,7 +13,8 @@ use super::state::{
 use super::PruneReport;
 use crate::config::Activation;
 use crate::cost::{conv_flops, trace, Cost, LayerCost};
-use crate::kernels::{self, separable_conv, KernelPairs};
+use super::dense_block::FusedStage;
+use crate::kernels::{self, separable_conv, KernelPairs, StageConv};
 
 /// Pruning schedule and shape of a [`LearnedDscConv`].
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -365,6 +366,25 @@ fn dense_kernels(dw: &Tensor, pw: &Tensor, spread: &Tensor) -> Result<Tensor> {
     pw.reshape((width, taps))?
         .matmul(&per_input)?
         .reshape((width, cin, 3, 3))
+}
+
+impl LearnedDscConv {
+    /// This conv as a stage of the fused dense block: the 3x3 of the masked weight, or after
+    /// the conversion, in training, the dense 3x3 its depthwise and pointwise weights make;
+    /// `None` for the converted form in evaluation (which runs the separable op).
+    pub fn block_stage(&self, train: bool) -> Result<Option<FusedStage<'_>>> {
+        let shape = (self.cin, self.width);
+        let (w, groups) = match &self.form {
+            DscForm::Masked { weight, mask, .. } => {
+                (weight.as_tensor().broadcast_mul(mask)?, self.groups())
+            }
+            DscForm::Separable { .. } if !train => return Ok(None),
+            DscForm::Separable { spread, dw, pw, .. } => {
+                (dense_kernels(dw.weight(), pw.weight(), spread)?, 1)
+            }
+        };
+        FusedStage::new(&self.pre, StageConv::Conv3x3 { groups }, &w, shape, train).map(Some)
+    }
 }
 
 impl ModuleT for LearnedDscConv {

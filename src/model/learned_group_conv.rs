@@ -12,7 +12,8 @@ use super::state::{
 };
 use crate::config::Activation;
 use crate::cost::{trace, Cost, LayerCost};
-use crate::kernels::GroupInputs;
+use super::dense_block::FusedStage;
+use crate::kernels::{GroupInputs, StageConv};
 
 /// The conv reads only each group's live inputs ([`crate::kernels::StageConv::Live`]) once
 /// at most this fraction of them is live; above it the masked dense conv (one larger GEMM
@@ -219,6 +220,21 @@ impl LearnedGroupConv {
         let pre = self.pre.select(&self.name, &index)?;
         let weight = from_host(new_w, (width, cin_g, 1, 1), self.weight.as_tensor())?;
         CondensedGroupConv::new(self.name.clone(), index, pre, weight, g)
+    }
+}
+
+impl LearnedGroupConv {
+    /// This conv as a stage of the fused dense block: the live 1x1 once at most
+    /// [`LIVE_BELOW`] of the inputs are live, else the dense 1x1 of the masked weight.
+    pub fn block_stage(&self, train: bool) -> Result<FusedStage<'_>> {
+        let shape = (self.cin(), self.width());
+        let live_fraction = self.live_per_group() as f64 / self.cin() as f64;
+        if live_fraction <= LIVE_BELOW {
+            let conv = StageConv::Live(self.live.clone());
+            return FusedStage::new(&self.pre, conv, self.weight.as_tensor(), shape, train);
+        }
+        let w = (self.weight.as_tensor() * &self.mask)?;
+        FusedStage::new(&self.pre, StageConv::Pointwise { groups: 1 }, &w, shape, train)
     }
 }
 

@@ -8,6 +8,7 @@ mod classifier;
 mod condensed_group_conv;
 mod conv;
 mod convolution;
+mod dense_block;
 mod dense_layer;
 mod dropout;
 mod init;

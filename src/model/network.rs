@@ -7,6 +7,7 @@ use super::activation::Act;
 use super::batch_norm::{BatchNorm, BatchNormConfig};
 use super::classifier::{Classifier, CondensedLinear};
 use super::conv::{Conv2d, Conv2dConfig};
+use super::dense_block;
 use super::dense_layer::DenseLayer;
 use super::dropout::NoiseClock;
 use super::init::SeededInit;
@@ -340,9 +341,7 @@ impl ModuleT for Network {
     fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
         let mut x = self.stem.forward(x)?;
         for (b, block) in self.blocks.iter().enumerate() {
-            for layer in block {
-                x = layer.forward_t(&x, train)?;
-            }
+            x = dense_block::forward(block, &x, train)?;
             if let Some(pool) = self.transitions.get(b) {
                 x = pool.forward(&x)?;
             }

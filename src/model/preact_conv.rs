@@ -5,7 +5,8 @@ use candle_nn::{ModuleT, VarBuilder};
 
 use super::conv::{Conv2d, Conv2dConfig};
 use super::dropout::Dropout;
-use super::preactivation::PreActivation;
+use super::dense_block::FusedStage;
+use super::preactivation::{stage_conv, PreActivation};
 use super::state::{HasState, State};
 use crate::config::Activation;
 
@@ -38,6 +39,19 @@ impl PreActConv {
 
     pub fn conv(&self) -> &Conv2d {
         &self.conv
+    }
+}
+
+impl PreActConv {
+    /// This conv as a stage of the fused dense block; `None` for a shape the block's stages do
+    /// not run.
+    pub fn block_stage(&self, train: bool) -> Result<Option<FusedStage<'_>>> {
+        let Some(conv) = stage_conv(self.conv.config()) else {
+            return Ok(None);
+        };
+        let w = self.conv.weight();
+        let shape = (self.pre.norm().channels(), w.dim(0)?);
+        FusedStage::new(&self.pre, conv, w, shape, train).map(Some)
     }
 }
 

@@ -9,7 +9,7 @@ use super::convolution::{convolve, is_depthwise, Conv2dConfig};
 use super::dropout::Dropout;
 use super::state::{HasState, State};
 use crate::config::Activation;
-use crate::kernels::{self, preact_conv, GroupInputs, StageConv};
+use crate::kernels::{self, preact_conv, BlockStage, GroupInputs, StageConv};
 
 #[derive(Debug, Clone)]
 pub struct PreActivation {
@@ -63,18 +63,41 @@ impl PreActivation {
         cfg: Conv2dConfig,
         train: bool,
     ) -> Result<Tensor> {
-        let groups = cfg.groups;
-        let stage = match (cfg.kernel, cfg.padding) {
-            (1, 0) => Some(StageConv::Pointwise { groups }),
-            (3, 1) => Some(StageConv::Conv3x3 { groups }),
-            _ => None,
-        };
-        match stage {
-            Some(stage) if cfg.stride == 1 && !is_depthwise(x, w, cfg)? && kernels::fast_for(x) => {
+        match stage_conv(cfg) {
+            Some(stage) if !is_depthwise(x, w, cfg)? && kernels::fast_for(x) => {
                 self.fused(x, w, stage, train)
             }
             _ => convolve(&self.forward_t(x, train)?, w, cfg),
         }
+    }
+
+    /// This pre-activation with `conv` (of weight `weight`, `cin -> cout` channels) as a stage
+    /// of the fused dense block: its description and its parameters `[running mean; running
+    /// var; gamma; beta; weight]`, flattened (the running statistics detached).
+    pub fn block_stage(
+        &self,
+        conv: StageConv,
+        weight: &Tensor,
+        (cin, cout): (usize, usize),
+        train: bool,
+    ) -> Result<(BlockStage, [Tensor; 5])> {
+        let stage = BlockStage {
+            conv,
+            cin,
+            cout,
+            act: self.act.kernel(),
+            eps: self.norm.eps(),
+            noise: self.dropout.as_ref().and_then(|d| d.noise_for(train)),
+        };
+        let n = &self.norm;
+        let params = [
+            n.running_mean().detach(),
+            n.running_var().detach(),
+            n.weight().clone(),
+            n.bias().clone(),
+            weight.flatten_all()?,
+        ];
+        Ok((stage, params))
     }
 
     /// `conv1x1(self(x), w)` where output `o` reads only the inputs `live` gives its group
@@ -100,6 +123,16 @@ impl PreActivation {
         let noise = self.dropout.as_ref().and_then(|d| d.noise_for(train));
         let (eps, act) = (self.norm.eps(), self.act.kernel());
         preact_conv(x, &params, w, stage, eps, act, train, noise)
+    }
+}
+
+/// The fused stage that runs a conv of shape `cfg` (stride 1, 1x1 or 3x3 with padding 1).
+pub(super) fn stage_conv(cfg: Conv2dConfig) -> Option<StageConv> {
+    let groups = cfg.groups;
+    match (cfg.kernel, cfg.padding, cfg.stride) {
+        (1, 0, 1) => Some(StageConv::Pointwise { groups }),
+        (3, 1, 1) => Some(StageConv::Conv3x3 { groups }),
+        _ => None,
     }
 }
 

@@ -1,0 +1,636 @@
+//! A whole dense block as one op that owns its storage and its gradients (the
+//! memory-efficient DenseNet layout, Pleiss et al. 2017).
+//!
+//! Run layer by layer through candle, a block of `L` layers concatenates its features `L`
+//! times (each copy as large as everything so far), and its backward splits every
+//! concatenation's gradient back into pieces and adds each input's contributions into fresh
+//! zero-filled tensors: the memory traffic grows with the square of the depth, and each
+//! layer's BN recomputes the statistics of every channel before it. Here:
+//!
+//! - one feature buffer `[N, C_final, H, W]` holds the block: its input, then each layer's
+//!   `k` new channels, written in place by the layer's last conv (no concatenation);
+//! - every channel's batch statistics are taken once, when it is written: a layer's
+//!   statistics are the same for every later layer's BN that reads it;
+//! - one gradient buffer of the same shape is accumulated in place by the backward, which
+//!   runs the layers in reverse. A BN's input gradient is `k1 * da + k2 * x + k3` per
+//!   channel; the `k1 * da` term is added as each layer's backward makes `da`, and the two
+//!   terms that depend only on the channel (`k2`, `k3`) are summed over every layer that
+//!   reads the channel and added once, when the channel's gradient is complete (just
+//!   before the backward of the layer that wrote it).
+//!
+//! A layer is a chain of pre-activated conv stages ([`super::stage`], BN -> activation ->
+//! dropout -> conv): the first reads the block's first `cin` channels, each later one the
+//! previous stage's output (kept from the forward for the backward, with its statistics), and
+//! the last writes the layer's new channels. Every sum is taken in a fixed order (images in
+//! order, weight gradients over fixed image chunks), so results do not depend on the threads.
+
+use std::sync::{Arc, Mutex};
+
+use candle_core::{CpuStorage, CustomOp2, CustomOp3, Layout, Result, Shape, Tensor};
+use gemm::Parallelism;
+use rayon::prelude::*;
+
+use super::bn_act::{bn_input_grad, channel_stats, coefficients, ActKind, Coefficients};
+use super::conv::{split, CHUNK};
+use super::direct3x3::Direct3x3;
+use super::noise::DropoutNoise;
+use super::sparse_conv::Plane;
+use super::stage::{write_only, PreAct, Prepared, StageConv};
+use super::{dims4, slice, sum_parts};
+
+const OP: &str = "dense_block";
+
+/// One pre-activated conv of a layer: BN over `cin` channels -> `act` -> dropout (`noise`)
+/// -> `conv` to `cout` channels.
+#[derive(Debug, Clone)]
+pub struct BlockStage {
+    pub conv: StageConv,
+    pub cin: usize,
+    pub cout: usize,
+    pub act: ActKind,
+    /// The BN's epsilon.
+    pub eps: f64,
+    pub noise: Option<DropoutNoise>,
+}
+
+impl BlockStage {
+    /// Values of the conv's weight.
+    fn weight_len(&self) -> usize {
+        match &self.conv {
+            StageConv::Pointwise { groups } => self.cout * self.cin / groups,
+            StageConv::Live(_) => self.cout * self.cin,
+            StageConv::Conv3x3 { groups } => self.cout * self.cin / groups * 9,
+        }
+    }
+
+    /// Values of this stage in the op's parameters: `[mean; var; gamma; beta]` then the weight.
+    pub fn params_len(&self) -> usize {
+        4 * self.cin + self.weight_len()
+    }
+}
+
+/// One dense layer: its stages in order (at least two).
+#[derive(Debug, Clone)]
+pub struct BlockLayer {
+    pub stages: Vec<BlockStage>,
+}
+
+impl BlockLayer {
+    fn cin(&self) -> usize {
+        self.stages[0].cin
+    }
+
+    fn growth(&self) -> usize {
+        self.stages.last().map_or(0, |s| s.cout)
+    }
+}
+
+/// The batch statistics a training forward normalised with, per layer and stage: the
+/// `(mean, biased variance)` of each of the stage's input channels, over `count` values.
+#[derive(Debug, Clone)]
+pub struct BlockStats {
+    pub stages: Vec<Vec<Vec<(f64, f64)>>>,
+    pub count: usize,
+}
+
+/// The block's features `[N, C0 + sum of growths, H, W]`: `x` (`[N, C0, H, W]`) then each
+/// layer's new channels. `params` holds every layer's stages' [`BlockStage::params_len`]
+/// values in order; the BN rows `mean` and `var` are used in evaluation only (training
+/// normalises with the batch's statistics, returned for the running averages) and get a zero
+/// gradient.
+pub fn dense_block(
+    x: &Tensor,
+    params: &Tensor,
+    layers: &Arc<[BlockLayer]>,
+    train: bool,
+) -> Result<(Tensor, Option<BlockStats>)> {
+    let (_, c0, h, w) = x.dims4()?;
+    if h == 0 || w == 0 {
+        candle_core::bail!("{OP}: empty input {:?}", x.dims());
+    }
+    let mut channels = c0;
+    let mut len = 0;
+    for (l, layer) in layers.iter().enumerate() {
+        if layer.stages.len() < 2 || layer.cin() != channels {
+            candle_core::bail!(
+                "{OP}: layer {l} must have at least two stages reading {channels} channels"
+            );
+        }
+        for (s, stage) in layer.stages.iter().enumerate() {
+            if s > 0 && stage.cin != layer.stages[s - 1].cout {
+                candle_core::bail!("{OP}: layer {l} stage {s} does not read its predecessor");
+            }
+            if let Err(e) = stage.conv.check(stage.cin, stage.cout, stage.weight_len()) {
+                candle_core::bail!("{OP}: layer {l} stage {s}: {e}");
+            }
+            len += stage.params_len();
+        }
+        channels += layer.growth();
+    }
+    if params.dims() != [len] {
+        candle_core::bail!("{OP}: {} parameters for {len}", params.elem_count());
+    }
+    let op = DenseBlock {
+        layers: layers.clone(),
+        train,
+        saved: Arc::new(Mutex::new(None)),
+    };
+    let saved = op.saved.clone();
+    let y = x.contiguous()?.apply_op2(&params.contiguous()?, op)?;
+    let stats = if train {
+        let guard = saved.lock().map_err(|_| candle_core::Error::Msg(format!("{OP}: poisoned")))?;
+        guard.as_ref().map(|s| BlockStats {
+            stages: s.stats(),
+            count: x.dim(0).unwrap_or(0) * h * w,
+        })
+    } else {
+        None
+    };
+    Ok((y, stats))
+}
+
+#[derive(Debug, Clone)]
+struct DenseBlock {
+    layers: Arc<[BlockLayer]>,
+    train: bool,
+    /// What a training forward keeps for its backward.
+    saved: Arc<Mutex<Option<Saved>>>,
+}
+
+/// The backward, on `(features, dfeatures)`: `[dx | dparams]`.
+struct Grad(DenseBlock);
+
+#[derive(Debug)]
+enum Saved {
+    F32(Kept<f32>),
+    F64(Kept<f64>),
+}
+
+impl Saved {
+    fn stats(&self) -> Vec<Vec<Vec<(f64, f64)>>> {
+        match self {
+            Self::F32(k) => k.stats.clone(),
+            Self::F64(k) => k.stats.clone(),
+        }
+    }
+}
+
+/// Per layer and stage: the statistics of the stage's input, and (stages after the first)
+/// the input itself.
+#[derive(Debug)]
+struct Kept<T> {
+    stats: Vec<Vec<Vec<(f64, f64)>>>,
+    inputs: Vec<Vec<Vec<T>>>,
+}
+
+/// Kept values of `T` per dtype.
+trait Keep: Direct3x3 {
+    fn wrap(k: Kept<Self>) -> Saved;
+    fn unwrap(s: &Saved) -> Option<&Kept<Self>>;
+}
+
+impl Keep for f32 {
+    fn wrap(k: Kept<Self>) -> Saved {
+        Saved::F32(k)
+    }
+    fn unwrap(s: &Saved) -> Option<&Kept<Self>> {
+        match s {
+            Saved::F32(k) => Some(k),
+            Saved::F64(_) => None,
+        }
+    }
+}
+
+impl Keep for f64 {
+    fn wrap(k: Kept<Self>) -> Saved {
+        Saved::F64(k)
+    }
+    fn unwrap(s: &Saved) -> Option<&Kept<Self>> {
+        match s {
+            Saved::F64(k) => Some(k),
+            Saved::F32(_) => None,
+        }
+    }
+}
+
+/// Sizes of one call.
+#[derive(Debug, Clone, Copy)]
+struct Dims {
+    n: usize,
+    c0: usize,
+    /// Channels of the feature buffer.
+    cf: usize,
+    g: Plane,
+}
+
+impl Dims {
+    fn plane(&self) -> usize {
+        self.g.len()
+    }
+    /// Values of one image in the feature buffer.
+    fn image(&self) -> usize {
+        self.cf * self.g.len()
+    }
+}
+
+/// Where each stage's parameters start.
+fn offsets(layers: &[BlockLayer]) -> Vec<Vec<usize>> {
+    let mut at = 0;
+    layers
+        .iter()
+        .map(|l| {
+            l.stages
+                .iter()
+                .map(|s| {
+                    let start = at;
+                    at += s.params_len();
+                    start
+                })
+                .collect()
+        })
+        .collect()
+}
+
+/// The BN coefficients of a stage: from `stats` (training; rounded to `T` as a separate
+/// statistics op would store them) or the parameters' running rows (evaluation).
+fn stage_coefficients<T: Direct3x3>(
+    p: &[T],
+    stage: &BlockStage,
+    stats: Option<&[(f64, f64)]>,
+) -> Vec<Coefficients> {
+    let c = stage.cin;
+    match stats {
+        None => coefficients(&p[..4 * c], c, stage.eps),
+        Some(st) => {
+            let mut p4: Vec<T> = Vec::with_capacity(4 * c);
+            p4.extend(st.iter().map(|m| T::from_f64(m.0)));
+            p4.extend(st.iter().map(|m| T::from_f64(m.1)));
+            p4.extend_from_slice(&p[2 * c..4 * c]);
+            coefficients(&p4, c, stage.eps)
+        }
+    }
+}
+
+/// `(mean, var)` of channels `range` of `n` images of `per_image` planes, rounded to `T`.
+fn rounded_stats<T: Direct3x3>(
+    x: &[T],
+    n: usize,
+    per_image: usize,
+    range: std::ops::Range<usize>,
+    plane: usize,
+) -> Vec<(f64, f64)> {
+    let round = |v: f64| T::from_f64(v).to_f64();
+    channel_stats(x, n, per_image, range, plane)
+        .into_iter()
+        .map(|(m, v)| (round(m), round(v)))
+        .collect()
+}
+
+/// Runs `f(img, input, output, scratch)` over the images in parallel, one scratch per piece
+/// of work.
+fn per_image<T: Direct3x3>(
+    stage: &Prepared<T>,
+    dropout: bool,
+    pairs: Vec<(&[T], &mut [T])>,
+    f: impl Fn(usize, &[T], &mut [T], &mut super::stage::Scratch<T>) + Sync + Send,
+) {
+    pairs
+        .into_par_iter()
+        .enumerate()
+        .for_each_init(|| stage.scratch(dropout), |s, (img, (x, y))| f(img, x, y, s));
+}
+
+fn forward<T: Keep>(x: &[T], p: &[T], d: Dims, op: &DenseBlock) -> (Vec<T>, Option<Kept<T>>) {
+    let (n, plane, zero) = (d.n, d.plane(), T::from_f64(0.0));
+    let at = offsets(&op.layers);
+    let mut buf = vec![zero; n * d.image()];
+    for (img, out) in buf.chunks_mut(d.image()).enumerate() {
+        out[..d.c0 * plane].copy_from_slice(&x[img * d.c0 * plane..][..d.c0 * plane]);
+    }
+    let mut channel = if op.train {
+        rounded_stats(&buf, n, d.cf, 0..d.c0, plane)
+    } else {
+        Vec::new()
+    };
+    let mut kept = Kept {
+        stats: Vec::new(),
+        inputs: Vec::new(),
+    };
+    let par = if split(n).0 { Parallelism::None } else { split(n).1 };
+    for (l, layer) in op.layers.iter().enumerate() {
+        let (cin, last) = (layer.cin(), layer.stages.len() - 1);
+        let (mut layer_stats, mut layer_inputs) = (Vec::new(), vec![Vec::new()]);
+        let mut z: Vec<T> = Vec::new();
+        for (s, stage) in layer.stages.iter().enumerate() {
+            let ps = &p[at[l][s]..][..stage.params_len()];
+            let stats = match (op.train, s) {
+                (false, _) => None,
+                (true, 0) => Some(channel[..cin].to_vec()),
+                (true, _) => Some(rounded_stats(&z, n, stage.cin, 0..stage.cin, plane)),
+            };
+            let k = stage_coefficients(ps, stage, stats.as_deref());
+            let pre = PreAct {
+                k: &k,
+                act: stage.act,
+                noise: stage.noise.as_ref(),
+            };
+            let prepared = Prepared::new(&stage.conv, &ps[4 * stage.cin..], (stage.cin, stage.cout), d.g, false);
+            let (in_len, out_len) = (stage.cin * plane, stage.cout * plane);
+            let run = |img: usize, xi: &[T], yi: &mut [T], sc: &mut super::stage::Scratch<T>| {
+                // SAFETY: `forward_image` writes values only.
+                prepared.forward_image(&pre, img, xi, unsafe { write_only(yi) }, sc, par)
+            };
+            let dropout = stage.noise.is_some();
+            if s == last {
+                let pairs = if s == 0 {
+                    unreachable!("layers have at least two stages")
+                } else {
+                    z.chunks(in_len)
+                        .zip(buf.chunks_mut(d.image()))
+                        .map(|(xi, bi)| (xi, &mut bi[cin * plane..][..out_len]))
+                        .collect()
+                };
+                per_image(&prepared, dropout, pairs, run);
+            } else {
+                let mut next = vec![zero; n * out_len];
+                let pairs: Vec<(&[T], &mut [T])> = if s == 0 {
+                    buf.chunks(d.image())
+                        .map(|bi| &bi[..in_len])
+                        .zip(next.chunks_mut(out_len))
+                        .collect()
+                } else {
+                    z.chunks(in_len).zip(next.chunks_mut(out_len)).collect()
+                };
+                per_image(&prepared, dropout, pairs, run);
+                if op.train && s > 0 {
+                    layer_inputs.push(std::mem::take(&mut z));
+                }
+                z = next;
+            }
+            if let Some(st) = stats {
+                layer_stats.push(st);
+            }
+        }
+        if op.train {
+            if last > 0 {
+                layer_inputs.push(std::mem::take(&mut z));
+            }
+            channel.extend(rounded_stats(&buf, n, d.cf, cin..cin + layer.growth(), plane));
+            kept.stats.push(layer_stats);
+            kept.inputs.push(layer_inputs);
+        }
+    }
+    (buf, op.train.then_some(kept))
+}
+
+/// `[dx | dparams]` from the forward's features `buf` and their gradient `dy`.
+fn backward<T: Keep>(buf: &[T], dy: &[T], p: &[T], d: Dims, op: &DenseBlock, kept: &Kept<T>) -> Vec<T> {
+    let (n, plane, zero) = (d.n, d.plane(), T::from_f64(0.0));
+    let at = offsets(&op.layers);
+    let mut out = vec![zero; n * d.c0 * plane + p.len()];
+    let (dx, dp) = out.split_at_mut(n * d.c0 * plane);
+    let mut dbuf = dy.to_vec();
+    // The per-channel terms of the BN input gradients not yet added: `k2 * x + k3`.
+    let (mut k2s, mut k3s) = (vec![0f64; d.cf], vec![0f64; d.cf]);
+    let count = (n * plane) as f64;
+    let chunks = n.div_ceil(CHUNK);
+    let par = if split(chunks).0 { Parallelism::None } else { split(chunks).1 };
+
+    for (l, layer) in op.layers.iter().enumerate().rev() {
+        let (cin, growth, last) = (layer.cin(), layer.growth(), layer.stages.len() - 1);
+        add_deferred(&mut dbuf, buf, d, cin..cin + growth, &k2s, &k3s);
+        let mut dz: Vec<T> = Vec::new();
+        for (s, stage) in layer.stages.iter().enumerate().rev() {
+            let ps = &p[at[l][s]..][..stage.params_len()];
+            let dps = &mut dp[at[l][s]..][..stage.params_len()];
+            let k = stage_coefficients(ps, stage, Some(&kept.stats[l][s]));
+            let pre = PreAct {
+                k: &k,
+                act: stage.act,
+                noise: stage.noise.as_ref(),
+            };
+            let w = &ps[4 * stage.cin..];
+            let prepared = Prepared::new(&stage.conv, w, (stage.cin, stage.cout), d.g, true);
+            let (in_len, out_len, part_len) = (stage.cin * plane, stage.cout * plane, prepared.grad_len());
+            let mut sums = vec![(0f64, 0f64); n * stage.cin];
+            let mut parts = vec![zero; chunks * part_len];
+            let dropout = stage.noise.is_some();
+            if s > 0 {
+                // The output gradient of every image: the layer's channels of the gradient
+                // buffer (last stage), else the next stage's input gradient.
+                let dys: Vec<&[T]> = if s == last {
+                    dbuf.chunks(d.image()).map(|c| &c[cin * plane..][..out_len]).collect()
+                } else {
+                    dz.chunks(out_len).collect()
+                };
+                let x = &kept.inputs[l][s];
+                let mut da = vec![zero; n * in_len];
+                da.par_chunks_mut(CHUNK * in_len)
+                    .zip(sums.par_chunks_mut(CHUNK * stage.cin))
+                    .zip(parts.par_chunks_mut(part_len))
+                    .enumerate()
+                    .for_each(|(chunk, ((dac, sc), part))| {
+                        let mut scr = prepared.scratch(dropout);
+                        for (j, img) in (chunk * CHUNK..((chunk + 1) * CHUNK).min(n)).enumerate() {
+                            let io = (&x[img * in_len..][..in_len], dys[img]);
+                            let dai = &mut dac[j * in_len..(j + 1) * in_len];
+                            let si = &mut sc[j * stage.cin..(j + 1) * stage.cin];
+                            prepared.backward_image(&pre, img, io, dai, part, j == 0, si, &mut scr, par);
+                        }
+                    });
+                // The gradient at this stage's input, and its BN's dgamma and dbeta.
+                bn_input_grad(&mut da, x, &sums, &k, plane, true, &mut dps[..4 * stage.cin]);
+                dz = da;
+            } else {
+                let dz = &dz;
+                let k1: Vec<T> = k.iter().map(|c| T::from_f64(c.gamma * c.invstd)).collect();
+                dbuf.par_chunks_mut(CHUNK * d.image())
+                    .zip(sums.par_chunks_mut(CHUNK * stage.cin))
+                    .zip(parts.par_chunks_mut(part_len))
+                    .enumerate()
+                    .for_each(|(chunk, ((dbc, sc), part))| {
+                        let mut scr = prepared.scratch(dropout);
+                        let mut da = vec![zero; in_len];
+                        for (j, img) in (chunk * CHUNK..((chunk + 1) * CHUNK).min(n)).enumerate() {
+                            let xi = &buf[img * d.image()..][..in_len];
+                            let io = (xi, &dz[img * out_len..][..out_len]);
+                            let si = &mut sc[j * stage.cin..(j + 1) * stage.cin];
+                            prepared.backward_image(&pre, img, io, &mut da, part, j == 0, si, &mut scr, par);
+                            // The `k1 * da` term of the BN's input gradient, added in place.
+                            let dst = &mut dbc[j * d.image()..][..in_len];
+                            for ((dc, ac), &k1c) in dst.chunks_mut(plane).zip(da.chunks(plane)).zip(&k1) {
+                                for (o, &v) in dc.iter_mut().zip(ac) {
+                                    *o += k1c * v;
+                                }
+                            }
+                        }
+                    });
+                // dgamma, dbeta, and the channel terms left for later.
+                for (c, kc) in k.iter().enumerate() {
+                    let (mut total, mut total_x) = (0f64, 0f64);
+                    for img in 0..n {
+                        total += sums[img * stage.cin + c].0;
+                        total_x += sums[img * stage.cin + c].1;
+                    }
+                    let sxhat = (total_x - kc.mean * total) * kc.invstd;
+                    dps[2 * stage.cin + c] = T::from_f64(sxhat);
+                    dps[3 * stage.cin + c] = T::from_f64(total);
+                    let [_, k2, k3] = kc.input_grad::<f64>((total, sxhat), count, true);
+                    k2s[c] += k2;
+                    k3s[c] += k3;
+                }
+            }
+            let mut summed = vec![zero; part_len];
+            sum_parts(&parts, &mut summed);
+            prepared.weight_grad(&summed, &mut dps[4 * stage.cin..]);
+        }
+    }
+    add_deferred(&mut dbuf, buf, d, 0..d.c0, &k2s, &k3s);
+    for (img, dxi) in dx.chunks_mut(d.c0 * plane).enumerate() {
+        dxi.copy_from_slice(&dbuf[img * d.image()..][..d.c0 * plane]);
+    }
+    out
+}
+
+/// `dbuf[:, c] += k2[c] * buf[:, c] + k3[c]` for the channels `range`.
+fn add_deferred<T: Direct3x3>(
+    dbuf: &mut [T],
+    buf: &[T],
+    d: Dims,
+    range: std::ops::Range<usize>,
+    k2s: &[f64],
+    k3s: &[f64],
+) {
+    let plane = d.plane();
+    dbuf.par_chunks_mut(d.image())
+        .zip(buf.par_chunks(d.image()))
+        .for_each(|(db, b)| {
+            for c in range.clone() {
+                let (k2, k3) = (T::from_f64(k2s[c]), T::from_f64(k3s[c]));
+                let (dst, src) = (&mut db[c * plane..][..plane], &b[c * plane..][..plane]);
+                for (o, &v) in dst.iter_mut().zip(src) {
+                    *o = *o + (k2 * v + k3);
+                }
+            }
+        });
+}
+
+impl DenseBlock {
+    fn dims(&self, xl: &Layout) -> Result<Dims> {
+        let [n, c0, h, w] = dims4(xl, OP)?;
+        let cf = c0 + self.layers.iter().map(BlockLayer::growth).sum::<usize>();
+        Ok(Dims {
+            n,
+            c0,
+            cf,
+            g: Plane { h, w },
+        })
+    }
+}
+
+fn run_forward<T: Keep>(
+    (xs, xl): (&CpuStorage, &Layout),
+    (ps, pl): (&CpuStorage, &Layout),
+    op: &DenseBlock,
+) -> Result<Vec<T>> {
+    let d = op.dims(xl)?;
+    let (y, kept) = forward(slice::<T>(xs, xl, OP)?, slice::<T>(ps, pl, OP)?, d, op);
+    if let Some(kept) = kept {
+        let mut saved = op
+            .saved
+            .lock()
+            .map_err(|_| candle_core::Error::Msg(format!("{OP}: poisoned")))?;
+        *saved = Some(T::wrap(kept));
+    }
+    Ok(y)
+}
+
+impl CustomOp2 for DenseBlock {
+    fn name(&self) -> &'static str {
+        "dense-block"
+    }
+
+    fn cpu_fwd(
+        &self,
+        xs: &CpuStorage,
+        xl: &Layout,
+        ps: &CpuStorage,
+        pl: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let d = self.dims(xl)?;
+        let y = match xs {
+            CpuStorage::F32(_) => CpuStorage::F32(run_forward::<f32>((xs, xl), (ps, pl), self)?),
+            CpuStorage::F64(_) => CpuStorage::F64(run_forward::<f64>((xs, xl), (ps, pl), self)?),
+            _ => candle_core::bail!("{OP}: only f32 and f64 are supported"),
+        };
+        Ok((y, Shape::from((d.n, d.cf, d.g.h, d.g.w))))
+    }
+
+    fn bwd(
+        &self,
+        x: &Tensor,
+        params: &Tensor,
+        y: &Tensor,
+        dy: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>)> {
+        if !self.train {
+            candle_core::bail!("{OP}: no backward through an evaluation forward");
+        }
+        let packed = y.apply_op3_no_bwd(&dy.contiguous()?, params, &Grad(self.clone()))?;
+        let nx = x.elem_count();
+        let dx = packed.narrow(0, 0, nx)?.reshape(x.shape())?;
+        let dp = packed.narrow(0, nx, params.elem_count())?;
+        Ok((Some(dx), Some(dp)))
+    }
+}
+
+fn run_backward<T: Keep>(
+    (ys, yl): (&CpuStorage, &Layout),
+    (gs, gl): (&CpuStorage, &Layout),
+    (ps, pl): (&CpuStorage, &Layout),
+    op: &DenseBlock,
+    d: Dims,
+) -> Result<Vec<T>> {
+    let saved = op
+        .saved
+        .lock()
+        .map_err(|_| candle_core::Error::Msg(format!("{OP}: poisoned")))?;
+    let kept = saved
+        .as_ref()
+        .and_then(T::unwrap)
+        .ok_or_else(|| candle_core::Error::Msg(format!("{OP}: backward before its forward")))?;
+    let (y, dy, p) = (slice::<T>(ys, yl, OP)?, slice::<T>(gs, gl, OP)?, slice::<T>(ps, pl, OP)?);
+    Ok(backward(y, dy, p, d, op, kept))
+}
+
+impl CustomOp3 for Grad {
+    fn name(&self) -> &'static str {
+        "dense-block-grad"
+    }
+
+    fn cpu_fwd(
+        &self,
+        ys: &CpuStorage,
+        yl: &Layout,
+        gs: &CpuStorage,
+        gl: &Layout,
+        ps: &CpuStorage,
+        pl: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let [n, _, h, w] = dims4(yl, OP)?;
+        let c0 = self.0.layers.first().map_or(0, BlockLayer::cin);
+        let d = Dims {
+            n,
+            c0,
+            cf: dims4(yl, OP)?[1],
+            g: Plane { h, w },
+        };
+        let len = n * c0 * h * w + pl.shape().elem_count();
+        let out = match ys {
+            CpuStorage::F32(_) => CpuStorage::F32(run_backward::<f32>((ys, yl), (gs, gl), (ps, pl), &self.0, d)?),
+            CpuStorage::F64(_) => CpuStorage::F64(run_backward::<f64>((ys, yl), (gs, gl), (ps, pl), &self.0, d)?),
+            _ => candle_core::bail!("{OP}: only f32 and f64 are supported"),
+        };
+        Ok((out, Shape::from(len)))
+    }
+}

@@ -1,0 +1,82 @@
+//! A dense block's layers, run as one op ([`crate::kernels::dense_block`], which owns the
+//! block's feature and gradient buffers) where the fast kernels run and every layer has a
+//! fused form, else layer by layer through candle (`concat([x, layer(x)])` per layer).
+
+use std::sync::Arc;
+
+use candle_core::{Result, Tensor};
+use candle_nn::ModuleT;
+
+use super::batch_norm::BatchNorm;
+use super::dense_layer::DenseLayer;
+use super::preactivation::PreActivation;
+use crate::cost::trace;
+use crate::kernels::{self, dense_block, BlockLayer, BlockStage, StageConv};
+
+/// One conv of a layer as the fused block runs it: its description, its parameters
+/// (`[running mean; running var; gamma; beta; weight]`, the weight as the conv reads it:
+/// masked, or made from other weights) and the BN whose running statistics it updates.
+pub struct FusedStage<'a> {
+    stage: BlockStage,
+    params: [Tensor; 5],
+    norm: &'a BatchNorm,
+}
+
+impl<'a> FusedStage<'a> {
+    /// `pre` followed by `conv` with weight `w`, `cin -> cout` channels.
+    pub(super) fn new(
+        pre: &'a PreActivation,
+        conv: StageConv,
+        w: &Tensor,
+        shape: (usize, usize),
+        train: bool,
+    ) -> Result<Self> {
+        let (stage, params) = pre.block_stage(conv, w, shape, train)?;
+        Ok(Self {
+            stage,
+            params,
+            norm: pre.norm(),
+        })
+    }
+}
+
+/// `layers` over `x`: the features `[N, C + sum of growths, H, W]`.
+pub fn forward(layers: &[DenseLayer], x: &Tensor, train: bool) -> Result<Tensor> {
+    if kernels::fast_for(x) && !trace::capturing() {
+        let mut fused = Vec::with_capacity(layers.len());
+        for layer in layers {
+            match layer.block_stages(train)? {
+                Some(stages) => fused.push(stages),
+                None => break,
+            }
+        }
+        if fused.len() == layers.len() && !layers.is_empty() {
+            return run(fused, x, train);
+        }
+    }
+    layers
+        .iter()
+        .try_fold(x.clone(), |x, layer| layer.forward_t(&x, train))
+}
+
+fn run(layers: Vec<Vec<FusedStage>>, x: &Tensor, train: bool) -> Result<Tensor> {
+    let plan: Arc<[BlockLayer]> = layers
+        .iter()
+        .map(|stages| BlockLayer {
+            stages: stages.iter().map(|s| s.stage.clone()).collect(),
+        })
+        .collect();
+    let pieces: Vec<&Tensor> = layers
+        .iter()
+        .flatten()
+        .flat_map(|s| s.params.iter())
+        .collect();
+    let params = Tensor::cat(&pieces, 0)?;
+    let (y, stats) = dense_block(x, &params, &plan, train)?;
+    if let Some(stats) = stats {
+        for (stage, batch) in layers.iter().flatten().zip(stats.stages.iter().flatten()) {
+            stage.norm.update_running_from(batch, stats.count)?;
+        }
+    }
+    Ok(y)
+}
