@@ -30,6 +30,13 @@ impl Rng {
         Self::new(self.state.wrapping_add(n.wrapping_mul(GAMMA)))
     }
 
+    /// The `i`-th draw from here (`i = 0` is what [`Rng::next_u64`] returns next), without
+    /// moving: a pure function of `i`, so a loop over many draws vectorises.
+    #[inline(always)]
+    pub fn draw(&self, i: u64) -> u64 {
+        mix(self.state.wrapping_add(i.wrapping_add(1).wrapping_mul(GAMMA)))
+    }
+
     /// Uniform in [0, 1), 53 bits.
     pub fn next_f64(&mut self) -> f64 {
         (self.next_u64() >> 11) as f64 * (1.0 / (1u64 << 53) as f64)
@@ -100,6 +107,16 @@ mod tests {
         }
         assert_eq!(r, skipped);
         assert_eq!(r.clone().next_u64(), skipped.clone().next_u64());
+    }
+
+    #[test]
+    fn draw_is_the_stream_in_place() {
+        let r = Rng::for_stream(5, "d");
+        let mut walk = r.clone();
+        for i in 0..100 {
+            assert_eq!(r.draw(i), walk.next_u64());
+        }
+        assert_eq!(r.ahead(37).draw(3), r.draw(40));
     }
 
     #[test]

@@ -157,14 +157,16 @@ pub(super) fn channel_stats<T: WithDType>(
     channels
         .into_par_iter()
         .map(|ch| {
-            let planes = || (0..n).map(move |i| &x[(i * per_image + ch) * plane..][..plane]);
-            let sum: f64 = planes().map(|p| lane_sum(plane, |k| p[k])).sum();
-            let mean = sum / count;
-            let m = T::from_f64(mean);
-            let sq: f64 = planes()
-                .map(|p| lane_sum(plane, |k| (p[k] - m) * (p[k] - m)))
-                .sum();
-            (mean, sq / count)
+            super::with_avx2(|| {
+                let planes = || (0..n).map(move |i| &x[(i * per_image + ch) * plane..][..plane]);
+                let sum: f64 = planes().map(|p| lane_sum(plane, |k| p[k])).sum();
+                let mean = sum / count;
+                let m = T::from_f64(mean);
+                let sq: f64 = planes()
+                    .map(|p| lane_sum(plane, |k| (p[k] - m) * (p[k] - m)))
+                    .sum();
+                (mean, sq / count)
+            })
         })
         .collect()
 }
@@ -255,6 +257,7 @@ pub(super) fn gate_plane<T: WithDType>(
     (total, total_x)
 }
 
+#[inline(always)]
 /// `da <- act'(a) * da` over one image's `C` planes, with each channel's `(sum(da), sum(da * x))`
 /// into `sums`.
 pub(super) fn gate_image<T: WithDType>(
@@ -313,9 +316,11 @@ pub(super) fn bn_input_grad<T: WithDType>(
         .for_each(|(i, (d, xs))| {
             let c = i % cin;
             let [k1, k2, k3] = k[c].input_grad::<T>(totals[c], count, train);
-            for (o, &v) in d.iter_mut().zip(xs) {
-                *o = k1 * *o + k2 * v + k3;
-            }
+            super::with_avx2(|| {
+                for (o, &v) in d.iter_mut().zip(xs) {
+                    *o = k1 * *o + k2 * v + k3;
+                }
+            })
         });
 
     for (c, &(s, sxhat)) in totals.iter().enumerate() {

@@ -36,7 +36,7 @@ use super::direct3x3::Direct3x3;
 use super::noise::DropoutNoise;
 use super::sparse_conv::Plane;
 use super::stage::{write_only, PreAct, Prepared, StageConv};
-use super::{dims4, slice, sum_parts};
+use super::{dims4, slice, sum_parts, with_avx2};
 
 const OP: &str = "dense_block";
 
@@ -458,11 +458,14 @@ fn backward<T: Keep>(buf: &[T], dy: &[T], p: &[T], d: Dims, op: &DenseBlock, kep
                             prepared.backward_image(&pre, img, io, &mut da, part, j == 0, si, &mut scr, par);
                             // The `k1 * da` term of the BN's input gradient, added in place.
                             let dst = &mut dbc[j * d.image()..][..in_len];
-                            for ((dc, ac), &k1c) in dst.chunks_mut(plane).zip(da.chunks(plane)).zip(&k1) {
-                                for (o, &v) in dc.iter_mut().zip(ac) {
-                                    *o += k1c * v;
+                            with_avx2(|| {
+                                let rows = dst.chunks_mut(plane).zip(da.chunks(plane)).zip(&k1);
+                                for ((dc, ac), &k1c) in rows {
+                                    for (o, &v) in dc.iter_mut().zip(ac) {
+                                        *o += k1c * v;
+                                    }
                                 }
-                            }
+                            });
                         }
                     });
                 // dgamma, dbeta, and the channel terms left for later.
@@ -505,13 +508,15 @@ fn add_deferred<T: Direct3x3>(
     dbuf.par_chunks_mut(d.image())
         .zip(buf.par_chunks(d.image()))
         .for_each(|(db, b)| {
-            for c in range.clone() {
-                let (k2, k3) = (T::from_f64(k2s[c]), T::from_f64(k3s[c]));
-                let (dst, src) = (&mut db[c * plane..][..plane], &b[c * plane..][..plane]);
-                for (o, &v) in dst.iter_mut().zip(src) {
-                    *o = *o + (k2 * v + k3);
+            with_avx2(|| {
+                for c in range.clone() {
+                    let (k2, k3) = (T::from_f64(k2s[c]), T::from_f64(k3s[c]));
+                    let (dst, src) = (&mut db[c * plane..][..plane], &b[c * plane..][..plane]);
+                    for (o, &v) in dst.iter_mut().zip(src) {
+                        *o = *o + (k2 * v + k3);
+                    }
                 }
-            }
+            })
         });
 }
 

@@ -20,7 +20,8 @@ use super::conv::{matmul, matmul_into, matmul_strided_into, Mat};
 use super::direct3x3::{conv_image, scratch_len, weight_grad_image, Direct3x3, Packed3x3};
 use super::group_inputs::GroupInputs;
 use super::noise::DropoutNoise;
-use super::sparse_conv::{copy_row, pad_into, Plane};
+use super::sparse_conv::{pad_into, Plane};
+use super::with_avx2;
 
 /// The conv of a stage.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -109,6 +110,7 @@ impl PreAct<'_> {
 
     /// `da <- act'(x * scale + shift) * keep * da` over one image's `C` planes, with each
     /// channel's `(sum(da), sum(da * x))` of the gated values into `sums`.
+    #[inline(always)]
     pub(super) fn gate<T: Direct3x3>(
         &self,
         x: &[T],
@@ -234,6 +236,19 @@ impl<T: Direct3x3> Prepared<T> {
         s: &mut Scratch<T>,
         par: Parallelism,
     ) {
+        with_avx2(|| self.forward_body(pre, img, x, y, s, par))
+    }
+
+    #[inline(always)]
+    fn forward_body(
+        &self,
+        pre: &PreAct,
+        img: usize,
+        x: &[T],
+        y: &mut [MaybeUninit<T>],
+        s: &mut Scratch<T>,
+        par: Parallelism,
+    ) {
         let (plane, cin, cout) = (self.g.len(), self.cin, self.cout);
         let keep = pre.keep(img, &mut s.keep);
         match &self.conv {
@@ -281,6 +296,23 @@ impl<T: Direct3x3> Prepared<T> {
     /// there when `first` (the first image of a chunk).
     #[allow(clippy::too_many_arguments)]
     pub(super) fn backward_image(
+        &self,
+        pre: &PreAct,
+        img: usize,
+        (x, dy): (&[T], &[T]),
+        da: &mut [T],
+        dw: &mut [T],
+        first: bool,
+        sums: &mut [(f64, f64)],
+        s: &mut Scratch<T>,
+        par: Parallelism,
+    ) {
+        with_avx2(|| self.backward_body(pre, img, (x, dy), da, dw, first, sums, s, par))
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    #[inline(always)]
+    fn backward_body(
         &self,
         pre: &PreAct,
         img: usize,
@@ -378,6 +410,7 @@ impl<T: Direct3x3> Prepared<T> {
 }
 
 /// The interiors of one image's padded planes: the activated and dropped input.
+#[inline(always)]
 fn pad_activated<T: Direct3x3>(
     pre: &PreAct,
     x: &[T],
@@ -386,19 +419,17 @@ fn pad_activated<T: Direct3x3>(
     out: &mut [T],
 ) {
     let (wp, plane) = (g.wp(), g.len());
-    let mut row = vec![T::from_f64(0.0); g.w];
     for (c, dst) in out.chunks_mut(g.padded_len()).take(x.len() / plane).enumerate() {
         let xs = &x[c * plane..][..plane];
         let kc = &pre.k[c];
         for y in 0..g.h {
-            let src = &xs[y * g.w..][..g.w];
-            activate_plane(src, kc, pre.act, &mut row);
+            let row = &mut dst[(y + 1) * wp + 1..][..g.w];
+            activate_plane(&xs[y * g.w..][..g.w], kc, pre.act, row);
             if let Some(keep) = keep {
                 for (o, &f) in row.iter_mut().zip(&keep[c * plane + y * g.w..][..g.w]) {
                     *o = *o * f;
                 }
             }
-            copy_row(&mut dst[(y + 1) * wp + 1..][..g.w], &row);
         }
     }
 }
