@@ -24,6 +24,7 @@
 //! the last writes the layer's new channels. Every sum is taken in a fixed order (images in
 //! order, weight gradients over fixed image chunks), so results do not depend on the threads.
 
+use std::mem::MaybeUninit;
 use std::sync::{Arc, Mutex};
 
 use candle_core::{CpuStorage, CustomOp2, CustomOp3, Layout, Result, Shape, Tensor};
@@ -33,9 +34,9 @@ use rayon::prelude::*;
 use super::bn_act::{bn_input_grad, channel_stats, coefficients, ActKind, Coefficients};
 use super::conv::{split, CHUNK};
 use super::direct3x3::Direct3x3;
-use super::noise::DropoutNoise;
+use super::noise::{DropoutNoise, KeepMask};
 use super::sparse_conv::Plane;
-use super::stage::{write_only, PreAct, Prepared, StageConv};
+use super::stage::{write_only, Keep, PreAct, Prepared, Scratch, StageConv};
 use super::{dims4, slice, sum_parts, with_avx2};
 
 const OP: &str = "dense_block";
@@ -175,21 +176,22 @@ impl Saved {
     }
 }
 
-/// Per layer and stage: the statistics of the stage's input, and (stages after the first)
-/// the input itself.
+/// Per layer and stage: the statistics of the stage's input, (stages after the first) the
+/// input itself, and (stages with dropout) the dropout mask.
 #[derive(Debug)]
 struct Kept<T> {
     stats: Vec<Vec<Vec<(f64, f64)>>>,
     inputs: Vec<Vec<Vec<T>>>,
+    masks: Vec<Vec<Option<KeepMask>>>,
 }
 
-/// Kept values of `T` per dtype.
-trait Keep: Direct3x3 {
+/// The dtypes a [`Kept`] is saved for.
+trait Storable: Direct3x3 {
     fn wrap(k: Kept<Self>) -> Saved;
     fn unwrap(s: &Saved) -> Option<&Kept<Self>>;
 }
 
-impl Keep for f32 {
+impl Storable for f32 {
     fn wrap(k: Kept<Self>) -> Saved {
         Saved::F32(k)
     }
@@ -201,7 +203,7 @@ impl Keep for f32 {
     }
 }
 
-impl Keep for f64 {
+impl Storable for f64 {
     fn wrap(k: Kept<Self>) -> Saved {
         Saved::F64(k)
     }
@@ -291,8 +293,8 @@ fn rounded_stats<T: Direct3x3>(
 fn per_image<T: Direct3x3>(
     stage: &Prepared<T>,
     dropout: bool,
-    pairs: Vec<(&[T], &mut [T])>,
-    f: impl Fn(usize, &[T], &mut [T], &mut super::stage::Scratch<T>) + Sync + Send,
+    pairs: Vec<(&[T], &mut [MaybeUninit<T>])>,
+    f: impl Fn(usize, &[T], &mut [MaybeUninit<T>], &mut Scratch<T>) + Sync + Send,
 ) {
     pairs
         .into_par_iter()
@@ -300,9 +302,22 @@ fn per_image<T: Direct3x3>(
         .for_each_init(|| stage.scratch(dropout), |s, (img, (x, y))| f(img, x, y, s));
 }
 
-fn forward<T: Keep>(x: &[T], p: &[T], d: Dims, op: &DenseBlock) -> (Vec<T>, Option<Kept<T>>) {
+/// `len` values, all written by `write` before they are read.
+///
+/// # Safety
+/// `write` writes every element of its slice.
+unsafe fn written<T>(len: usize, write: impl FnOnce(&mut [MaybeUninit<T>])) -> Vec<T> {
+    let mut v: Vec<T> = Vec::with_capacity(len);
+    write(&mut v.spare_capacity_mut()[..len]);
+    // SAFETY: the caller's `write` initialised all `len` elements.
+    unsafe { v.set_len(len) };
+    v
+}
+
+fn forward<T: Storable>(x: &[T], p: &[T], d: Dims, op: &DenseBlock) -> (Vec<T>, Option<Kept<T>>) {
     let (n, plane, zero) = (d.n, d.plane(), T::from_f64(0.0));
     let at = offsets(&op.layers);
+    // The channels no layer has written yet are never read; zero them all once.
     let mut buf = vec![zero; n * d.image()];
     for (img, out) in buf.chunks_mut(d.image()).enumerate() {
         out[..d.c0 * plane].copy_from_slice(&x[img * d.c0 * plane..][..d.c0 * plane]);
@@ -315,11 +330,13 @@ fn forward<T: Keep>(x: &[T], p: &[T], d: Dims, op: &DenseBlock) -> (Vec<T>, Opti
     let mut kept = Kept {
         stats: Vec::new(),
         inputs: Vec::new(),
+        masks: Vec::new(),
     };
     let par = if split(n).0 { Parallelism::None } else { split(n).1 };
     for (l, layer) in op.layers.iter().enumerate() {
         let (cin, last) = (layer.cin(), layer.stages.len() - 1);
-        let (mut layer_stats, mut layer_inputs) = (Vec::new(), vec![Vec::new()]);
+        let (mut layer_stats, mut layer_inputs, mut layer_masks) =
+            (Vec::new(), vec![Vec::new()], Vec::new());
         let mut z: Vec<T> = Vec::new();
         for (s, stage) in layer.stages.iter().enumerate() {
             let ps = &p[at[l][s]..][..stage.params_len()];
@@ -329,39 +346,43 @@ fn forward<T: Keep>(x: &[T], p: &[T], d: Dims, op: &DenseBlock) -> (Vec<T>, Opti
                 (true, _) => Some(rounded_stats(&z, n, stage.cin, 0..stage.cin, plane)),
             };
             let k = stage_coefficients(ps, stage, stats.as_deref());
+            let (in_len, out_len) = (stage.cin * plane, stage.cout * plane);
+            let mask = stage.noise.as_ref().map(|noise| noise.mask(n, in_len));
             let pre = PreAct {
                 k: &k,
                 act: stage.act,
-                noise: stage.noise.as_ref(),
+                keep: mask.as_ref().map_or(Keep::All, Keep::Mask),
             };
-            let prepared = Prepared::new(&stage.conv, &ps[4 * stage.cin..], (stage.cin, stage.cout), d.g, false);
-            let (in_len, out_len) = (stage.cin * plane, stage.cout * plane);
-            let run = |img: usize, xi: &[T], yi: &mut [T], sc: &mut super::stage::Scratch<T>| {
-                // SAFETY: `forward_image` writes values only.
-                prepared.forward_image(&pre, img, xi, unsafe { write_only(yi) }, sc, par)
+            let w = &ps[4 * stage.cin..];
+            let prepared = Prepared::new(&stage.conv, w, (stage.cin, stage.cout), d.g, false);
+            let run = |img: usize, xi: &[T], yi: &mut [MaybeUninit<T>], sc: &mut Scratch<T>| {
+                prepared.forward_image(&pre, img, xi, yi, sc, par)
             };
-            let dropout = stage.noise.is_some();
+            let dropout = mask.is_some();
             if s == last {
-                let pairs = if s == 0 {
-                    unreachable!("layers have at least two stages")
-                } else {
-                    z.chunks(in_len)
-                        .zip(buf.chunks_mut(d.image()))
-                        .map(|(xi, bi)| (xi, &mut bi[cin * plane..][..out_len]))
-                        .collect()
-                };
+                // The last stage writes the layer's channels of the feature buffer.
+                let pairs = z
+                    .chunks(in_len)
+                    .zip(buf.chunks_mut(d.image()))
+                    .map(|(xi, bi)| {
+                        // SAFETY: `forward_image` writes values only.
+                        (xi, unsafe { write_only(&mut bi[cin * plane..][..out_len]) })
+                    })
+                    .collect();
                 per_image(&prepared, dropout, pairs, run);
             } else {
-                let mut next = vec![zero; n * out_len];
-                let pairs: Vec<(&[T], &mut [T])> = if s == 0 {
-                    buf.chunks(d.image())
-                        .map(|bi| &bi[..in_len])
-                        .zip(next.chunks_mut(out_len))
-                        .collect()
+                let input: Vec<&[T]> = if s == 0 {
+                    buf.chunks(d.image()).map(|bi| &bi[..in_len]).collect()
                 } else {
-                    z.chunks(in_len).zip(next.chunks_mut(out_len)).collect()
+                    z.chunks(in_len).collect()
                 };
-                per_image(&prepared, dropout, pairs, run);
+                // SAFETY: `forward_image` writes all of every image's output.
+                let next = unsafe {
+                    written(n * out_len, |next| {
+                        let pairs = input.into_iter().zip(next.chunks_mut(out_len)).collect();
+                        per_image(&prepared, dropout, pairs, run);
+                    })
+                };
                 if op.train && s > 0 {
                     layer_inputs.push(std::mem::take(&mut z));
                 }
@@ -370,21 +391,21 @@ fn forward<T: Keep>(x: &[T], p: &[T], d: Dims, op: &DenseBlock) -> (Vec<T>, Opti
             if let Some(st) = stats {
                 layer_stats.push(st);
             }
+            layer_masks.push(mask);
         }
         if op.train {
-            if last > 0 {
-                layer_inputs.push(std::mem::take(&mut z));
-            }
+            layer_inputs.push(std::mem::take(&mut z));
             channel.extend(rounded_stats(&buf, n, d.cf, cin..cin + layer.growth(), plane));
             kept.stats.push(layer_stats);
             kept.inputs.push(layer_inputs);
+            kept.masks.push(layer_masks);
         }
     }
     (buf, op.train.then_some(kept))
 }
 
 /// `[dx | dparams]` from the forward's features `buf` and their gradient `dy`.
-fn backward<T: Keep>(buf: &[T], dy: &[T], p: &[T], d: Dims, op: &DenseBlock, kept: &Kept<T>) -> Vec<T> {
+fn backward<T: Storable>(buf: &[T], dy: &[T], p: &[T], d: Dims, op: &DenseBlock, kept: &Kept<T>) -> Vec<T> {
     let (n, plane, zero) = (d.n, d.plane(), T::from_f64(0.0));
     let at = offsets(&op.layers);
     let mut out = vec![zero; n * d.c0 * plane + p.len()];
@@ -407,14 +428,14 @@ fn backward<T: Keep>(buf: &[T], dy: &[T], p: &[T], d: Dims, op: &DenseBlock, kep
             let pre = PreAct {
                 k: &k,
                 act: stage.act,
-                noise: stage.noise.as_ref(),
+                keep: kept.masks[l][s].as_ref().map_or(Keep::All, Keep::Mask),
             };
             let w = &ps[4 * stage.cin..];
             let prepared = Prepared::new(&stage.conv, w, (stage.cin, stage.cout), d.g, true);
             let (in_len, out_len, part_len) = (stage.cin * plane, stage.cout * plane, prepared.grad_len());
             let mut sums = vec![(0f64, 0f64); n * stage.cin];
             let mut parts = vec![zero; chunks * part_len];
-            let dropout = stage.noise.is_some();
+            let dropout = kept.masks[l][s].is_some();
             if s > 0 {
                 // The output gradient of every image: the layer's channels of the gradient
                 // buffer (last stage), else the next stage's input gradient.
@@ -533,7 +554,7 @@ impl DenseBlock {
     }
 }
 
-fn run_forward<T: Keep>(
+fn run_forward<T: Storable>(
     (xs, xl): (&CpuStorage, &Layout),
     (ps, pl): (&CpuStorage, &Layout),
     op: &DenseBlock,
@@ -589,7 +610,7 @@ impl CustomOp2 for DenseBlock {
     }
 }
 
-fn run_backward<T: Keep>(
+fn run_backward<T: Storable>(
     (ys, yl): (&CpuStorage, &Layout),
     (gs, gl): (&CpuStorage, &Layout),
     (ps, pl): (&CpuStorage, &Layout),

@@ -21,7 +21,7 @@ use super::conv::{split, CHUNK};
 use super::direct3x3::Direct3x3;
 use super::noise::DropoutNoise;
 use super::sparse_conv::Plane;
-use super::stage::{PreAct, Prepared, StageConv};
+use super::stage::{Keep, PreAct, Prepared, StageConv};
 use super::{by_dtype, dims4, filled_with, slice, sum_parts};
 
 const OP: &str = "preact_conv";
@@ -80,7 +80,7 @@ fn forward<T: Direct3x3>(x: &[T], p: &[T], w: &[T], dims: [usize; 4], op: &PreAc
     let pre = PreAct {
         k: &k,
         act: op.bn.act,
-        noise: op.noise.as_ref(),
+        keep: Keep::from_noise(op.noise.as_ref()),
     };
     let stage = Prepared::new(&op.conv, w, (cin, op.cout), g, false);
     let (in_len, out_len) = (cin * g.len(), op.cout * g.len());
@@ -103,7 +103,7 @@ fn backward<T: Direct3x3>(x: &[T], dy: &[T], pw: &[T], dims: [usize; 4], op: &Pr
     let pre = PreAct {
         k: &k,
         act: op.bn.act,
-        noise: op.noise.as_ref(),
+        keep: Keep::from_noise(op.noise.as_ref()),
     };
     let stage = Prepared::new(&op.conv, w, (cin, cout), g, true);
     let (in_len, out_len, plane) = (cin * g.len(), cout * g.len(), g.len());

@@ -19,7 +19,7 @@ use super::bn_act::{ActKind, Coefficients};
 use super::conv::{matmul, matmul_into, matmul_strided_into, Mat};
 use super::direct3x3::{conv_image, scratch_len, weight_grad_image, Direct3x3, Packed3x3};
 use super::group_inputs::GroupInputs;
-use super::noise::DropoutNoise;
+use super::noise::{DropoutNoise, KeepMask};
 use super::sparse_conv::{pad_into, Plane};
 use super::with_avx2;
 
@@ -66,7 +66,24 @@ pub(super) struct PreAct<'a> {
     /// Per input channel.
     pub(super) k: &'a [Coefficients],
     pub(super) act: ActKind,
-    pub(super) noise: Option<&'a DropoutNoise>,
+    pub(super) keep: Keep<'a>,
+}
+
+/// Where the dropout factors come from.
+#[derive(Debug, Clone, Copy)]
+pub(super) enum Keep<'a> {
+    /// No dropout.
+    All,
+    /// Drawn from the noise, image by image, wherever they are needed.
+    Draw(&'a DropoutNoise),
+    /// Read from a mask drawn once.
+    Mask(&'a KeepMask),
+}
+
+impl<'a> Keep<'a> {
+    pub(super) fn from_noise(noise: Option<&'a DropoutNoise>) -> Self {
+        noise.map_or(Self::All, Self::Draw)
+    }
 }
 
 /// `a = act(x * scale + shift)` over one plane.
@@ -91,10 +108,12 @@ impl PreAct<'_> {
     /// Image `img`'s dropout factors (its `buf.len()` input values), or `None` without
     /// dropout.
     pub(super) fn keep<'b, T: Direct3x3>(&self, img: usize, buf: &'b mut [T]) -> Option<&'b [T]> {
-        self.noise.map(|n| {
-            n.fill(img * buf.len(), buf);
-            &*buf
-        })
+        match self.keep {
+            Keep::All => return None,
+            Keep::Draw(n) => n.fill(img * buf.len(), buf),
+            Keep::Mask(m) => m.fill(img, buf),
+        }
+        Some(buf)
     }
 
     /// Input channel `c`'s plane, activated and dropped.
