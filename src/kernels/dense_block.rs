@@ -51,6 +51,7 @@ pub struct BlockStage {
     pub act: ActKind,
     /// The BN's epsilon.
     pub eps: f64,
+    /// Dropout in front of the conv, in training (ignored in evaluation).
     pub noise: Option<DropoutNoise>,
 }
 
@@ -347,7 +348,9 @@ fn forward<T: Storable>(x: &[T], p: &[T], d: Dims, op: &DenseBlock) -> (Vec<T>, 
             };
             let k = stage_coefficients(ps, stage, stats.as_deref());
             let (in_len, out_len) = (stage.cin * plane, stage.cout * plane);
-            let mask = stage.noise.as_ref().map(|noise| noise.mask(n, in_len));
+            // Dropout is the identity in evaluation.
+            let noise = stage.noise.as_ref().filter(|_| op.train);
+            let mask = noise.map(|noise| noise.mask(n, in_len));
             let pre = PreAct {
                 k: &k,
                 act: stage.act,
@@ -658,5 +661,229 @@ impl CustomOp3 for Grad {
             _ => candle_core::bail!("{OP}: only f32 and f64 are supported"),
         };
         Ok((out, Shape::from(len)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::kernels::bn_act::tests::reference;
+    use crate::kernels::testing::{max_diff, random};
+    use crate::kernels::GroupInputs;
+    use crate::rng::Rng;
+    use candle_core::{DType, Device, Var};
+
+    /// A stage's parameters as the test holds them.
+    struct Params {
+        running: (Tensor, Tensor),
+        gamma: Var,
+        beta: Var,
+        w: Var,
+        /// The live conv's 0/1 mask over its dense weight.
+        mask: Option<Tensor>,
+    }
+
+    fn stage_params(rng: &mut Rng, stage: &BlockStage, dtype: DType) -> Params {
+        let c = stage.cin;
+        let (k, per_out) = match &stage.conv {
+            StageConv::Pointwise { groups } => (1, c / groups),
+            StageConv::Live(_) => (1, c),
+            StageConv::Conv3x3 { groups } => (3, c / groups),
+        };
+        let mask = match &stage.conv {
+            StageConv::Live(live) => {
+                let mut m = vec![0f64; stage.cout * c];
+                for o in 0..stage.cout {
+                    for &j in live.of(o % live.groups()) {
+                        m[o * c + j as usize] = 1.0;
+                    }
+                }
+                let m = Tensor::from_vec(m, (stage.cout, c, 1, 1), &Device::Cpu).unwrap();
+                Some(m.to_dtype(dtype).unwrap())
+            }
+            _ => None,
+        };
+        Params {
+            running: (
+                random(rng, &[c], dtype),
+                (random(rng, &[c], dtype).abs().unwrap() + 0.5).unwrap(),
+            ),
+            gamma: Var::from_tensor(&(random(rng, &[c], dtype) * 2.0).unwrap()).unwrap(),
+            beta: Var::from_tensor(&random(rng, &[c], dtype)).unwrap(),
+            w: Var::from_tensor(&random(rng, &[stage.cout, per_out, k, k], dtype)).unwrap(),
+            mask,
+        }
+    }
+
+    /// The block as candle's ops compute it, layer by layer: BN (the batch's statistics in
+    /// training), activation, the dropout mask, the conv (the live conv as the masked dense
+    /// 1x1), and a concatenation per layer.
+    fn composition(x: &Tensor, layers: &[BlockLayer], params: &[Vec<Params>], train: bool) -> Tensor {
+        let mut feats = x.clone();
+        for (layer, ps) in layers.iter().zip(params) {
+            let mut z = feats.clone();
+            for (stage, p) in layer.stages.iter().zip(ps) {
+                let p4 = Tensor::stack(
+                    &[&p.running.0, &p.running.1, p.gamma.as_tensor(), p.beta.as_tensor()],
+                    0,
+                )
+                .unwrap();
+                let mut a = reference(&z, &p4, stage.eps, stage.act, train);
+                if let (Some(noise), true) = (&stage.noise, train) {
+                    let mut m = vec![0f64; a.elem_count()];
+                    noise.fill(0, &mut m);
+                    let m = Tensor::from_vec(m, a.shape(), &Device::Cpu).unwrap();
+                    a = (a * m.to_dtype(x.dtype()).unwrap()).unwrap();
+                }
+                z = match (&stage.conv, &p.mask) {
+                    (StageConv::Pointwise { groups }, _) => a.conv2d(&p.w, 0, 1, 1, *groups),
+                    (StageConv::Live(_), Some(m)) => {
+                        a.conv2d(&p.w.as_tensor().mul(m).unwrap(), 0, 1, 1, 1)
+                    }
+                    (StageConv::Conv3x3 { groups }, _) => a.conv2d(&p.w, 1, 1, 1, *groups),
+                    (StageConv::Live(_), None) => unreachable!(),
+                }
+                .unwrap();
+            }
+            feats = Tensor::cat(&[&feats, &z], 1).unwrap();
+        }
+        feats
+    }
+
+    fn stage(conv: StageConv, cin: usize, cout: usize, act: ActKind) -> BlockStage {
+        BlockStage {
+            conv,
+            cin,
+            cout,
+            act,
+            eps: 1e-5,
+            noise: None,
+        }
+    }
+
+    /// A block of four layers of every stage kind the networks use (the dense 1x1, the live
+    /// 1x1, the 3x3 in one or several groups, the depthwise 3x3 then a 1x1, dropout before
+    /// the first conv), odd channel counts and a batch that is not a whole number of
+    /// weight-gradient chunks: the features, the running statistics' batch values, and the
+    /// gradients of the input and of every gamma, beta and weight match candle's
+    /// composition, in training and evaluation, f32 and f64.
+    #[test]
+    fn matches_the_composition_of_candle_ops() {
+        let (c0, growth, width) = (7, 4, 8);
+        let relu6 = ActKind::Relu6;
+        // Two groups of 6 live inputs each over 11 channels.
+        let kept: Vec<Vec<bool>> = (0..2)
+            .map(|g| {
+                let mut k = vec![false; c0 + growth];
+                (0..6).for_each(|i| k[(g + 2 * i) % (c0 + growth)] = true);
+                k
+            })
+            .collect();
+        let mut dsc = stage(StageConv::Conv3x3 { groups: 1 }, c0 + 2 * growth, width, relu6);
+        dsc.noise = Some(DropoutNoise::new(Rng::new(21), 0.8));
+        let layers: Arc<[BlockLayer]> = vec![
+            BlockLayer {
+                stages: vec![
+                    stage(StageConv::Pointwise { groups: 1 }, c0, width, ActKind::Relu),
+                    stage(StageConv::Conv3x3 { groups: 2 }, width, growth, ActKind::Relu),
+                ],
+            },
+            BlockLayer {
+                stages: vec![
+                    stage(
+                        StageConv::Live(GroupInputs::from_kept(&kept).unwrap()),
+                        c0 + growth,
+                        width,
+                        ActKind::Relu,
+                    ),
+                    stage(StageConv::Conv3x3 { groups: 4 }, width, growth, ActKind::Relu),
+                ],
+            },
+            BlockLayer {
+                stages: vec![dsc, stage(StageConv::Conv3x3 { groups: 1 }, width, growth, relu6)],
+            },
+            BlockLayer {
+                stages: vec![
+                    stage(StageConv::Pointwise { groups: 1 }, c0 + 3 * growth, width - 2, relu6),
+                    stage(StageConv::Conv3x3 { groups: 6 }, width - 2, width - 2, relu6),
+                    stage(StageConv::Pointwise { groups: 1 }, width - 2, growth, relu6),
+                ],
+            },
+        ]
+        .into();
+        let mut rng = Rng::new(5);
+        for (dtype, tol) in [(DType::F32, 2e-3), (DType::F64, 1e-9)] {
+            for train in [true, false] {
+                let params: Vec<Vec<Params>> = layers
+                    .iter()
+                    .map(|l| l.stages.iter().map(|s| stage_params(&mut rng, s, dtype)).collect())
+                    .collect();
+                let x = Var::from_tensor(&random(&mut rng, &[5, c0, 5, 7], dtype)).unwrap();
+                let pieces: Vec<Tensor> = params
+                    .iter()
+                    .flatten()
+                    .flat_map(|p| {
+                        [
+                            p.running.0.clone(),
+                            p.running.1.clone(),
+                            p.gamma.as_tensor().clone(),
+                            p.beta.as_tensor().clone(),
+                            p.w.as_tensor().flatten_all().unwrap(),
+                        ]
+                    })
+                    .collect();
+                let flat = Tensor::cat(&pieces, 0).unwrap();
+                let (ours, stats) = dense_block(&x, &flat, &layers, train).unwrap();
+                let theirs = composition(&x, &layers, &params, train);
+                let case = format!("{dtype:?} train {train}");
+                assert_eq!(ours.dims(), theirs.dims());
+                assert!(max_diff(&ours, &theirs) < tol, "forward {case}");
+                assert_eq!(stats.is_some(), train);
+                if let Some(stats) = stats {
+                    assert_eq!(stats.count, 5 * 5 * 7);
+                    // The first stage's statistics are those of the layer's input channels.
+                    let l3 = ours.narrow(1, 0, c0 + 3 * growth).unwrap();
+                    let expect = crate::kernels::bn_stats(&l3).unwrap();
+                    let got: Vec<f64> = stats.stages[3][0].iter().map(|s| s.0).collect();
+                    let want: Vec<f64> = expect.get(0).unwrap().to_dtype(DType::F64).unwrap().to_vec1().unwrap();
+                    for (g, w) in got.iter().zip(&want) {
+                        assert!((g - w).abs() < tol, "mean {case}");
+                    }
+                }
+                if !train {
+                    continue;
+                }
+                let up = random(&mut rng, ours.dims(), dtype);
+                let go = (&ours * &up).unwrap().sum_all().unwrap().backward().unwrap();
+                let gt = (&theirs * &up).unwrap().sum_all().unwrap().backward().unwrap();
+                let dx = max_diff(go.get(&x).unwrap(), gt.get(&x).unwrap());
+                assert!(dx < tol * 10.0, "dx {case}: {dx}");
+                for (l, ps) in params.iter().enumerate() {
+                    for (s, p) in ps.iter().enumerate() {
+                        for (v, what) in [(&p.gamma, "dgamma"), (&p.beta, "dbeta"), (&p.w, "dw")] {
+                            let d = max_diff(go.get(v).unwrap(), gt.get(v).unwrap());
+                            assert!(d < tol * 10.0, "{what} layer {l} stage {s} {case}: {d}");
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn plans_that_do_not_chain_are_errors() {
+        let x = Tensor::zeros((2, 4, 3, 3), DType::F32, &Device::Cpu).unwrap();
+        let one = |cin, cout| stage(StageConv::Pointwise { groups: 1 }, cin, cout, ActKind::Relu);
+        let run = |layers: Vec<BlockLayer>, len: usize| {
+            let p = Tensor::zeros(len, DType::F32, &Device::Cpu).unwrap();
+            dense_block(&x, &p, &layers.into(), true).map(|_| ())
+        };
+        let good = || BlockLayer { stages: vec![one(4, 6), one(6, 2)] };
+        let len = one(4, 6).params_len() + one(6, 2).params_len();
+        assert!(run(vec![good()], len).is_ok());
+        assert!(run(vec![good()], len + 1).is_err(), "parameter count");
+        assert!(run(vec![BlockLayer { stages: vec![one(4, 2)] }], one(4, 2).params_len()).is_err(), "one stage");
+        assert!(run(vec![BlockLayer { stages: vec![one(5, 6), one(6, 2)] }], len + 4).is_err(), "input channels");
+        assert!(run(vec![BlockLayer { stages: vec![one(4, 6), one(5, 2)] }], len).is_err(), "chain");
     }
 }

@@ -38,20 +38,25 @@ pub enum StageConv {
 impl StageConv {
     /// Whether this conv fits `cin -> cout` channels with a weight of `weight_len` values.
     pub(super) fn check(&self, cin: usize, cout: usize, weight_len: usize) -> Result<(), String> {
-        let (groups, taps, per_out) = match self {
-            Self::Pointwise { groups } => (*groups, 1, cin / groups.max(&1)),
-            Self::Conv3x3 { groups } => (*groups, 9, cin / groups.max(&1)),
+        let (groups, inputs, taps) = match self {
+            Self::Pointwise { groups } => (*groups, cin / (*groups).max(1), 1),
+            Self::Conv3x3 { groups } => (*groups, cin / (*groups).max(1), 9),
             Self::Live(live) => {
                 if live.cin() != cin {
                     return Err(format!("live inputs over {} channels for {cin}", live.cin()));
                 }
-                (live.groups(), 1, cin)
+                // Each group reads its own live inputs; the weight is the dense one.
+                (live.groups(), cin, 1)
             }
         };
-        if groups == 0 || cin == 0 || cout == 0 || cin % groups != 0 || cout % groups != 0 {
+        let split_inputs = !matches!(self, Self::Live(_));
+        if groups == 0 || cin == 0 || cout == 0 || cout % groups != 0 {
             return Err(format!("{cin} -> {cout} channels in {groups} groups"));
         }
-        if weight_len != cout * per_out * taps {
+        if split_inputs && cin % groups != 0 {
+            return Err(format!("{cin} -> {cout} channels in {groups} groups"));
+        }
+        if weight_len != cout * inputs * taps {
             return Err(format!(
                 "a weight of {weight_len} values for {cin} -> {cout} channels"
             ));
