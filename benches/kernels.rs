@@ -1,10 +1,14 @@
-//! Each custom kernel against candle's reference op, forward + backward, on layer-sized
-//! inputs of the networks at batch 64 (f32, this machine's threads).
-//! Run: `cargo bench --bench kernels` (or `just bench kernels`).
+//! Each custom kernel against candle's reference op (and against the kernels it replaced),
+//! forward + backward, on layer-sized inputs of the networks at batch 64 (f32, this
+//! machine's threads), and a whole dense block as one op against its layers run one by one.
+//! Run: `cargo bench --bench kernels` (or `just criterion kernels`).
+
+use std::sync::Arc;
 
 use ablate::kernels::{
-    bn_act, bn_act_conv, bn_act_live_conv, bn_stats, conv2d, depthwise3x3, select_channels,
-    sparse_conv3x3, ActKind, ChannelIndex, GroupInputs, KernelPairs,
+    bn_act, bn_stats, conv2d, dense_block, depthwise3x3, preact_conv, select_channels,
+    sparse_conv3x3, ActKind, BlockLayer, BlockStage, ChannelIndex, GroupInputs, KernelPairs,
+    StageConv,
 };
 use ablate::rng::Rng;
 use candle_core::{Device, Tensor, Var, D};
@@ -45,7 +49,7 @@ fn candle_bn_relu(x: &Tensor, gamma: &Tensor, beta: &Tensor) -> Tensor {
         .unwrap()
 }
 
-fn params(x: &Var, gamma: &Var, beta: &Var) -> Tensor {
+fn params(x: &Tensor, gamma: &Var, beta: &Var) -> Tensor {
     let affine = Tensor::stack(&[gamma.as_tensor(), beta.as_tensor()], 0).unwrap();
     Tensor::cat(&[&bn_stats(x).unwrap(), &affine], 0).unwrap()
 }
@@ -59,6 +63,8 @@ fn kernels(c: &mut Criterion) {
     // block, its grouped spatial 3x3 in the first, and the stem.
     for (name, dims, cout, k, p, g) in [
         ("conv1x1_704to128_8x8", [64, 704, 8, 8], 128, 1, 0, 1),
+        ("conv3x3_40to32_32x32", [64, 40, 32, 32], 32, 3, 1, 1),
+        ("conv3x3_104to32_8x8", [64, 104, 8, 8], 32, 3, 1, 1),
         ("conv3x3_g4_32to8_32x32", [64, 32, 32, 32], 8, 3, 1, 4),
         ("conv3x3_g4_128to32_8x8", [64, 128, 8, 8], 32, 3, 1, 4),
         ("conv3x3_3to16_32x32", [64, 3, 32, 32], 16, 3, 1, 1),
@@ -72,6 +78,31 @@ fn kernels(c: &mut Criterion) {
         group.bench_function(format!("{name}/candle"), |b| {
             b.iter(|| step(&|| x.conv2d(&w, p, 1, 1, g).unwrap(), &up))
         });
+        if k == 3 && dims[1] > 3 {
+            // BN -> ReLU -> the same 3x3 as the direct loops of one fused op.
+            let (gamma, beta) = (
+                Var::from_tensor(&random(&mut rng, &[dims[1]])).unwrap(),
+                Var::from_tensor(&random(&mut rng, &[dims[1]])).unwrap(),
+            );
+            let conv = StageConv::Conv3x3 { groups: g };
+            group.bench_function(format!("bn_relu_{name}/direct_fused"), |b| {
+                b.iter(|| {
+                    let pr = params(&x, &gamma, &beta);
+                    let f = || {
+                        preact_conv(&x, &pr, &w, conv.clone(), 1e-5, ActKind::Relu, true, None)
+                            .unwrap()
+                    };
+                    step(&f, &up)
+                })
+            });
+            group.bench_function(format!("bn_relu_{name}/bn_relu_then_im2col"), |b| {
+                b.iter(|| {
+                    let pr = params(&x, &gamma, &beta);
+                    let a = || bn_act(&x, &pr, 1e-5, ActKind::Relu, true).unwrap();
+                    step(&|| conv2d(&a(), &w, p, g).unwrap(), &up)
+                })
+            });
+        }
         if k == 3 && g > 1 {
             // The same grouped conv as kernel pairs.
             let (cin_g, cout_g) = (dims[1] / g, cout / g);
@@ -114,13 +145,15 @@ fn kernels(c: &mut Criterion) {
     // BN -> ReLU -> 1x1 conv 128 -> 32 at 32x32: fused against our two kernels and candle.
     let w1 = Var::from_tensor(&random(&mut rng, &[32, 128, 1, 1])).unwrap();
     let up1 = random(&mut rng, &[64, 32, 32, 32]);
+    let pointwise = StageConv::Pointwise { groups: 1 };
     group.bench_function("bn_relu_conv1x1_128to32_32x32/fused", |b| {
         b.iter(|| {
             let p = params(&x, &gamma, &beta);
-            step(
-                &|| bn_act_conv(&x, &p, &w1, 0, 1, 1e-5, ActKind::Relu, true).unwrap(),
-                &up1,
-            )
+            let f = || {
+                preact_conv(&x, &p, &w1, pointwise.clone(), 1e-5, ActKind::Relu, true, None)
+                    .unwrap()
+            };
+            step(&f, &up1)
         })
     });
     group.bench_function("bn_relu_conv1x1_128to32_32x32/two_kernels", |b| {
@@ -192,7 +225,8 @@ fn kernels(c: &mut Criterion) {
         b.iter(|| {
             let f = || {
                 let p = params(&x, &gamma, &beta);
-                bn_act_live_conv(&x, &p, &w, &live, 1e-5, ActKind::Relu, true).unwrap()
+                let conv = StageConv::Live(live.clone());
+                preact_conv(&x, &p, &w, conv, 1e-5, ActKind::Relu, true, None).unwrap()
             };
             step(&f, &up3)
         })
@@ -202,14 +236,16 @@ fn kernels(c: &mut Criterion) {
             let f = || {
                 let p = params(&x, &gamma, &beta);
                 let wm = w.as_tensor().mul(&mask).unwrap();
-                bn_act_conv(&x, &p, &wm, 0, 1, 1e-5, ActKind::Relu, true).unwrap()
+                let conv = StageConv::Pointwise { groups: 1 };
+                preact_conv(&x, &p, &wm, conv, 1e-5, ActKind::Relu, true, None).unwrap()
             };
             step(&f, &up3)
         })
     });
 
     // CondenseNeXt's first-block learned-dsc 3x3 (40 -> 32) with a quarter and an eighth of
-    // its kernels live: the pair kernel against the masked dense conv.
+    // its kernels live: the pair kernel against the masked dense conv (im2col + GEMM, and the
+    // direct loops the layer runs).
     let (cin, cout) = (40, 32);
     let x = Var::from_tensor(&random(&mut rng, &[64, cin, 32, 32])).unwrap();
     let w = Var::from_tensor(&random(&mut rng, &[cout, cin, 3, 3])).unwrap();
@@ -258,6 +294,24 @@ fn kernels(c: &mut Criterion) {
                 })
             },
         );
+        let (gamma, beta) = (
+            Var::from_tensor(&random(&mut rng, &[cin])).unwrap(),
+            Var::from_tensor(&random(&mut rng, &[cin])).unwrap(),
+        );
+        group.bench_function(
+            format!("learned_dsc3x3_40to32_1of{every}_32x32/masked_direct_fused"),
+            |b| {
+                b.iter(|| {
+                    let f = || {
+                        let wm = w.as_tensor().broadcast_mul(&mask).unwrap();
+                        let p = params(&x, &gamma, &beta);
+                        let conv = StageConv::Conv3x3 { groups: 1 };
+                        preact_conv(&x, &p, &wm, conv, 1e-5, ActKind::Relu, true, None).unwrap()
+                    };
+                    step(&f, &up4)
+                })
+            },
+        );
     }
 
     // The converted form's depthwise on the gathered channels (160 of 40, repeats), fused
@@ -282,5 +336,88 @@ fn kernels(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, kernels);
+/// CondenseNet-86's first dense block (14 layers, 16 -> 128 channels at 32x32) in training:
+/// the block as one op against its layers as fused ops joined by candle's concatenation.
+fn dense_block_op(c: &mut Criterion) {
+    let mut rng = Rng::new(2);
+    let mut group = c.benchmark_group("dense_block_fwd_bwd_b64");
+    group.sample_size(10);
+    let (c0, growth, width) = (16, 8, 32);
+    let stage = |conv, cin, cout| BlockStage {
+        conv,
+        cin,
+        cout,
+        act: ActKind::Relu,
+        eps: 1e-5,
+        noise: None,
+    };
+    let layers: Arc<[BlockLayer]> = (0..14)
+        .map(|l| BlockLayer {
+            stages: vec![
+                stage(StageConv::Pointwise { groups: 1 }, c0 + l * growth, width),
+                stage(StageConv::Conv3x3 { groups: 4 }, width, growth),
+            ],
+        })
+        .collect();
+    let vars: Vec<Vec<(Var, Var, Var)>> = layers
+        .iter()
+        .map(|l| {
+            l.stages
+                .iter()
+                .map(|s| {
+                    let k = if matches!(s.conv, StageConv::Conv3x3 { .. }) { 3 } else { 1 };
+                    let per_out = if k == 3 { s.cin / 4 } else { s.cin };
+                    (
+                        Var::from_tensor(&random(&mut rng, &[s.cin])).unwrap(),
+                        Var::from_tensor(&random(&mut rng, &[s.cin])).unwrap(),
+                        Var::from_tensor(&random(&mut rng, &[s.cout, per_out, k, k])).unwrap(),
+                    )
+                })
+                .collect()
+        })
+        .collect();
+    let x = Var::from_tensor(&random(&mut rng, &[64, c0, 32, 32])).unwrap();
+    let up = random(&mut rng, &[64, c0 + 14 * growth, 32, 32]);
+    group.bench_function("condensenet86_block0/one_op", |b| {
+        b.iter(|| {
+            let f = || {
+                let pieces: Vec<Tensor> = vars
+                    .iter()
+                    .flatten()
+                    .flat_map(|(g, be, w)| {
+                        // Running mean 0 and variance 1 (not read in training).
+                        let ones = Tensor::ones(g.dims(), g.dtype(), g.device()).unwrap();
+                        let zeros = ones.zeros_like().unwrap();
+                        let (g, be) = (g.as_tensor().clone(), be.as_tensor().clone());
+                        [zeros, ones, g, be, w.flatten_all().unwrap()]
+                    })
+                    .collect();
+                let params = Tensor::cat(&pieces, 0).unwrap();
+                dense_block(&x, &params, &layers, true).unwrap().0
+            };
+            step(&f, &up)
+        })
+    });
+    group.bench_function("condensenet86_block0/layer_by_layer", |b| {
+        b.iter(|| {
+            let f = || {
+                let mut feats = x.as_tensor().clone();
+                for (layer, vs) in layers.iter().zip(&vars) {
+                    let mut z = feats.clone();
+                    for (s, (g, be, w)) in layer.stages.iter().zip(vs) {
+                        let p = params(&z, g, be);
+                        z = preact_conv(&z, &p, w, s.conv.clone(), 1e-5, ActKind::Relu, true, None)
+                            .unwrap();
+                    }
+                    feats = Tensor::cat(&[&feats, &z], 1).unwrap();
+                }
+                feats
+            };
+            step(&f, &up)
+        })
+    });
+    group.finish();
+}
+
+criterion_group!(benches, kernels, dense_block_op);
 criterion_main!(benches);

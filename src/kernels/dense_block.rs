@@ -28,7 +28,6 @@ use std::mem::MaybeUninit;
 use std::sync::{Arc, Mutex};
 
 use candle_core::{CpuStorage, CustomOp2, CustomOp3, Layout, Result, Shape, Tensor};
-use gemm::Parallelism;
 use rayon::prelude::*;
 
 use super::bn_act::{bn_input_grad, channel_stats, coefficients, ActKind, Coefficients};
@@ -107,8 +106,8 @@ pub fn dense_block(
     train: bool,
 ) -> Result<(Tensor, Option<BlockStats>)> {
     let (_, c0, h, w) = x.dims4()?;
-    if h == 0 || w == 0 {
-        candle_core::bail!("{OP}: empty input {:?}", x.dims());
+    if h == 0 || w == 0 || layers.is_empty() {
+        candle_core::bail!("{OP}: empty input {:?} or no layers", x.dims());
     }
     let mut channels = c0;
     let mut len = 0;
@@ -138,7 +137,13 @@ pub fn dense_block(
         saved: Arc::new(Mutex::new(None)),
     };
     let saved = op.saved.clone();
-    let y = x.contiguous()?.apply_op2(&params.contiguous()?, op)?;
+    let (x, params) = (x.contiguous()?, params.contiguous()?);
+    // An evaluation forward keeps nothing for a backward and records none.
+    let y = if train {
+        x.apply_op2(&params, op)?
+    } else {
+        x.apply_op2_no_bwd(&params, &op)?
+    };
     let stats = if train {
         let guard = saved.lock().map_err(|_| candle_core::Error::Msg(format!("{OP}: poisoned")))?;
         guard.as_ref().map(|s| BlockStats {
@@ -237,7 +242,7 @@ impl Dims {
 }
 
 /// Where each stage's parameters start.
-fn offsets(layers: &[BlockLayer]) -> Vec<Vec<usize>> {
+fn param_offsets(layers: &[BlockLayer]) -> Vec<Vec<usize>> {
     let mut at = 0;
     layers
         .iter()
@@ -317,7 +322,7 @@ unsafe fn written<T>(len: usize, write: impl FnOnce(&mut [MaybeUninit<T>])) -> V
 
 fn forward<T: Storable>(x: &[T], p: &[T], d: Dims, op: &DenseBlock) -> (Vec<T>, Option<Kept<T>>) {
     let (n, plane, zero) = (d.n, d.plane(), T::from_f64(0.0));
-    let at = offsets(&op.layers);
+    let at = param_offsets(&op.layers);
     // The channels no layer has written yet are never read; zero them all once.
     let mut buf = vec![zero; n * d.image()];
     for (img, out) in buf.chunks_mut(d.image()).enumerate() {
@@ -333,7 +338,7 @@ fn forward<T: Storable>(x: &[T], p: &[T], d: Dims, op: &DenseBlock) -> (Vec<T>, 
         inputs: Vec::new(),
         masks: Vec::new(),
     };
-    let par = if split(n).0 { Parallelism::None } else { split(n).1 };
+    let par = split(n).1;
     for (l, layer) in op.layers.iter().enumerate() {
         let (cin, last) = (layer.cin(), layer.stages.len() - 1);
         let (mut layer_stats, mut layer_inputs, mut layer_masks) =
@@ -410,7 +415,7 @@ fn forward<T: Storable>(x: &[T], p: &[T], d: Dims, op: &DenseBlock) -> (Vec<T>, 
 /// `[dx | dparams]` from the forward's features `buf` and their gradient `dy`.
 fn backward<T: Storable>(buf: &[T], dy: &[T], p: &[T], d: Dims, op: &DenseBlock, kept: &Kept<T>) -> Vec<T> {
     let (n, plane, zero) = (d.n, d.plane(), T::from_f64(0.0));
-    let at = offsets(&op.layers);
+    let at = param_offsets(&op.layers);
     let mut out = vec![zero; n * d.c0 * plane + p.len()];
     let (dx, dp) = out.split_at_mut(n * d.c0 * plane);
     let mut dbuf = dy.to_vec();
@@ -418,7 +423,7 @@ fn backward<T: Storable>(buf: &[T], dy: &[T], p: &[T], d: Dims, op: &DenseBlock,
     let (mut k2s, mut k3s) = (vec![0f64; d.cf], vec![0f64; d.cf]);
     let count = (n * plane) as f64;
     let chunks = n.div_ceil(CHUNK);
-    let par = if split(chunks).0 { Parallelism::None } else { split(chunks).1 };
+    let par = split(chunks).1;
 
     for (l, layer) in op.layers.iter().enumerate().rev() {
         let (cin, growth, last) = (layer.cin(), layer.growth(), layer.stages.len() - 1);
@@ -602,9 +607,6 @@ impl CustomOp2 for DenseBlock {
         y: &Tensor,
         dy: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>)> {
-        if !self.train {
-            candle_core::bail!("{OP}: no backward through an evaluation forward");
-        }
         let packed = y.apply_op3_no_bwd(&dy.contiguous()?, params, &Grad(self.clone()))?;
         let nx = x.elem_count();
         let dx = packed.narrow(0, 0, nx)?.reshape(x.shape())?;

@@ -25,9 +25,9 @@ use rayon::prelude::*;
 use super::sparse_conv::{Float, Plane};
 
 /// Output channels per register block.
-pub(super) const MR: usize = 6;
-/// Output positions are computed in tiles of 16 to 48; a plane's scratch is rounded up to a
-/// multiple of all of them.
+const MR: usize = 6;
+/// Output positions are computed in tiles of 16, 24, 32, 40 or 48 ([`avx2::vectors`]); a
+/// plane's scratch is rounded up to a multiple of all of them, so every tiling fits in it.
 const Q_ALIGN: usize = 240;
 
 impl Plane {
@@ -37,8 +37,10 @@ impl Plane {
         self.acc_len().div_ceil(Q_ALIGN) * Q_ALIGN
     }
 
-    /// Zero elements a buffer of padded planes needs after its last plane: the tiles read up
-    /// to `tiled_len - acc_len` elements past a plane's end (into the next plane, or here).
+    /// Zero elements a buffer of padded planes needs after its last plane: the forward's
+    /// tiles read up to `tiled_len - acc_len` elements past a plane's end (into the next
+    /// plane, or here), and the weight gradient's output-gradient rows, read from the first
+    /// interior pixel (`w + 3` in) over positions rounded up to 8, up to 8 more.
     pub(super) fn slack(&self) -> usize {
         self.tiled_len() - self.acc_len() + 8
     }
@@ -232,7 +234,8 @@ pub(super) fn weight_grad_image<T: Direct3x3>(
 /// The microkernels, per float type.
 pub(super) trait Direct3x3: Float {
     /// `out[r * tiled + q] = sum over inputs c and taps t of w[(c * 9 + t) * rows + r] *
-    /// src[c * pl + q + offset(t)]` for `q < tiled`.
+    /// src[c * pl + q + offset(t)]` for every `q < h (w + 2)` (and, past it, up to the end of
+    /// the last tile, values that are dropped).
     fn block(src: &[Self], w: &[Self], rows: usize, inputs: usize, g: Plane, out: &mut [Self]);
     /// `taps[r][i * 3 + j] = sum over q < positions of dy[r * pl + q] * x[q + i * wp + j]`.
     fn tap_dots(
@@ -437,7 +440,9 @@ mod avx2 {
     ) {
         let (tiled, pl, off) = (g.tiled_len(), g.padded_len(), offsets(g.wp()));
         let positions = g.acc_len().div_ceil(8 * V) * 8 * V;
-        debug_assert!(positions <= tiled && w.len() >= inputs * 9 * R);
+        assert!(positions <= tiled && w.len() >= inputs * 9 * R && inputs > 0);
+        assert!(src.len() >= (inputs - 1) * pl + positions + 2 * g.wp() + 2);
+        assert!(out.len() >= (R - 1) * tiled + positions);
         for q in (0..positions).step_by(8 * V) {
             // SAFETY: `conv_image` checked that `src` reaches every tile's reads; `out` holds
             // `R` rows of `tiled`.
@@ -462,8 +467,7 @@ mod avx2 {
         let choices: &[usize] = match rows {
             4..=6 => &[2],
             3 => &[3, 2],
-            2 => &[6, 5, 4, 3, 2],
-            _ => &[12, 10, 8, 6, 5, 4, 3, 2],
+            _ => &[6, 5, 4, 3, 2],
         };
         let cost = |v: usize| {
             let computed = g.acc_len().div_ceil(8 * v) * 8 * v;
@@ -497,7 +501,8 @@ mod avx2 {
                 }
             };
         }
-        // SAFETY: as the caller guarantees; every tile width divides `tiled_len`'s rounding.
+        // SAFETY: the CPU has AVX2 and FMA (the caller's promise); `tiles` checks that the
+        // slices cover every tile's reads and writes.
         unsafe {
             match rows {
                 6 => run!(6: 2),
@@ -505,7 +510,8 @@ mod avx2 {
                 4 => run!(4: 2),
                 3 => run!(3: 3, 2),
                 2 => run!(2: 6, 5, 4, 3, 2),
-                _ => run!(1: 12, 10, 8, 6, 5, 4, 3, 2),
+                1 => run!(1: 6, 5, 4, 3, 2),
+                _ => panic!("conv_image: {rows} rows in a register block"),
             }
         }
     }
@@ -570,7 +576,7 @@ mod avx2 {
         g: Plane,
     ) {
         let (pl, wp) = (g.padded_len(), g.wp());
-        assert!(positions % 8 == 0 && rows <= 4);
+        assert!(positions % 8 == 0 && (1..=4).contains(&rows));
         assert!(dy.len() >= (rows - 1) * pl + positions && x.len() >= positions + 2 * wp + 2);
         let (dy, x) = (dy.as_ptr(), x.as_ptr());
         for i in 0..3 {

@@ -56,7 +56,8 @@ pub fn preact_conv(
         bn: BnAct { eps, act, train },
         conv,
         cout,
-        noise,
+        // Dropout is the identity in evaluation.
+        noise: noise.filter(|_| train),
     };
     x.contiguous()?
         .apply_op3(&params.contiguous()?, &w.contiguous()?, op)

@@ -2,12 +2,12 @@
 //! `conv3x3(x[in[p]], w[p])` into output channel `out[p]`. Forward and backward run only the
 //! listed pairs.
 //!
-//! Three layers use its loops. The masked learned-dsc conv of CondenseNeXt (spec section 4)
-//! ends its pruning with about an eighth of its `[W, Cin]` kernels live, yet runs as a dense
-//! conv times a mask; as a pair list it does only the live kernels' work. The converted
-//! (separable) form's index-select + depthwise 3x3 is the pair list `(t, index[t])`, the
-//! gather fused into the conv ([`super::separable`]). And a grouped 3x3 is the pair list of
-//! every kernel of its weight ([`KernelPairs::grouped`], [`super::bn_act_sparse_conv`]).
+//! The converted (separable) learned-dsc conv's index-select + depthwise 3x3 is the pair
+//! list `(t, index[t])`, the gather fused into the conv ([`super::separable`], which the
+//! deploy form runs). As an op of its own it runs a masked conv over only its live kernels
+//! (`just criterion kernels` compares it with the masked dense conv the layers run: at the
+//! densities CondenseNeXt's schedule reaches, down to 23% live, the direct dense loops of
+//! [`super::direct3x3`] are as fast or faster).
 //!
 //! Each plane is zero-padded once per call into rows of `W + 2`, so every tap is one long
 //! shifted multiply-add over the whole plane (the two extra columns per row are computed
@@ -96,20 +96,6 @@ impl KernelPairs {
     pub fn gathered(cin: usize, index: &[u32]) -> Result<Self> {
         let pairs: Vec<(u32, u32)> = (0..index.len() as u32).zip(index.iter().copied()).collect();
         Self::new(cin, index.len(), &pairs)
-    }
-
-    /// Every kernel of a grouped conv from `cin` to `cout` channels in `groups` groups, in
-    /// the order of its `[cout, cin / groups, 3, 3]` weight: pair `o * cin/groups + i` is
-    /// `(o, group(o) * cin/groups + i)`.
-    pub fn grouped(cin: usize, cout: usize, groups: usize) -> Result<Self> {
-        if groups == 0 || !cin.is_multiple_of(groups) || !cout.is_multiple_of(groups) {
-            candle_core::bail!("{OP}: {cin} -> {cout} channels in {groups} groups");
-        }
-        let (cin_g, cout_g) = (cin / groups, cout / groups);
-        let pairs: Vec<(u32, u32)> = (0..cout)
-            .flat_map(|o| (0..cin_g).map(move |i| (o as u32, ((o / cout_g) * cin_g + i) as u32)))
-            .collect();
-        Self::new(cin, cout, &pairs)
     }
 
     pub fn len(&self) -> usize {

@@ -4,7 +4,7 @@
 //! the dropout and the activation, with the per-channel sums the BN's backward needs.
 //!
 //! These are the loops of every fused kernel here: [`super::preact_conv`] runs one stage over
-//! a batch. Three convs: a 1x1 in groups (one GEMM per image and group on the
+//! a batch, [`super::dense_block`] a chain of them per layer over its own feature buffer. Three convs: a 1x1 in groups (one GEMM per image and group on the
 //! `gemm` crate), a learned-group 1x1 that reads only each group's live inputs (compact
 //! GEMMs writing interleaved output rows), and a 3x3 with padding 1 ([`super::direct3x3`]).
 //!
@@ -176,7 +176,7 @@ pub(super) struct Scratch<T> {
     dypad: Vec<T>,
     tile: Vec<T>,
     /// Dropout factors of one image.
-    pub(super) keep: Vec<T>,
+    keep: Vec<T>,
 }
 
 impl<T: Direct3x3> Prepared<T> {

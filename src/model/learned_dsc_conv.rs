@@ -431,6 +431,10 @@ impl ModuleT for LearnedDscConv {
                     let y = self
                         .pre
                         .convolve(x, &w, Conv2dConfig::grouped3x3(1), train)?;
+                    trace::record(|| {
+                        let name = format!("{}.index", self.name);
+                        LayerCost::same(&name, "index-select", Cost::ZERO)
+                    });
                     let (taps, side) = (pairs.len(), (y.dim(2)?, y.dim(3)?));
                     dw.record_shape(taps, taps, side);
                     pw.record_shape(taps, self.width, side);
