@@ -176,6 +176,47 @@ fn same_seed_same_run_and_resume_after_sigkill_is_bit_identical() {
     }
 }
 
+/// One and two threads train to the same bits: every metric and every tensor of the deploy
+/// model and the checkpoint, for a small CondenseNeXt (dropout, focal loss, the conversion)
+/// and a small CondenseNet (its learned-group drops and the live-input kernel), with a batch
+/// that is not a whole number of weight-gradient chunks.
+#[test]
+fn one_and_two_threads_train_to_the_same_bits() {
+    let net_tiny: Vec<&str> = NEXT_TINY
+        .iter()
+        .map(|&a| match a {
+            "condensenext" => "condensenet-86",
+            "32" => "30",
+            other => other,
+        })
+        .collect();
+    for (name, args) in [("next", NEXT_TINY.to_vec()), ("net", net_tiny)] {
+        let dirs: Vec<PathBuf> = ["1", "2"]
+            .iter()
+            .map(|threads| {
+                let dir = fresh_dir(&format!("threads-{name}-{threads}"));
+                let o = ablate(&with_out(&args, dir.to_str().unwrap(), &[]))
+                    .env("RAYON_NUM_THREADS", threads)
+                    .output()
+                    .unwrap();
+                assert_ok(&o);
+                dir
+            })
+            .collect();
+        assert_eq!(outcomes(&dirs[0]), outcomes(&dirs[1]), "{name}: metrics");
+        for file in ["model.safetensors", "checkpoint.safetensors"] {
+            assert_eq!(
+                tensors(&dirs[0].join(file)),
+                tensors(&dirs[1].join(file)),
+                "{name}: {file}"
+            );
+        }
+        for dir in dirs {
+            std::fs::remove_dir_all(dir).unwrap();
+        }
+    }
+}
+
 /// Fraction of ones of each row block of a mask: `[W, Cin, 1, 1]` learned-group masks.
 fn mask_density(mask: &Tensor) -> f64 {
     let v: Vec<f32> = mask.flatten_all().unwrap().to_vec1().unwrap();
