@@ -150,8 +150,17 @@ fn kernels(c: &mut Criterion) {
         b.iter(|| {
             let p = params(&x, &gamma, &beta);
             let f = || {
-                preact_conv(&x, &p, &w1, pointwise.clone(), 1e-5, ActKind::Relu, true, None)
-                    .unwrap()
+                preact_conv(
+                    &x,
+                    &p,
+                    &w1,
+                    pointwise.clone(),
+                    1e-5,
+                    ActKind::Relu,
+                    true,
+                    None,
+                )
+                .unwrap()
             };
             step(&f, &up1)
         })
@@ -365,7 +374,11 @@ fn dense_block_op(c: &mut Criterion) {
             l.stages
                 .iter()
                 .map(|s| {
-                    let k = if matches!(s.conv, StageConv::Conv3x3 { .. }) { 3 } else { 1 };
+                    let k = if matches!(s.conv, StageConv::Conv3x3 { .. }) {
+                        3
+                    } else {
+                        1
+                    };
                     let per_out = if k == 3 { s.cin / 4 } else { s.cin };
                     (
                         Var::from_tensor(&random(&mut rng, &[s.cin])).unwrap(),

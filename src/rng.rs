@@ -34,7 +34,9 @@ impl Rng {
     /// moving: a pure function of `i`, so a loop over many draws vectorises.
     #[inline(always)]
     pub fn draw(&self, i: u64) -> u64 {
-        mix(self.state.wrapping_add(i.wrapping_add(1).wrapping_mul(GAMMA)))
+        mix(self
+            .state
+            .wrapping_add(i.wrapping_add(1).wrapping_mul(GAMMA)))
     }
 
     /// Uniform in [0, 1), 53 bits.

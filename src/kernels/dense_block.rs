@@ -145,7 +145,9 @@ pub fn dense_block(
         x.apply_op2_no_bwd(&params, &op)?
     };
     let stats = if train {
-        let guard = saved.lock().map_err(|_| candle_core::Error::Msg(format!("{OP}: poisoned")))?;
+        let guard = saved
+            .lock()
+            .map_err(|_| candle_core::Error::Msg(format!("{OP}: poisoned")))?;
         guard.as_ref().map(|s| BlockStats {
             stages: s.stats(),
             count: x.dim(0).unwrap_or(0) * h * w,
@@ -302,10 +304,10 @@ fn per_image<T: Direct3x3>(
     pairs: Vec<(&[T], &mut [MaybeUninit<T>])>,
     f: impl Fn(usize, &[T], &mut [MaybeUninit<T>], &mut Scratch<T>) + Sync + Send,
 ) {
-    pairs
-        .into_par_iter()
-        .enumerate()
-        .for_each_init(|| stage.scratch(dropout), |s, (img, (x, y))| f(img, x, y, s));
+    pairs.into_par_iter().enumerate().for_each_init(
+        || stage.scratch(dropout),
+        |s, (img, (x, y))| f(img, x, y, s),
+    );
 }
 
 /// `len` values, all written by `write` before they are read.
@@ -403,7 +405,13 @@ fn forward<T: Storable>(x: &[T], p: &[T], d: Dims, op: &DenseBlock) -> (Vec<T>, 
         }
         if op.train {
             layer_inputs.push(std::mem::take(&mut z));
-            channel.extend(rounded_stats(&buf, n, d.cf, cin..cin + layer.growth(), plane));
+            channel.extend(rounded_stats(
+                &buf,
+                n,
+                d.cf,
+                cin..cin + layer.growth(),
+                plane,
+            ));
             kept.stats.push(layer_stats);
             kept.inputs.push(layer_inputs);
             kept.masks.push(layer_masks);
@@ -413,7 +421,14 @@ fn forward<T: Storable>(x: &[T], p: &[T], d: Dims, op: &DenseBlock) -> (Vec<T>, 
 }
 
 /// `[dx | dparams]` from the forward's features `buf` and their gradient `dy`.
-fn backward<T: Storable>(buf: &[T], dy: &[T], p: &[T], d: Dims, op: &DenseBlock, kept: &Kept<T>) -> Vec<T> {
+fn backward<T: Storable>(
+    buf: &[T],
+    dy: &[T],
+    p: &[T],
+    d: Dims,
+    op: &DenseBlock,
+    kept: &Kept<T>,
+) -> Vec<T> {
     let (n, plane, zero) = (d.n, d.plane(), T::from_f64(0.0));
     let at = param_offsets(&op.layers);
     let mut out = vec![zero; n * d.c0 * plane + p.len()];
@@ -440,7 +455,8 @@ fn backward<T: Storable>(buf: &[T], dy: &[T], p: &[T], d: Dims, op: &DenseBlock,
             };
             let w = &ps[4 * stage.cin..];
             let prepared = Prepared::new(&stage.conv, w, (stage.cin, stage.cout), d.g, true);
-            let (in_len, out_len, part_len) = (stage.cin * plane, stage.cout * plane, prepared.grad_len());
+            let (in_len, out_len, part_len) =
+                (stage.cin * plane, stage.cout * plane, prepared.grad_len());
             let mut sums = vec![(0f64, 0f64); n * stage.cin];
             let mut parts = vec![zero; chunks * part_len];
             let dropout = kept.masks[l][s].is_some();
@@ -448,7 +464,9 @@ fn backward<T: Storable>(buf: &[T], dy: &[T], p: &[T], d: Dims, op: &DenseBlock,
                 // The output gradient of every image: the layer's channels of the gradient
                 // buffer (last stage), else the next stage's input gradient.
                 let dys: Vec<&[T]> = if s == last {
-                    dbuf.chunks(d.image()).map(|c| &c[cin * plane..][..out_len]).collect()
+                    dbuf.chunks(d.image())
+                        .map(|c| &c[cin * plane..][..out_len])
+                        .collect()
                 } else {
                     dz.chunks(out_len).collect()
                 };
@@ -464,11 +482,29 @@ fn backward<T: Storable>(buf: &[T], dy: &[T], p: &[T], d: Dims, op: &DenseBlock,
                             let io = (&x[img * in_len..][..in_len], dys[img]);
                             let dai = &mut dac[j * in_len..(j + 1) * in_len];
                             let si = &mut sc[j * stage.cin..(j + 1) * stage.cin];
-                            prepared.backward_image(&pre, img, io, dai, part, j == 0, si, &mut scr, par);
+                            prepared.backward_image(
+                                &pre,
+                                img,
+                                io,
+                                dai,
+                                part,
+                                j == 0,
+                                si,
+                                &mut scr,
+                                par,
+                            );
                         }
                     });
                 // The gradient at this stage's input, and its BN's dgamma and dbeta.
-                bn_input_grad(&mut da, x, &sums, &k, plane, true, &mut dps[..4 * stage.cin]);
+                bn_input_grad(
+                    &mut da,
+                    x,
+                    &sums,
+                    &k,
+                    plane,
+                    true,
+                    &mut dps[..4 * stage.cin],
+                );
                 dz = da;
             } else {
                 let dz = &dz;
@@ -484,7 +520,17 @@ fn backward<T: Storable>(buf: &[T], dy: &[T], p: &[T], d: Dims, op: &DenseBlock,
                             let xi = &buf[img * d.image()..][..in_len];
                             let io = (xi, &dz[img * out_len..][..out_len]);
                             let si = &mut sc[j * stage.cin..(j + 1) * stage.cin];
-                            prepared.backward_image(&pre, img, io, &mut da, part, j == 0, si, &mut scr, par);
+                            prepared.backward_image(
+                                &pre,
+                                img,
+                                io,
+                                &mut da,
+                                part,
+                                j == 0,
+                                si,
+                                &mut scr,
+                                par,
+                            );
                             // The `k1 * da` term of the BN's input gradient, added in place.
                             let dst = &mut dbc[j * d.image()..][..in_len];
                             with_avx2(|| {
@@ -630,7 +676,11 @@ fn run_backward<T: Storable>(
         .as_ref()
         .and_then(T::unwrap)
         .ok_or_else(|| candle_core::Error::Msg(format!("{OP}: backward before its forward")))?;
-    let (y, dy, p) = (slice::<T>(ys, yl, OP)?, slice::<T>(gs, gl, OP)?, slice::<T>(ps, pl, OP)?);
+    let (y, dy, p) = (
+        slice::<T>(ys, yl, OP)?,
+        slice::<T>(gs, gl, OP)?,
+        slice::<T>(ps, pl, OP)?,
+    );
     Ok(backward(y, dy, p, d, op, kept))
 }
 
@@ -658,8 +708,20 @@ impl CustomOp3 for Grad {
         };
         let len = n * c0 * h * w + pl.shape().elem_count();
         let out = match ys {
-            CpuStorage::F32(_) => CpuStorage::F32(run_backward::<f32>((ys, yl), (gs, gl), (ps, pl), &self.0, d)?),
-            CpuStorage::F64(_) => CpuStorage::F64(run_backward::<f64>((ys, yl), (gs, gl), (ps, pl), &self.0, d)?),
+            CpuStorage::F32(_) => CpuStorage::F32(run_backward::<f32>(
+                (ys, yl),
+                (gs, gl),
+                (ps, pl),
+                &self.0,
+                d,
+            )?),
+            CpuStorage::F64(_) => CpuStorage::F64(run_backward::<f64>(
+                (ys, yl),
+                (gs, gl),
+                (ps, pl),
+                &self.0,
+                d,
+            )?),
             _ => candle_core::bail!("{OP}: only f32 and f64 are supported"),
         };
         Ok((out, Shape::from(len)))
@@ -720,13 +782,23 @@ mod tests {
     /// The block as candle's ops compute it, layer by layer: BN (the batch's statistics in
     /// training), activation, the dropout mask, the conv (the live conv as the masked dense
     /// 1x1), and a concatenation per layer.
-    fn composition(x: &Tensor, layers: &[BlockLayer], params: &[Vec<Params>], train: bool) -> Tensor {
+    fn composition(
+        x: &Tensor,
+        layers: &[BlockLayer],
+        params: &[Vec<Params>],
+        train: bool,
+    ) -> Tensor {
         let mut feats = x.clone();
         for (layer, ps) in layers.iter().zip(params) {
             let mut z = feats.clone();
             for (stage, p) in layer.stages.iter().zip(ps) {
                 let p4 = Tensor::stack(
-                    &[&p.running.0, &p.running.1, p.gamma.as_tensor(), p.beta.as_tensor()],
+                    &[
+                        &p.running.0,
+                        &p.running.1,
+                        p.gamma.as_tensor(),
+                        p.beta.as_tensor(),
+                    ],
                     0,
                 )
                 .unwrap();
@@ -781,13 +853,23 @@ mod tests {
                 k
             })
             .collect();
-        let mut dsc = stage(StageConv::Conv3x3 { groups: 1 }, c0 + 2 * growth, width, relu6);
+        let mut dsc = stage(
+            StageConv::Conv3x3 { groups: 1 },
+            c0 + 2 * growth,
+            width,
+            relu6,
+        );
         dsc.noise = Some(DropoutNoise::new(Rng::new(21), 0.8));
         let layers: Arc<[BlockLayer]> = vec![
             BlockLayer {
                 stages: vec![
                     stage(StageConv::Pointwise { groups: 1 }, c0, width, ActKind::Relu),
-                    stage(StageConv::Conv3x3 { groups: 2 }, width, growth, ActKind::Relu),
+                    stage(
+                        StageConv::Conv3x3 { groups: 2 },
+                        width,
+                        growth,
+                        ActKind::Relu,
+                    ),
                 ],
             },
             BlockLayer {
@@ -798,16 +880,34 @@ mod tests {
                         width,
                         ActKind::Relu,
                     ),
-                    stage(StageConv::Conv3x3 { groups: 4 }, width, growth, ActKind::Relu),
+                    stage(
+                        StageConv::Conv3x3 { groups: 4 },
+                        width,
+                        growth,
+                        ActKind::Relu,
+                    ),
                 ],
             },
             BlockLayer {
-                stages: vec![dsc, stage(StageConv::Conv3x3 { groups: 1 }, width, growth, relu6)],
+                stages: vec![
+                    dsc,
+                    stage(StageConv::Conv3x3 { groups: 1 }, width, growth, relu6),
+                ],
             },
             BlockLayer {
                 stages: vec![
-                    stage(StageConv::Pointwise { groups: 1 }, c0 + 3 * growth, width - 2, relu6),
-                    stage(StageConv::Conv3x3 { groups: 6 }, width - 2, width - 2, relu6),
+                    stage(
+                        StageConv::Pointwise { groups: 1 },
+                        c0 + 3 * growth,
+                        width - 2,
+                        relu6,
+                    ),
+                    stage(
+                        StageConv::Conv3x3 { groups: 6 },
+                        width - 2,
+                        width - 2,
+                        relu6,
+                    ),
                     stage(StageConv::Pointwise { groups: 1 }, width - 2, growth, relu6),
                 ],
             },
@@ -818,7 +918,12 @@ mod tests {
             for train in [true, false] {
                 let params: Vec<Vec<Params>> = layers
                     .iter()
-                    .map(|l| l.stages.iter().map(|s| stage_params(&mut rng, s, dtype)).collect())
+                    .map(|l| {
+                        l.stages
+                            .iter()
+                            .map(|s| stage_params(&mut rng, s, dtype))
+                            .collect()
+                    })
                     .collect();
                 let x = Var::from_tensor(&random(&mut rng, &[5, c0, 5, 7], dtype)).unwrap();
                 let pieces: Vec<Tensor> = params
@@ -847,7 +952,13 @@ mod tests {
                     let l3 = ours.narrow(1, 0, c0 + 3 * growth).unwrap();
                     let expect = crate::kernels::bn_stats(&l3).unwrap();
                     let got: Vec<f64> = stats.stages[3][0].iter().map(|s| s.0).collect();
-                    let want: Vec<f64> = expect.get(0).unwrap().to_dtype(DType::F64).unwrap().to_vec1().unwrap();
+                    let want: Vec<f64> = expect
+                        .get(0)
+                        .unwrap()
+                        .to_dtype(DType::F64)
+                        .unwrap()
+                        .to_vec1()
+                        .unwrap();
                     for (g, w) in got.iter().zip(&want) {
                         assert!((g - w).abs() < tol, "mean {case}");
                     }
@@ -856,8 +967,18 @@ mod tests {
                     continue;
                 }
                 let up = random(&mut rng, ours.dims(), dtype);
-                let go = (&ours * &up).unwrap().sum_all().unwrap().backward().unwrap();
-                let gt = (&theirs * &up).unwrap().sum_all().unwrap().backward().unwrap();
+                let go = (&ours * &up)
+                    .unwrap()
+                    .sum_all()
+                    .unwrap()
+                    .backward()
+                    .unwrap();
+                let gt = (&theirs * &up)
+                    .unwrap()
+                    .sum_all()
+                    .unwrap()
+                    .backward()
+                    .unwrap();
                 let dx = max_diff(go.get(&x).unwrap(), gt.get(&x).unwrap());
                 assert!(dx < tol * 10.0, "dx {case}: {dx}");
                 for (l, ps) in params.iter().enumerate() {
@@ -880,12 +1001,41 @@ mod tests {
             let p = Tensor::zeros(len, DType::F32, &Device::Cpu).unwrap();
             dense_block(&x, &p, &layers.into(), true).map(|_| ())
         };
-        let good = || BlockLayer { stages: vec![one(4, 6), one(6, 2)] };
+        let good = || BlockLayer {
+            stages: vec![one(4, 6), one(6, 2)],
+        };
         let len = one(4, 6).params_len() + one(6, 2).params_len();
         assert!(run(vec![good()], len).is_ok());
         assert!(run(vec![good()], len + 1).is_err(), "parameter count");
-        assert!(run(vec![BlockLayer { stages: vec![one(4, 2)] }], one(4, 2).params_len()).is_err(), "one stage");
-        assert!(run(vec![BlockLayer { stages: vec![one(5, 6), one(6, 2)] }], len + 4).is_err(), "input channels");
-        assert!(run(vec![BlockLayer { stages: vec![one(4, 6), one(5, 2)] }], len).is_err(), "chain");
+        assert!(
+            run(
+                vec![BlockLayer {
+                    stages: vec![one(4, 2)]
+                }],
+                one(4, 2).params_len()
+            )
+            .is_err(),
+            "one stage"
+        );
+        assert!(
+            run(
+                vec![BlockLayer {
+                    stages: vec![one(5, 6), one(6, 2)]
+                }],
+                len + 4
+            )
+            .is_err(),
+            "input channels"
+        );
+        assert!(
+            run(
+                vec![BlockLayer {
+                    stages: vec![one(4, 6), one(5, 2)]
+                }],
+                len
+            )
+            .is_err(),
+            "chain"
+        );
     }
 }

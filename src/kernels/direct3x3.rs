@@ -180,7 +180,14 @@ fn conv_block<T: Direct3x3>(
     let need = (b.in0 + b.inputs - 1) * g.padded_len() + tiled + 2 * g.wp() + 2;
     assert!(b.inputs > 0 && src.len() >= need, "conv_image: short input");
     let w = &packed.data[b.offset..b.offset + b.inputs * 9 * b.rows];
-    T::block(&src[b.in0 * g.padded_len()..], w, b.rows, b.inputs, g, scratch);
+    T::block(
+        &src[b.in0 * g.padded_len()..],
+        w,
+        b.rows,
+        b.inputs,
+        g,
+        scratch,
+    );
     for (r, out) in out.chunks_mut(plane).enumerate() {
         let rows = scratch[r * tiled..].chunks(g.wp());
         for (d, s) in out.chunks_mut(g.w).zip(rows) {
@@ -610,7 +617,15 @@ mod tests {
         #[cfg(target_arch = "x86_64")]
         if avx2::available() {
             let mut rng = Rng::new(3);
-            for (h, w, inputs) in [(5, 3, 3), (8, 8, 7), (1, 13, 2), (32, 32, 5), (3, 1, 4), (16, 16, 3), (7, 11, 2)] {
+            for (h, w, inputs) in [
+                (5, 3, 3),
+                (8, 8, 7),
+                (1, 13, 2),
+                (32, 32, 5),
+                (3, 1, 4),
+                (16, 16, 3),
+                (7, 11, 2),
+            ] {
                 let g = Plane { h, w };
                 let src = random(&mut rng, g.padded_buffer_len(inputs));
                 for rows in 1..=MR {
@@ -622,7 +637,10 @@ mod tests {
                     for r in 0..rows {
                         for q in (0..g.acc_len()).filter(|q| q % g.wp() < w) {
                             let (x, y) = (a[r * g.tiled_len() + q], b[r * g.tiled_len() + q]);
-                            assert!((x - y).abs() < 1e-4 * (1.0 + x.abs()), "{h}x{w} rows {rows}");
+                            assert!(
+                                (x - y).abs() < 1e-4 * (1.0 + x.abs()),
+                                "{h}x{w} rows {rows}"
+                            );
                         }
                     }
                     let (rows, positions) = (rows.min(4), g.acc_len().div_ceil(8) * 8);
@@ -632,7 +650,10 @@ mod tests {
                     // SAFETY: as above.
                     unsafe { avx2::tap_dots(&mut tb, &dy, &src, rows, positions, g) };
                     for (x, y) in ta.iter().flatten().zip(tb.iter().flatten()) {
-                        assert!((x - y).abs() < 1e-3 * (1.0 + x.abs()), "{h}x{w} dots {rows}");
+                        assert!(
+                            (x - y).abs() < 1e-3 * (1.0 + x.abs()),
+                            "{h}x{w} dots {rows}"
+                        );
                     }
                 }
             }

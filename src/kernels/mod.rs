@@ -3,7 +3,8 @@
 //! batch-norm + activation ([`bn_act`]), batch-norm + activation + dropout + conv as one op
 //! ([`preact_conv`]: 1x1 in groups, the learned-group 1x1 over live inputs only, and 3x3 as
 //! register-blocked direct loops), sparse 3x3 convs over kernel pairs ([`sparse_conv3x3`]),
-//! the converted learned-dsc conv as one op ([`separable_conv`]) and channel gathers
+//! the converted learned-dsc conv as one op ([`separable_conv`]) or, in training, as the dense
+//! 3x3 its weights make ([`separable_kernels`]), and channel gathers
 //! ([`select_channels`], which also does the channel shuffle).
 //!
 //! Every kernel sums each output element in one fixed order that does not depend on thread
@@ -22,6 +23,7 @@ mod noise;
 mod preact_conv;
 mod select;
 mod separable;
+mod separable_kernels;
 mod sparse_conv;
 mod stage;
 
@@ -32,10 +34,11 @@ pub use depthwise::depthwise3x3;
 pub use group_inputs::GroupInputs;
 pub use noise::DropoutNoise;
 pub use preact_conv::preact_conv;
-pub use stage::StageConv;
 pub use select::{select_channels, ChannelIndex};
 pub use separable::separable_conv;
+pub use separable_kernels::separable_kernels;
 pub use sparse_conv::{sparse_conv3x3, KernelPairs};
+pub use stage::StageConv;
 
 use std::mem::MaybeUninit;
 use std::sync::atomic::{AtomicBool, Ordering};

@@ -96,7 +96,13 @@ fn forward<T: Direct3x3>(x: &[T], p: &[T], w: &[T], dims: [usize; 4], op: &PreAc
 }
 
 /// `[dx | dparams | dw]`.
-fn backward<T: Direct3x3>(x: &[T], dy: &[T], pw: &[T], dims: [usize; 4], op: &PreActConv) -> Vec<T> {
+fn backward<T: Direct3x3>(
+    x: &[T],
+    dy: &[T],
+    pw: &[T],
+    dims: [usize; 4],
+    op: &PreActConv,
+) -> Vec<T> {
     let [n, cin, h, wd] = dims;
     let (g, cout) = (Plane { h, w: wd }, op.cout);
     let (p, w) = pw.split_at(4 * cin);
@@ -126,7 +132,10 @@ fn backward<T: Direct3x3>(x: &[T], dy: &[T], pw: &[T], dims: [usize; 4], op: &Pr
         .for_each(|(chunk, ((dxc, sc), part))| {
             let mut s = stage.scratch(op.noise.is_some());
             for (j, img) in (chunk * CHUNK..((chunk + 1) * CHUNK).min(n)).enumerate() {
-                let io = (&x[img * in_len..][..in_len], &dy[img * out_len..][..out_len]);
+                let io = (
+                    &x[img * in_len..][..in_len],
+                    &dy[img * out_len..][..out_len],
+                );
                 let dai = &mut dxc[j * in_len..(j + 1) * in_len];
                 let sums = &mut sc[j * cin..(j + 1) * cin];
                 stage.backward_image(&pre, img, io, dai, part, j == 0, sums, &mut s, par);
@@ -252,7 +261,12 @@ mod tests {
         let mut rng = Rng::new(77);
         let up = random(&mut rng, ours.dims(), ours.dtype());
         let go = (ours * &up).unwrap().sum_all().unwrap().backward().unwrap();
-        let gt = (theirs * &up).unwrap().sum_all().unwrap().backward().unwrap();
+        let gt = (theirs * &up)
+            .unwrap()
+            .sum_all()
+            .unwrap()
+            .backward()
+            .unwrap();
         for (v, what) in vars {
             let d = max_diff(go.get(v).unwrap(), gt.get(v).unwrap());
             assert!(d < tol * 20.0, "{what} {case}: {d}");
@@ -387,7 +401,12 @@ mod tests {
                                 preact_conv(&x, &p, &masked, dense, 1e-5, act, train, None)
                                     .unwrap();
                             let up = random(&mut rng, ours.dims(), dtype);
-                            let go = (&ours * &up).unwrap().sum_all().unwrap().backward().unwrap();
+                            let go = (&ours * &up)
+                                .unwrap()
+                                .sum_all()
+                                .unwrap()
+                                .backward()
+                                .unwrap();
                             let vars =
                                 [(&x, "dx"), (&gamma, "dgamma"), (&beta, "dbeta"), (&w, "dw")];
                             assert_same(ours, theirs, &vars, tol, &case);
@@ -436,8 +455,8 @@ mod tests {
                 let x = Var::from_tensor(&(random(&mut rng, &dims, dtype) * 3.0).unwrap()).unwrap();
                 let gamma = Var::from_tensor(&random(&mut rng, &[c], dtype)).unwrap();
                 let beta = Var::from_tensor(&random(&mut rng, &[c], dtype)).unwrap();
-                let w = Var::from_tensor(&random(&mut rng, &[cout, c / groups, k, k], dtype))
-                    .unwrap();
+                let w =
+                    Var::from_tensor(&random(&mut rng, &[cout, c / groups, k, k], dtype)).unwrap();
                 let p = params(&mut rng, &x, &gamma, &beta, true);
                 let noise = DropoutNoise::new(Rng::new(9), 0.7);
                 let ours = preact_conv(
@@ -468,7 +487,8 @@ mod tests {
                             .unwrap()
                             .to_dtype(dtype)
                             .unwrap();
-                        a.conv2d(&w.as_tensor().mul(&m).unwrap(), 0, 1, 1, 1).unwrap()
+                        a.conv2d(&w.as_tensor().mul(&m).unwrap(), 0, 1, 1, 1)
+                            .unwrap()
                     }
                     _ => a.conv2d(&w, k / 2, 1, 1, groups).unwrap(),
                 };
@@ -491,6 +511,16 @@ mod tests {
         assert!(run(&w, StageConv::Pointwise { groups: 2 }).is_err());
         let bad = Tensor::zeros((4, 4), DType::F32, &Device::Cpu).unwrap();
         let w1 = Tensor::zeros((6, 4, 1, 1), DType::F32, &Device::Cpu).unwrap();
-        assert!(preact_conv(&x, &bad.narrow(0, 0, 3).unwrap(), &w1, StageConv::Pointwise { groups: 1 }, 1e-5, ActKind::Relu, true, None).is_err());
+        assert!(preact_conv(
+            &x,
+            &bad.narrow(0, 0, 3).unwrap(),
+            &w1,
+            StageConv::Pointwise { groups: 1 },
+            1e-5,
+            ActKind::Relu,
+            true,
+            None
+        )
+        .is_err());
     }
 }

@@ -43,7 +43,10 @@ impl StageConv {
             Self::Conv3x3 { groups } => (*groups, cin / (*groups).max(1), 9),
             Self::Live(live) => {
                 if live.cin() != cin {
-                    return Err(format!("live inputs over {} channels for {cin}", live.cin()));
+                    return Err(format!(
+                        "live inputs over {} channels for {cin}",
+                        live.cin()
+                    ));
                 }
                 // Each group reads its own live inputs; the weight is the dense one.
                 (live.groups(), cin, 1)
@@ -395,7 +398,10 @@ impl<T: Direct3x3> Prepared<T> {
             StageConv::Conv3x3 { groups } => {
                 pad_activated(pre, x, keep, self.g, &mut s.xpad);
                 pad_into(&dy[..cout * plane], self.g, &mut s.dypad);
-                let packed = self.input_grad.as_ref().expect("backward weights are packed");
+                let packed = self
+                    .input_grad
+                    .as_ref()
+                    .expect("backward weights are packed");
                 let parallel = matches!(par, Parallelism::Rayon(_));
                 // SAFETY: `conv_image` writes values only.
                 let dst = unsafe { write_only(da) };
@@ -435,15 +441,13 @@ impl<T: Direct3x3> Prepared<T> {
 
 /// The interiors of one image's padded planes: the activated and dropped input.
 #[inline(always)]
-fn pad_activated<T: Direct3x3>(
-    pre: &PreAct,
-    x: &[T],
-    keep: Option<&[T]>,
-    g: Plane,
-    out: &mut [T],
-) {
+fn pad_activated<T: Direct3x3>(pre: &PreAct, x: &[T], keep: Option<&[T]>, g: Plane, out: &mut [T]) {
     let (wp, plane) = (g.wp(), g.len());
-    for (c, dst) in out.chunks_mut(g.padded_len()).take(x.len() / plane).enumerate() {
+    for (c, dst) in out
+        .chunks_mut(g.padded_len())
+        .take(x.len() / plane)
+        .enumerate()
+    {
         let xs = &x[c * plane..][..plane];
         let kc = &pre.k[c];
         for y in 0..g.h {

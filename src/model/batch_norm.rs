@@ -107,9 +107,8 @@ impl BatchNorm {
     pub fn update_running_from(&self, stats: &[(f64, f64)], n: usize) -> Result<()> {
         let like = self.running_mean.as_tensor();
         let (means, vars): (Vec<f64>, Vec<f64>) = stats.iter().copied().unzip();
-        let to = |v: Vec<f64>| {
-            Tensor::from_vec(v, stats.len(), like.device())?.to_dtype(like.dtype())
-        };
+        let to =
+            |v: Vec<f64>| Tensor::from_vec(v, stats.len(), like.device())?.to_dtype(like.dtype());
         self.update_running(&to(means)?, &to(vars)?, n)
     }
 

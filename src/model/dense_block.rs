@@ -7,38 +7,10 @@ use std::sync::Arc;
 use candle_core::{Result, Tensor};
 use candle_nn::ModuleT;
 
-use super::batch_norm::BatchNorm;
 use super::dense_layer::DenseLayer;
-use super::preactivation::PreActivation;
+use super::fused_stage::FusedStage;
 use crate::cost::trace;
-use crate::kernels::{self, dense_block, BlockLayer, BlockStage, StageConv};
-
-/// One conv of a layer as the fused block runs it: its description, its parameters
-/// (`[running mean; running var; gamma; beta; weight]`, the weight as the conv reads it:
-/// masked, or made from other weights) and the BN whose running statistics it updates.
-pub struct FusedStage<'a> {
-    stage: BlockStage,
-    params: [Tensor; 5],
-    norm: &'a BatchNorm,
-}
-
-impl<'a> FusedStage<'a> {
-    /// `pre` followed by `conv` with weight `w`, `cin -> cout` channels.
-    pub(super) fn new(
-        pre: &'a PreActivation,
-        conv: StageConv,
-        w: &Tensor,
-        shape: (usize, usize),
-        train: bool,
-    ) -> Result<Self> {
-        let (stage, params) = pre.block_stage(conv, w, shape, train)?;
-        Ok(Self {
-            stage,
-            params,
-            norm: pre.norm(),
-        })
-    }
-}
+use crate::kernels::{self, dense_block, BlockLayer};
 
 /// `layers` over `x`: the features `[N, C + sum of growths, H, W]`.
 pub fn forward(layers: &[DenseLayer], x: &Tensor, train: bool) -> Result<Tensor> {

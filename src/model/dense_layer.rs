@@ -5,8 +5,8 @@ use candle_nn::{ModuleT, VarBuilder};
 
 use super::condensed_group_conv::CondensedGroupConv;
 use super::conv::Conv2dConfig;
-use super::dense_block::FusedStage;
 use super::dropout::{Dropout, NoiseClock};
+use super::fused_stage::FusedStage;
 use super::learned_dsc_conv::{LearnedDscConfig, LearnedDscConv};
 use super::learned_group_conv::LearnedGroupConv;
 use super::preact_conv::PreActConv;

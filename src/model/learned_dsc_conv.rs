@@ -6,6 +6,7 @@ use candle_nn::{ModuleT, VarBuilder};
 use super::channel_select::ChannelSelect;
 use super::conv::{conv_init, Conv2d, Conv2dConfig};
 use super::dropout::Dropout;
+use super::fused_stage::FusedStage;
 use super::preactivation::PreActivation;
 use super::state::{
     fresh_var, from_host, host_values, saved_like, HasState, Saved, State, StateTensor,
@@ -13,8 +14,7 @@ use super::state::{
 use super::PruneReport;
 use crate::config::Activation;
 use crate::cost::{conv_flops, trace, Cost, LayerCost};
-use super::dense_block::FusedStage;
-use crate::kernels::{self, separable_conv, KernelPairs, StageConv};
+use crate::kernels::{self, separable_conv, separable_kernels, KernelPairs, StageConv};
 
 /// Pruning schedule and shape of a [`LearnedDscConv`].
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -45,8 +45,6 @@ enum DscForm {
         select: ChannelSelect,
         /// `select`'s index as the depthwise conv's pairs `(t, index[t])`.
         pairs: KernelPairs,
-        /// `[T, Cin, 1]` float 0/1: `spread[t, c] = 1` iff `index[t] = c`.
-        spread: Tensor,
         dw: Conv2d,
         pw: Conv2d,
     },
@@ -184,20 +182,13 @@ impl LearnedDscConv {
     /// Takes the index-select saved as `{name}.index` in `saved` (converted form only).
     pub fn restore_index(&mut self, saved: &Saved) -> Result<()> {
         let cin = self.cin;
-        let DscForm::Separable {
-            select,
-            pairs,
-            spread,
-            ..
-        } = &mut self.form
-        else {
+        let DscForm::Separable { select, pairs, .. } = &mut self.form else {
             candle_core::bail!("{}: not converted to the separable form", self.name);
         };
         let name = format!("{}.index", self.name);
         let index = saved_like(saved, &name, select.index())?;
         *select = ChannelSelect::restore(&name, index, cin)?;
         *pairs = KernelPairs::gathered(cin, &select.values())?;
-        *spread = spread_of(&select.values(), cin, spread)?;
         Ok(())
     }
 
@@ -241,7 +232,6 @@ impl LearnedDscConv {
             let select = ChannelSelect::new(index)?;
             self.form = DscForm::Separable {
                 pairs: KernelPairs::gathered(self.cin, &select.values())?,
-                spread: spread_of(&select.values(), self.cin, weight.as_tensor())?,
                 select,
                 dw: Conv2d::from_weight(dw_name, dw, Conv2dConfig::grouped3x3(taps))?,
                 pw: Conv2d::from_weight(pw_name, pw, Conv2dConfig::pointwise())?,
@@ -328,7 +318,6 @@ impl LearnedDscConv {
         let dw_cfg = Conv2dConfig::grouped3x3(taps);
         self.form = DscForm::Separable {
             pairs: KernelPairs::gathered(self.cin, &index)?,
-            spread: spread_of(&index, self.cin, weight)?,
             select: ChannelSelect::new(Tensor::from_vec(index, taps, device)?)?,
             dw: Conv2d::from_weight(
                 format!("{}.dw", self.name),
@@ -345,29 +334,6 @@ impl LearnedDscConv {
     }
 }
 
-/// `spread[t, c, 0] = 1` iff `index[t] = c`, with the dtype and device of `like`.
-fn spread_of(index: &[u32], cin: usize, like: &Tensor) -> Result<Tensor> {
-    let mut values = vec![0f64; index.len() * cin];
-    for (t, &c) in index.iter().enumerate() {
-        values[t * cin + c as usize] = 1.0;
-    }
-    from_host(values, (index.len(), cin, 1), like)
-}
-
-/// The dense 3x3 kernels `[W, Cin, 3, 3]` of index-select -> depthwise `dw` (`[T, 1, 3, 3]`)
-/// -> pointwise `pw` (`[W, T, 1, 1]`): `w[o, c] = sum over t with index[t] = c of
-/// pw[o, t] * dw[t]`.
-fn dense_kernels(dw: &Tensor, pw: &Tensor, spread: &Tensor) -> Result<Tensor> {
-    let (taps, cin) = (spread.dim(0)?, spread.dim(1)?);
-    let width = pw.dim(0)?;
-    let per_input = spread
-        .broadcast_mul(&dw.reshape((taps, 1, 9))?)?
-        .reshape((taps, cin * 9))?;
-    pw.reshape((width, taps))?
-        .matmul(&per_input)?
-        .reshape((width, cin, 3, 3))
-}
-
 impl LearnedDscConv {
     /// This conv as a stage of the fused dense block: the 3x3 of the masked weight, or after
     /// the conversion, in training, the dense 3x3 its depthwise and pointwise weights make;
@@ -379,8 +345,8 @@ impl LearnedDscConv {
                 (weight.as_tensor().broadcast_mul(mask)?, self.groups())
             }
             DscForm::Separable { .. } if !train => return Ok(None),
-            DscForm::Separable { spread, dw, pw, .. } => {
-                (dense_kernels(dw.weight(), pw.weight(), spread)?, 1)
+            DscForm::Separable { pairs, dw, pw, .. } => {
+                (separable_kernels(dw.weight(), pw.weight(), pairs)?, 1)
             }
         };
         FusedStage::new(&self.pre, StageConv::Conv3x3 { groups }, &w, shape, train).map(Some)
@@ -420,14 +386,13 @@ impl ModuleT for LearnedDscConv {
             DscForm::Separable {
                 select,
                 pairs,
-                spread,
                 dw,
                 pw,
             } => {
                 if train && kernels::fast_for(x) {
                     // Training runs the dense 3x3 these weights make (the same function and
                     // gradients): on the CPU it trains faster than the separable pair.
-                    let w = dense_kernels(dw.weight(), pw.weight(), spread)?;
+                    let w = separable_kernels(dw.weight(), pw.weight(), pairs)?;
                     let y = self
                         .pre
                         .convolve(x, &w, Conv2dConfig::grouped3x3(1), train)?;

@@ -6,13 +6,13 @@ use candle_nn::{ModuleT, VarBuilder};
 use super::condensed_group_conv::CondensedGroupConv;
 use super::conv::{conv_init, Conv2dConfig};
 use super::dropout::Dropout;
+use super::fused_stage::FusedStage;
 use super::preactivation::PreActivation;
 use super::state::{
     fresh_var, from_host, host_values, saved_like, HasState, Saved, State, StateTensor,
 };
 use crate::config::Activation;
 use crate::cost::{trace, Cost, LayerCost};
-use super::dense_block::FusedStage;
 use crate::kernels::{GroupInputs, StageConv};
 
 /// The conv reads only each group's live inputs ([`crate::kernels::StageConv::Live`]) once
@@ -234,7 +234,13 @@ impl LearnedGroupConv {
             return FusedStage::new(&self.pre, conv, self.weight.as_tensor(), shape, train);
         }
         let w = (self.weight.as_tensor() * &self.mask)?;
-        FusedStage::new(&self.pre, StageConv::Pointwise { groups: 1 }, &w, shape, train)
+        FusedStage::new(
+            &self.pre,
+            StageConv::Pointwise { groups: 1 },
+            &w,
+            shape,
+            train,
+        )
     }
 }
 

@@ -11,6 +11,7 @@ mod convolution;
 mod dense_block;
 mod dense_layer;
 mod dropout;
+mod fused_stage;
 mod init;
 mod layout;
 mod learned_dsc_conv;

@@ -5,7 +5,7 @@ use candle_nn::{ModuleT, VarBuilder};
 
 use super::conv::{Conv2d, Conv2dConfig};
 use super::dropout::Dropout;
-use super::dense_block::FusedStage;
+use super::fused_stage::FusedStage;
 use super::preactivation::{stage_conv, PreActivation};
 use super::state::{HasState, State};
 use crate::config::Activation;

@@ -114,7 +114,8 @@ impl PreActivation {
         if !kernels::fast_for(x) {
             return Ok(None);
         }
-        self.fused(x, w, StageConv::Live(live.clone()), train).map(Some)
+        self.fused(x, w, StageConv::Live(live.clone()), train)
+            .map(Some)
     }
 
     fn fused(&self, x: &Tensor, w: &Tensor, stage: StageConv, train: bool) -> Result<Tensor> {
