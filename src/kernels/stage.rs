@@ -124,13 +124,23 @@ impl PreAct<'_> {
         Some(buf)
     }
 
-    /// Input channel `c`'s plane, activated and dropped.
+    /// The planes (`plane` values each) of input channels `channels` of one image `x` (its `C`
+    /// planes; `keep` its dropout factors), activated and dropped, one after another into `out`.
     #[inline(always)]
-    fn channel<T: Direct3x3>(&self, x: &[T], c: usize, keep: Option<&[T]>, out: &mut [T]) {
-        activate_plane(x, &self.k[c], self.act, out);
-        if let Some(keep) = keep {
-            for (o, &f) in out.iter_mut().zip(keep) {
-                *o = *o * f;
+    fn channels<T: Direct3x3>(
+        &self,
+        x: &[T],
+        channels: impl Iterator<Item = usize>,
+        keep: Option<&[T]>,
+        out: &mut [T],
+        plane: usize,
+    ) {
+        for (c, out) in channels.zip(out.chunks_mut(plane)) {
+            activate_plane(&x[c * plane..][..plane], &self.k[c], self.act, out);
+            if let Some(keep) = keep {
+                for (o, &f) in out.iter_mut().zip(&keep[c * plane..][..plane]) {
+                    *o = *o * f;
+                }
             }
         }
     }
@@ -280,10 +290,7 @@ impl<T: Direct3x3> Prepared<T> {
         let keep = pre.keep(img, &mut s.keep);
         match &self.conv {
             StageConv::Pointwise { groups } => {
-                for (c, out) in s.a.chunks_mut(plane).enumerate() {
-                    let kc = keep.map(|k| &k[c * plane..][..plane]);
-                    pre.channel(&x[c * plane..][..plane], c, kc, out);
-                }
+                pre.channels(x, 0..cin, keep, &mut s.a, plane);
                 let (cin_g, cout_g) = (cin / groups, cout / groups);
                 for grp in 0..*groups {
                     let wa = Mat::rows(&self.w[grp * cout_g * cin_g..], cin_g);
@@ -296,11 +303,8 @@ impl<T: Direct3x3> Prepared<T> {
                 let (groups, l) = (live.groups(), live.per_group());
                 let cout_g = cout / groups;
                 for grp in 0..groups {
-                    for (out, &j) in s.a.chunks_mut(plane).zip(live.of(grp)) {
-                        let j = j as usize;
-                        let kc = keep.map(|k| &k[j * plane..][..plane]);
-                        pre.channel(&x[j * plane..][..plane], j, kc, out);
-                    }
+                    let inputs = live.of(grp).iter().map(|&j| j as usize);
+                    pre.channels(x, inputs, keep, &mut s.a, plane);
                     let wa = Mat::rows(&self.w[grp * cout_g * l..], l);
                     // Group g's outputs are rows g, g + G, ...: `groups * plane` apart.
                     let dst = &mut y[grp * plane..];
@@ -355,10 +359,7 @@ impl<T: Direct3x3> Prepared<T> {
         let keep = pre.keep(img, &mut s.keep);
         match &self.conv {
             StageConv::Pointwise { groups } => {
-                for (c, out) in s.a.chunks_mut(plane).enumerate() {
-                    let kc = keep.map(|k| &k[c * plane..][..plane]);
-                    pre.channel(&x[c * plane..][..plane], c, kc, out);
-                }
+                pre.channels(x, 0..cin, keep, &mut s.a, plane);
                 let (cin_g, cout_g) = (cin / groups, cout / groups);
                 for grp in 0..*groups {
                     let ag = Mat::transposed(&s.a[grp * cin_g * plane..], plane);
@@ -376,11 +377,8 @@ impl<T: Direct3x3> Prepared<T> {
                 da[..cin * plane].fill(zero);
                 for grp in 0..groups {
                     let inputs = live.of(grp);
-                    for (out, &j) in s.a.chunks_mut(plane).zip(inputs) {
-                        let j = j as usize;
-                        let kc = keep.map(|k| &k[j * plane..][..plane]);
-                        pre.channel(&x[j * plane..][..plane], j, kc, out);
-                    }
+                    let live_inputs = inputs.iter().map(|&j| j as usize);
+                    pre.channels(x, live_inputs, keep, &mut s.a, plane);
                     let dyg = Mat::strided(&dy[grp * plane..], groups * plane);
                     let dst = &mut dw[grp * cout_g * l..(grp + 1) * cout_g * l];
                     let at = Mat::transposed(&s.a, plane);
