@@ -36,7 +36,7 @@ use super::direct3x3::Direct3x3;
 use super::noise::{DropoutNoise, KeepMask};
 use super::sparse_conv::Plane;
 use super::stage::{write_only, Keep, PreAct, Prepared, Scratch, StageConv};
-use super::{dims4, slice, sum_parts, with_avx2};
+use super::{by_dtype, dims4, slice, sum_parts, with_avx2};
 
 const OP: &str = "dense_block";
 
@@ -638,11 +638,7 @@ impl CustomOp2 for DenseBlock {
         pl: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
         let d = self.dims(xl)?;
-        let y = match xs {
-            CpuStorage::F32(_) => CpuStorage::F32(run_forward::<f32>((xs, xl), (ps, pl), self)?),
-            CpuStorage::F64(_) => CpuStorage::F64(run_forward::<f64>((xs, xl), (ps, pl), self)?),
-            _ => candle_core::bail!("{OP}: only f32 and f64 are supported"),
-        };
+        let y = by_dtype!(OP, xs, run_forward((xs, xl), (ps, pl), self));
         Ok((y, Shape::from((d.n, d.cf, d.g.h, d.g.w))))
     }
 
@@ -707,23 +703,11 @@ impl CustomOp3 for Grad {
             g: Plane { h, w },
         };
         let len = n * c0 * h * w + pl.shape().elem_count();
-        let out = match ys {
-            CpuStorage::F32(_) => CpuStorage::F32(run_backward::<f32>(
-                (ys, yl),
-                (gs, gl),
-                (ps, pl),
-                &self.0,
-                d,
-            )?),
-            CpuStorage::F64(_) => CpuStorage::F64(run_backward::<f64>(
-                (ys, yl),
-                (gs, gl),
-                (ps, pl),
-                &self.0,
-                d,
-            )?),
-            _ => candle_core::bail!("{OP}: only f32 and f64 are supported"),
-        };
+        let out = by_dtype!(
+            OP,
+            ys,
+            run_backward((ys, yl), (gs, gl), (ps, pl), &self.0, d)
+        );
         Ok((out, Shape::from(len)))
     }
 }
@@ -732,7 +716,7 @@ impl CustomOp3 for Grad {
 mod tests {
     use super::*;
     use crate::kernels::bn_act::tests::reference;
-    use crate::kernels::testing::{max_diff, random};
+    use crate::kernels::testing::{max_diff, random, weighted_grads};
     use crate::kernels::GroupInputs;
     use crate::rng::Rng;
     use candle_core::{DType, Device, Var};
@@ -967,18 +951,8 @@ mod tests {
                     continue;
                 }
                 let up = random(&mut rng, ours.dims(), dtype);
-                let go = (&ours * &up)
-                    .unwrap()
-                    .sum_all()
-                    .unwrap()
-                    .backward()
-                    .unwrap();
-                let gt = (&theirs * &up)
-                    .unwrap()
-                    .sum_all()
-                    .unwrap()
-                    .backward()
-                    .unwrap();
+                let go = weighted_grads(&ours, &up);
+                let gt = weighted_grads(&theirs, &up);
                 let dx = max_diff(go.get(&x).unwrap(), gt.get(&x).unwrap());
                 assert!(dx < tol * 10.0, "dx {case}: {dx}");
                 for (l, ps) in params.iter().enumerate() {

@@ -313,6 +313,7 @@ mod routing_tests {
 pub(crate) mod testing {
     //! Random tensors and comparisons for the kernels' tests.
 
+    use candle_core::backprop::GradStore;
     use candle_core::{DType, Device, Tensor};
 
     use crate::rng::Rng;
@@ -324,6 +325,11 @@ pub(crate) mod testing {
             .unwrap()
             .to_dtype(dtype)
             .unwrap()
+    }
+
+    /// The gradients of `sum(y * up)`: every var's gradient under the upstream gradient `up`.
+    pub fn weighted_grads(y: &Tensor, up: &Tensor) -> GradStore {
+        (y * up).unwrap().sum_all().unwrap().backward().unwrap()
     }
 
     /// Largest absolute elementwise difference.

@@ -234,7 +234,7 @@ impl CustomOp3 for Grad {
 mod tests {
     use super::*;
     use crate::kernels::bn_act::tests::reference;
-    use crate::kernels::testing::{max_diff, random};
+    use crate::kernels::testing::{max_diff, random, weighted_grads};
     use crate::kernels::{bn_act, bn_stats, GroupInputs};
     use crate::rng::Rng;
     use candle_core::{DType, Device, Var};
@@ -260,13 +260,8 @@ mod tests {
         assert!(max_diff(&ours, &theirs) < tol, "forward {case}");
         let mut rng = Rng::new(77);
         let up = random(&mut rng, ours.dims(), ours.dtype());
-        let go = (ours * &up).unwrap().sum_all().unwrap().backward().unwrap();
-        let gt = (theirs * &up)
-            .unwrap()
-            .sum_all()
-            .unwrap()
-            .backward()
-            .unwrap();
+        let go = weighted_grads(&ours, &up);
+        let gt = weighted_grads(&theirs, &up);
         for (v, what) in vars {
             let d = max_diff(go.get(v).unwrap(), gt.get(v).unwrap());
             assert!(d < tol * 20.0, "{what} {case}: {d}");
@@ -401,12 +396,7 @@ mod tests {
                                 preact_conv(&x, &p, &masked, dense, 1e-5, act, train, None)
                                     .unwrap();
                             let up = random(&mut rng, ours.dims(), dtype);
-                            let go = (&ours * &up)
-                                .unwrap()
-                                .sum_all()
-                                .unwrap()
-                                .backward()
-                                .unwrap();
+                            let go = weighted_grads(&ours, &up);
                             let vars =
                                 [(&x, "dx"), (&gamma, "dgamma"), (&beta, "dbeta"), (&w, "dw")];
                             assert_same(ours, theirs, &vars, tol, &case);

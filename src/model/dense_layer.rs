@@ -196,23 +196,18 @@ impl DenseLayer {
     /// no fused form (the deploy form's condensed conv, a converted learned-dsc conv in
     /// evaluation, other conv shapes).
     pub fn block_stages(&self, train: bool) -> Result<Option<Vec<FusedStage<'_>>>> {
-        let first = match &self.bottleneck {
+        let bottleneck = match &self.bottleneck {
             Bottleneck::LearnedGroup(c) => Some(c.block_stage(train)?),
             Bottleneck::LearnedDsc(c) => c.block_stage(train)?,
             Bottleneck::Dense(c) => c.block_stage(train)?,
             Bottleneck::CondensedGroup(_) => None,
         };
-        let mut stages: Vec<FusedStage> = first.into_iter().collect();
         let spatial = match &self.spatial {
             Spatial::Group(c) => vec![c.block_stage(train)?],
             Spatial::Dsc { dw, pw } => vec![dw.block_stage(train)?, pw.block_stage(train)?],
         };
-        stages.extend(spatial.into_iter().flatten());
-        let convs = 1 + match &self.spatial {
-            Spatial::Group(_) => 1,
-            Spatial::Dsc { .. } => 2,
-        };
-        Ok((stages.len() == convs).then_some(stages))
+        // `None` as soon as one conv has no fused form.
+        Ok(std::iter::once(bottleneck).chain(spatial).collect())
     }
 }
 
