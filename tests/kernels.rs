@@ -1,7 +1,8 @@
-//! The fast kernels against candle's reference ops on whole networks: a few SGD steps of small
-//! CondenseNet and CondenseNeXt variants through the pruning schedule (drops, the learned-dsc
-//! conversion) give the same losses, outputs and weights within float tolerance, and the fast
-//! path is bit-reproducible run to run.
+//! The fast kernels against candle's reference ops and against the device path (what a GPU
+//! runs, here on the CPU) on whole networks: a few SGD steps of small CondenseNet and
+//! CondenseNeXt variants through the pruning schedule (drops, the learned-dsc conversion) give
+//! the same losses, outputs and weights within float tolerance, the loss and every gradient
+//! agree in float64 in every phase, and the fast path is bit-reproducible run to run.
 //!
 //! One test only: the kernel choice is process-wide.
 
@@ -105,19 +106,32 @@ fn gradients_f64(model: &str, sets: &[&str], t: f64) -> (f64, Vec<(String, Vec<f
 }
 
 /// The skipping kernels (live inputs, kernel pairs, the fused separable conv) against the
-/// masked dense reference on whole networks with odd widths and group counts, at progress
-/// values in every phase of both schedules: the loss and every gradient agree in float64.
+/// masked dense reference, and the device path (unfolded convs as batched matmuls, depthwise
+/// as shifted views) against both, on whole networks with odd widths and group counts, at
+/// progress values in every phase of both schedules: the loss and every gradient agree in
+/// float64.
 ///
 /// The CondenseNeXt variants keep `p` above its default so that no output channel loses all
 /// its kernels: such a channel is constant, its BN output is exactly 0, and there candle's
 /// ReLU/ReLU6 pass half or all of the gradient where this crate's kernels (PyTorch's
 /// convention) pass none, a difference of conventions, not of the skipping kernels.
 fn sparse_paths_match_the_masked_reference() {
-    let variants: [(&str, &[&str], &[f64]); 3] = [
+    let variants: [(&str, &[&str], &[f64]); 4] = [
         (
             "condensenext",
             &["stages=[1,1,1]", "p=16"],
             &[0.3, 0.6, 0.9],
+        ),
+        (
+            "condensenet-86",
+            &[
+                "stages=[1,2,1]",
+                "growth=[6,9,6]",
+                "spatial_conv=\"dsc\"",
+                "cardinality=3",
+                "p=3",
+            ],
+            &[0.0, 0.3, 0.7],
         ),
         (
             "condensenet-86",
@@ -146,24 +160,38 @@ fn sparse_paths_match_the_masked_reference() {
     for (model, sets, progress) in variants {
         for &t in progress {
             kernels::set(Kernels::Fast);
-            let (loss, fast) = gradients_f64(model, sets, t);
+            let fast = gradients_f64(model, sets, t);
             kernels::set(Kernels::Reference);
-            let (ref_loss, reference) = gradients_f64(model, sets, t);
+            let reference = gradients_f64(model, sets, t);
+            kernels::set(Kernels::Device);
+            let device = gradients_f64(model, sets, t);
             kernels::set(Kernels::Fast);
             let case = format!("{model} {sets:?} at progress {t}");
-            assert!(
-                (loss - ref_loss).abs() < 1e-10,
-                "{case}: loss {loss} vs {ref_loss}"
-            );
-            for ((name, a), (_, b)) in fast.iter().zip(&reference) {
-                let d = a
-                    .iter()
-                    .zip(b)
-                    .map(|(x, y)| (x - y).abs() / (1e-3 + x.abs().max(y.abs())))
-                    .fold(0.0, f64::max);
-                assert!(d < 1e-8, "{case}: gradient of {name} differs by {d}");
-            }
+            assert_same_gradients(&fast, &reference, &format!("{case}, fast vs reference"));
+            assert_same_gradients(&device, &fast, &format!("{case}, device vs fast"));
         }
+    }
+}
+
+/// The losses agree to 1e-10 and every gradient element to 1e-8 relative.
+fn assert_same_gradients(
+    (loss, a): &(f64, Vec<(String, Vec<f64>)>),
+    (other_loss, b): &(f64, Vec<(String, Vec<f64>)>),
+    case: &str,
+) {
+    assert!(
+        (loss - other_loss).abs() < 1e-10,
+        "{case}: loss {loss} vs {other_loss}"
+    );
+    assert_eq!(a.len(), b.len(), "{case}: trainable tensors");
+    for ((name, a), (other, b)) in a.iter().zip(b) {
+        assert_eq!(name, other, "{case}");
+        let d = a
+            .iter()
+            .zip(b)
+            .map(|(x, y)| (x - y).abs() / (1e-3 + x.abs().max(y.abs())))
+            .fold(0.0, f64::max);
+        assert!(d < 1e-8, "{case}: gradient of {name} differs by {d}");
     }
 }
 
@@ -176,11 +204,12 @@ fn max_rel_diff(a: &[f32], b: &[f32]) -> f32 {
 }
 
 #[test]
-fn fast_kernels_match_reference_ops_and_reproduce_bit_for_bit() {
+fn fast_kernels_match_reference_ops_and_the_device_path_and_reproduce_bit_for_bit() {
     sparse_paths_match_the_masked_reference();
-    let variants: [(&str, &[&str]); 3] = [
+    let variants: [(&str, &[&str]); 4] = [
         ("condensenet-86", &["stages=[2,2,2]"]),
         ("condensenext", &["stages=[1,1,1]"]),
+        ("condensenet-86-dsc", &["stages=[1,1,1]"]),
         (
             "condensenet-86",
             &["stages=[1,1,1]", "activation=\"relu6\""],
@@ -192,6 +221,8 @@ fn fast_kernels_match_reference_ops_and_reproduce_bit_for_bit() {
         let again = run(model, sets);
         kernels::set(Kernels::Reference);
         let reference = run(model, sets);
+        kernels::set(Kernels::Device);
+        let device = run(model, sets);
         kernels::set(Kernels::Fast);
         let case = format!("{model} {sets:?}");
 
@@ -201,19 +232,19 @@ fn fast_kernels_match_reference_ops_and_reproduce_bit_for_bit() {
             fast.params == again.params,
             "{case}: weights not reproducible"
         );
+        assert_same_training(&fast, &reference, &format!("{case}, fast vs reference"));
+        assert_same_training(&device, &fast, &format!("{case}, device vs fast"));
+    }
+}
 
-        let d = max_rel_diff(&fast.losses, &reference.losses);
-        assert!(
-            d < 1e-4,
-            "{case}: losses {:?} vs {:?}",
-            fast.losses,
-            reference.losses
-        );
-        let d = max_rel_diff(&fast.logits, &reference.logits);
-        assert!(d < 1e-3, "{case}: logits differ by {d}");
-        for (i, (a, b)) in fast.params.iter().zip(&reference.params).enumerate() {
-            let d = max_rel_diff(a, b);
-            assert!(d < 1e-3, "{case}: parameter {i} differs by {d}");
-        }
+/// Two float32 trainings agree: losses to 1e-4, logits and every weight to 1e-3 relative.
+fn assert_same_training(a: &Trace, b: &Trace, case: &str) {
+    let d = max_rel_diff(&a.losses, &b.losses);
+    assert!(d < 1e-4, "{case}: losses {:?} vs {:?}", a.losses, b.losses);
+    let d = max_rel_diff(&a.logits, &b.logits);
+    assert!(d < 1e-3, "{case}: logits differ by {d}");
+    for (i, (x, y)) in a.params.iter().zip(&b.params).enumerate() {
+        let d = max_rel_diff(x, y);
+        assert!(d < 1e-3, "{case}: parameter {i} differs by {d}");
     }
 }

@@ -67,6 +67,11 @@ pub struct Phase {
     pub images_per_s: f64,
     /// Executed multiply-adds per image of the training form in this phase.
     pub train_macs: u64,
+    /// Ops between the parameters and the loss of one training step (candle's autograd
+    /// nodes): what a GPU launches forward, about as many again backward. 0 in a measurement
+    /// made before it was counted.
+    #[serde(default)]
+    pub graph_ops: usize,
 }
 
 impl Phase {
@@ -116,6 +121,11 @@ impl BenchRow {
     /// Training images per second of the first phase (progress 0 in a schedule).
     pub fn first_images_per_s(&self) -> f64 {
         self.phases.first().map_or(f64::NAN, |p| p.images_per_s)
+    }
+
+    /// The most ops one training step takes in any phase ([`Phase::graph_ops`]).
+    pub fn max_graph_ops(&self) -> usize {
+        self.phases.iter().map(|p| p.graph_ops).max().unwrap_or(0)
     }
 }
 
@@ -179,6 +189,9 @@ pub fn measure(model: &str, spec: &ModelSpec, cfg: &BenchConfig) -> anyhow::Resu
         // The structure is fixed inside a phase; its middle is clear of the boundaries.
         net.advance_schedule((start + end) / 2.0)?;
         let train_macs = total(&trace_costs(&net)?, Convention::Executed).flops;
+        let graph_ops = cross_entropy(&net.forward_t(&x, true)?, &y)?
+            .sorted_nodes()
+            .len();
         // A fresh optimiser per phase: a conversion replaces parameters.
         let mut sgd = Sgd::new(net.trainable(), SgdConfig::default());
         let times = time_runs(cfg.warmup, cfg.steps, || {
@@ -193,6 +206,7 @@ pub fn measure(model: &str, spec: &ModelSpec, cfg: &BenchConfig) -> anyhow::Resu
             structure: net.schedule_state(),
             images_per_s: per_s(&times),
             train_macs,
+            graph_ops,
         });
     }
     let train_peak_rss = peak_rss();
@@ -281,6 +295,7 @@ mod tests {
         let structures: Vec<&str> = row.phases.iter().map(|p| p.structure.as_str()).collect();
         assert_eq!(structures[0], "learned-dsc 0/8 drops");
         assert_eq!(structures[8], "learned-dsc converted");
+        assert!(row.phases.iter().all(|p| p.graph_ops > 0), "{row:?}");
         let share: f64 = row.phases.iter().map(Phase::share).sum();
         assert!((share - 1.0).abs() < 1e-12);
         let speeds = row.phases.iter().map(|p| p.images_per_s);

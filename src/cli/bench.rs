@@ -35,7 +35,8 @@ pub struct BenchArgs {
     /// every phase of the pruning schedule.
     #[arg(long)]
     pub progress: Option<f64>,
-    /// Kernels: this crate's (`fast`), candle's (`reference`), or a row of each.
+    /// Kernels: this crate's CPU kernels (`fast`), the device path a GPU runs, here on the CPU
+    /// (`device`), candle's own ops (`reference`), or a row of each.
     #[arg(long, value_delimiter = ',', default_value = "fast")]
     pub kernels: Vec<Kernels>,
     /// Global allocator of the measuring process, or a row of each.
@@ -167,7 +168,7 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-const HEADER: [&str; 13] = [
+const HEADER: [&str; 14] = [
     "model",
     "kernels",
     "allocator",
@@ -180,6 +181,7 @@ const HEADER: [&str; 13] = [
     "batch-1 ms",
     "train MMAC/img",
     "deploy MMAC/img",
+    "ops/step",
     "threads",
 ];
 
@@ -197,11 +199,12 @@ fn cells(r: &BenchRow) -> Vec<String> {
         format!("{:.2}", r.latency_ms),
         format!("{:.1}", r.train_macs / 1e6),
         format!("{:.1}", r.deploy_macs as f64 / 1e6),
+        r.max_graph_ops().to_string(),
         r.threads.to_string(),
     ]
 }
 
-const PHASE_HEADER: [&str; 8] = [
+const PHASE_HEADER: [&str; 9] = [
     "model",
     "kernels",
     "allocator",
@@ -210,6 +213,7 @@ const PHASE_HEADER: [&str; 8] = [
     "share of run",
     "train img/s",
     "train MMAC/img",
+    "ops/step",
 ];
 
 /// One row per schedule phase of every measurement.
@@ -231,6 +235,7 @@ fn phase_cells(rows: &[BenchRow]) -> Vec<Vec<String>> {
                     format!("{:.1}%", 100.0 * p.share()),
                     format!("{:.1}", p.images_per_s),
                     format!("{:.1}", p.train_macs as f64 / 1e6),
+                    p.graph_ops.to_string(),
                 ]
             })
         })
@@ -251,7 +256,11 @@ fn render(rows: &[BenchRow], format: OutputFormat) -> anyhow::Result<String> {
         "batch {batch}; medians. `run train img/s` weights each phase of the pruning schedule by \
          the share of a run it lasts; `epoch s` is one CIFAR-10 epoch (50,000 images) at that \
          speed. Training GFLOP/s count a step as 3 forward passes of the executed multiply-adds \
-         (masked convs at full size)."
+         (masked convs at full size). `ops/step` counts the ops between the parameters and \
+         the loss of one training step (candle's autograd nodes; in the first table, the \
+         largest phase's): one launch each on a GPU forward, about as many again backward. \
+         The `device` rows run the GPU's op path on this CPU: a proxy for its launch count and \
+         its memory traffic, not for its speed."
     ));
     Ok(match format.render(&[speed, phases]) {
         Some(text) => text,

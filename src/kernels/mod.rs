@@ -10,8 +10,11 @@
 //! Every kernel sums each output element in one fixed order that does not depend on thread
 //! timing or the thread count's work split, so training stays bit-reproducible. Each is
 //! tested against candle's own ops (forward and gradients) on random inputs. The layers pick
-//! these kernels on CPU tensors of f32/f64 unless [`Kernels::Reference`] is active, which
-//! runs candle's ops instead (for comparisons: `ablate bench --kernels reference`).
+//! these kernels on CPU tensors of f32/f64 ([`Route::Cpu`]); other tensors (CUDA, Metal) take
+//! the device path (`model::device_ops`: candle ops whose number does not grow with the channel
+//! or group count), and [`Kernels::Device`] sends CPU tensors there too, so that the path a GPU
+//! runs is tested on the CPU. [`Kernels::Reference`] runs candle's own layer ops everywhere
+//! (for comparisons: `ablate bench --kernels reference,device`).
 
 mod bn_act;
 mod conv;
@@ -41,22 +44,25 @@ pub use sparse_conv::{sparse_conv3x3, KernelPairs};
 pub use stage::StageConv;
 
 use std::mem::MaybeUninit;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicU8, Ordering};
 
 use rayon::prelude::*;
 
 use candle_core::{CpuStorage, DType, DeviceLocation, Layout, Result, Tensor, WithDType};
 
-/// Environment variable that selects the kernels of a process: `fast` (default) or
+/// Environment variable that selects the kernels of a process: `fast` (default), `device` or
 /// `reference`.
 pub const KERNELS_ENV: &str = "ABLATE_KERNELS";
 
 /// Which implementation the layers run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Kernels {
-    /// This module's kernels on CPU (candle's ops elsewhere).
+    /// This module's kernels on CPU f32/f64 tensors, the device path on every other tensor.
     Fast,
-    /// candle's ops everywhere.
+    /// The device path on every tensor, CPU ones included: what a GPU run computes, run where
+    /// it can be tested and timed without a GPU.
+    Device,
+    /// candle's own ops everywhere (one conv per group on every backend).
     Reference,
 }
 
@@ -64,53 +70,79 @@ impl Kernels {
     pub fn name(self) -> &'static str {
         match self {
             Self::Fast => "fast",
+            Self::Device => "device",
             Self::Reference => "reference",
         }
     }
+
+    const ALL: [Kernels; 3] = [Self::Fast, Self::Device, Self::Reference];
 }
 
-static REFERENCE: AtomicBool = AtomicBool::new(false);
+/// What a layer runs on one tensor, as [`route`] decides it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Route {
+    /// This module's CPU kernels.
+    Cpu,
+    /// The device path: candle ops whose number per layer does not grow with the channel or
+    /// group count (one matmul per conv, nine shifted views per depthwise conv, one gather per
+    /// index-select).
+    Device,
+    /// candle's own ops as a layer would call them (`Tensor::conv2d` with its groups).
+    Candle,
+}
+
+/// The active [`Kernels`], as its index in [`Kernels::ALL`].
+static ACTIVE: AtomicU8 = AtomicU8::new(0);
 
 /// Makes the layers of this process run `kernels` from now on.
 pub fn set(kernels: Kernels) {
-    REFERENCE.store(kernels == Kernels::Reference, Ordering::Relaxed);
+    let i = Kernels::ALL.iter().position(|&k| k == kernels).unwrap_or(0);
+    ACTIVE.store(i as u8, Ordering::Relaxed);
 }
 
 /// The kernels the layers run now.
 pub fn active() -> Kernels {
-    if REFERENCE.load(Ordering::Relaxed) {
-        Kernels::Reference
-    } else {
-        Kernels::Fast
-    }
+    Kernels::ALL[ACTIVE.load(Ordering::Relaxed) as usize % Kernels::ALL.len()]
 }
 
 /// Applies `KERNELS_ENV` if set; an unknown value is an error naming it.
 pub fn set_from_env() -> std::result::Result<(), String> {
-    match std::env::var(KERNELS_ENV).as_deref() {
-        Err(_) | Ok("fast") => set(Kernels::Fast),
-        Ok("reference") => set(Kernels::Reference),
-        Ok(other) => {
-            return Err(format!(
-                "{KERNELS_ENV}={other}: expected `fast` or `reference`"
-            ))
-        }
+    match std::env::var(KERNELS_ENV) {
+        Err(_) => set(Kernels::Fast),
+        Ok(v) => match Kernels::ALL.iter().find(|k| k.name() == v) {
+            Some(&k) => set(k),
+            None => {
+                return Err(format!(
+                    "{KERNELS_ENV}={v}: expected `fast`, `device` or `reference`"
+                ))
+            }
+        },
     }
     Ok(())
 }
 
-/// Whether the fast kernels run on `t`: they are active and `t` is an f32/f64 CPU tensor.
-/// Every layer that calls one of this module's ops checks this (or [`cpu_kernel_fits`], for
-/// the depthwise conv) first and runs candle's own op otherwise: the ops here have a
-/// `cpu_fwd` only, so a CUDA (or Metal) tensor must never reach them.
-pub(crate) fn fast_for(t: &Tensor) -> bool {
-    fast_on(active(), &t.device().location(), t.dtype())
+/// What the layers run on `t` under the active kernels.
+pub(crate) fn route(t: &Tensor) -> Route {
+    route_on(active(), &t.device().location(), t.dtype())
 }
 
-/// [`fast_for`] as a function of what it looks at: the active kernels, where the tensor
-/// lives and its dtype.
-pub(crate) fn fast_on(kernels: Kernels, location: &DeviceLocation, dtype: DType) -> bool {
-    kernels == Kernels::Fast && cpu_kernel_fits(location, dtype)
+/// [`route`] as a function of what it looks at: the active kernels, where the tensor lives
+/// and its dtype. This module's ops have a `cpu_fwd` only, so only [`Route::Cpu`] may reach
+/// them, and it is given only for f32/f64 CPU tensors.
+pub(crate) fn route_on(kernels: Kernels, location: &DeviceLocation, dtype: DType) -> Route {
+    match kernels {
+        Kernels::Reference => Route::Candle,
+        Kernels::Device => Route::Device,
+        Kernels::Fast if cpu_kernel_fits(location, dtype) => Route::Cpu,
+        Kernels::Fast => Route::Device,
+    }
+}
+
+/// Whether the fast CPU kernels run on `t` ([`route`] is [`Route::Cpu`]). Every layer that
+/// calls one of this module's ops checks this (or [`cpu_kernel_fits`], for the depthwise conv)
+/// first and otherwise runs candle's ops: a CUDA (or Metal) tensor must never reach them.
+pub(crate) fn fast_for(t: &Tensor) -> bool {
+    route(t) == Route::Cpu
 }
 
 /// Whether this module's CPU kernels can take a tensor at `location` of `dtype`: only f32 and
@@ -286,16 +318,18 @@ mod routing_tests {
         for dtype in [DType::F32, DType::F64, DType::F16, DType::BF16, DType::U32] {
             let float = matches!(dtype, DType::F32 | DType::F64);
             assert_eq!(cpu_kernel_fits(&DeviceLocation::Cpu, dtype), float);
-            assert_eq!(fast_on(Kernels::Fast, &DeviceLocation::Cpu, dtype), float);
-            assert!(!fast_on(Kernels::Reference, &DeviceLocation::Cpu, dtype));
+            let fast_cpu = route_on(Kernels::Fast, &DeviceLocation::Cpu, dtype);
+            assert_eq!(fast_cpu == Route::Cpu, float, "{dtype:?}");
+            assert_eq!(fast_cpu == Route::Device, !float, "{dtype:?}");
+            let cpu = &DeviceLocation::Cpu;
+            assert_eq!(route_on(Kernels::Device, cpu, dtype), Route::Device);
+            assert_eq!(route_on(Kernels::Reference, cpu, dtype), Route::Candle);
             for gpu in &gpus {
                 assert!(!cpu_kernel_fits(gpu, dtype), "{gpu:?} {dtype:?}");
-                for kernels in [Kernels::Fast, Kernels::Reference] {
-                    assert!(
-                        !fast_on(kernels, gpu, dtype),
-                        "{kernels:?} {gpu:?} {dtype:?}"
-                    );
-                }
+                // A GPU tensor takes the device path unless candle's ops are asked for.
+                assert_eq!(route_on(Kernels::Fast, gpu, dtype), Route::Device);
+                assert_eq!(route_on(Kernels::Device, gpu, dtype), Route::Device);
+                assert_eq!(route_on(Kernels::Reference, gpu, dtype), Route::Candle);
             }
         }
     }
@@ -306,6 +340,16 @@ mod routing_tests {
         assert_eq!(fast_for(&x), active() == Kernels::Fast);
         let h = x.to_dtype(DType::F16).unwrap();
         assert!(!fast_for(&h));
+    }
+
+    #[test]
+    fn every_kernel_set_round_trips_through_its_name() {
+        for k in Kernels::ALL {
+            assert_eq!(
+                Kernels::ALL.iter().filter(|o| o.name() == k.name()).count(),
+                1
+            );
+        }
     }
 }
 

@@ -10,6 +10,7 @@ mod conv;
 mod convolution;
 mod dense_block;
 mod dense_layer;
+mod device_ops;
 mod dropout;
 mod fused_stage;
 mod init;
