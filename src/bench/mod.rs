@@ -68,7 +68,8 @@ pub struct Phase {
     /// Executed multiply-adds per image of the training form in this phase.
     pub train_macs: u64,
     /// Ops between the parameters and the loss of one training step (candle's autograd
-    /// nodes): what a GPU launches forward, about as many again backward. 0 in a measurement
+    /// nodes, views included): at most one launch each forward on a GPU, a few each
+    /// backward. 0 in a measurement
     /// made before it was counted.
     #[serde(default)]
     pub graph_ops: usize,

@@ -257,8 +257,9 @@ fn render(rows: &[BenchRow], format: OutputFormat) -> anyhow::Result<String> {
          the share of a run it lasts; `epoch s` is one CIFAR-10 epoch (50,000 images) at that \
          speed. Training GFLOP/s count a step as 3 forward passes of the executed multiply-adds \
          (masked convs at full size). `ops/step` counts the ops between the parameters and \
-         the loss of one training step (candle's autograd nodes; in the first table, the \
-         largest phase's): one launch each on a GPU forward, about as many again backward. \
+         the loss of one training step (candle's autograd nodes, views included; in the first \
+         table, the largest phase's): at most one launch each on a GPU forward, a few each \
+         backward. \
          The `device` rows run the GPU's op path on this CPU: a proxy for its launch count and \
          its memory traffic, not for its speed."
     ));
