@@ -343,7 +343,7 @@ mod routing_tests {
     }
 
     #[test]
-    fn every_kernel_set_round_trips_through_its_name() {
+    fn kernel_set_names_are_distinct() {
         for k in Kernels::ALL {
             assert_eq!(
                 Kernels::ALL.iter().filter(|o| o.name() == k.name()).count(),

@@ -1,6 +1,6 @@
 //! How a convolution runs, in one place: its shape ([`Conv2dConfig`]) and the choice between
-//! this crate's CPU kernels, the device path and candle's op ([`convolve`]). Every conv of the family, plain or
-//! fused behind a pre-activation, goes through here.
+//! this crate's CPU kernels, the device path and candle's op ([`convolve`]). Every conv of the
+//! family, plain or fused behind a pre-activation, goes through here.
 
 use candle_core::{Result, Tensor};
 
