@@ -90,19 +90,32 @@ mod tests {
     use crate::rng::Rng;
     use candle_core::{DType, Var};
 
+    /// `(y, dx, dw)`.
+    type Grads = (Tensor, Tensor, Tensor);
+
     /// `(y, dx, dw)` of `f(x, w)` under the upstream gradient `up`.
     fn with_grads(
         x: &Tensor,
         w: &Tensor,
         up: &Tensor,
         f: impl Fn(&Tensor, &Tensor) -> Result<Tensor>,
-    ) -> (Tensor, Tensor, Tensor) {
+    ) -> Grads {
         let (xv, wv) = (Var::from_tensor(x).unwrap(), Var::from_tensor(w).unwrap());
         let y = f(xv.as_tensor(), wv.as_tensor()).unwrap();
         let g = weighted_grads(&y, up);
         let dx = g.get(xv.as_tensor()).unwrap().clone();
         let dw = g.get(wv.as_tensor()).unwrap().clone();
         (y, dx, dw)
+    }
+
+    /// The outputs and both gradients of two [`with_grads`] agree within `tol`.
+    fn assert_close(ours: &Grads, theirs: &Grads, tol: f64, case: &str) {
+        assert!(max_diff(&ours.0, &theirs.0) < tol, "{case}: output");
+        assert!(max_diff(&ours.1, &theirs.1) < tol, "{case}: input gradient");
+        assert!(
+            max_diff(&ours.2, &theirs.2) < tol,
+            "{case}: weight gradient"
+        );
     }
 
     /// The autograd nodes between `x`, `w` and the sum of `f(x, w)`: one per op a device runs
@@ -139,12 +152,7 @@ mod tests {
                 let ours = with_grads(&x, &wt, &up, |x, w| conv2d(x, w, pad, groups));
                 let theirs = with_grads(&x, &wt, &up, |x, w| x.conv2d(w, pad, 1, 1, groups));
                 let case = format!("{dtype:?} {:?}", (n, cin, cout, k, pad, groups, h, w));
-                assert!(max_diff(&ours.0, &theirs.0) < tol, "{case}: output");
-                assert!(max_diff(&ours.1, &theirs.1) < tol, "{case}: input gradient");
-                assert!(
-                    max_diff(&ours.2, &theirs.2) < tol,
-                    "{case}: weight gradient"
-                );
+                assert_close(&ours, &theirs, tol, &case);
             }
         }
     }
@@ -161,12 +169,7 @@ mod tests {
                 let ours = with_grads(&x, &wt, &up, depthwise3x3);
                 let theirs = with_grads(&x, &wt, &up, |x, w| x.conv2d(w, 1, 1, 1, c));
                 let case = format!("{dtype:?} {:?}", (n, c, h, w));
-                assert!(max_diff(&ours.0, &theirs.0) < tol, "{case}: output");
-                assert!(max_diff(&ours.1, &theirs.1) < tol, "{case}: input gradient");
-                assert!(
-                    max_diff(&ours.2, &theirs.2) < tol,
-                    "{case}: weight gradient"
-                );
+                assert_close(&ours, &theirs, tol, &case);
             }
         }
     }
