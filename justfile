@@ -1,4 +1,4 @@
-# Shorthands for the commands in README.md. Get just with `cargo install just --locked`.
+# Shorthands for the commands in README.md and docs/. Get just with `cargo install just --locked`.
 
 # Run the whole test suite.
 test:

@@ -48,7 +48,8 @@ fn main() -> ExitCode {
 /// mimalloc unless `ABLATE_ALLOCATOR=system`, never returning freed memory to the OS: candle
 /// allocates and frees tensors of many MB every step, and with glibc malloc (or mimalloc's
 /// default 10 ms purge) each one is a fresh mmap whose pages the kernel faults in and zeroes
-/// again. `ablate bench --allocator mimalloc,system` compares the two (README, Performance).
+/// again. `ablate bench --allocator mimalloc,system` compares the two (docs/bench-and-kernels.md,
+/// "The allocator").
 #[global_allocator]
 static ALLOC: ablate::alloc::Selected = ablate::alloc::Selected;
 
