@@ -43,6 +43,18 @@ impl LockFile {
         }
     }
 
+    /// Takes the lock at `path` (created if missing), waiting while another process holds it.
+    pub fn acquire(path: &Path) -> std::io::Result<Self> {
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(path)?;
+        file.lock()?;
+        Ok(Self { _file: file })
+    }
+
     /// True when some live process holds the lock at `path`.
     pub fn is_held(path: &Path) -> bool {
         let Ok(file) = File::open(path) else {

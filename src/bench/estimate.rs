@@ -1,63 +1,254 @@
-//! What an experiment will cost before it runs: each run's wall time on the slots `ablate run`
-//! would use, from a short measurement of its model on this machine (the same one `ablate
-//! bench` makes: a few training steps in every phase of the pruning schedule, weighted by the
-//! share of a run each phase lasts), cached per model, batch, threads and CPU.
+//! What an experiment will cost before it runs, answered at once: a time model priced from a
+//! per-machine calibration of the kernels ([`super::calibrate`], a few seconds once, cached)
+//! and each model's per-stage work ([`Network::step_work`], read off the layers in every
+//! phase of the pruning schedule; milliseconds, nothing trained).
 //!
-//! A run's estimate is `epochs * (train images / training speed + test images / evaluation
-//! speed)`, with evaluation taken as one forward pass, a third of a training step's work. A CPU
-//! slot with fewer threads than this process is assumed to train proportionally slower. GPU
-//! slots are not measured here: their runs have no estimate.
+//! A run's estimate is `epochs * (train images + test images / 3) * seconds per image`, where
+//! the seconds per image weight each schedule phase by the share of the run it lasts, and
+//! evaluation counts as one forward pass, a third of a training step. The same model gives
+//! the split of a CPU into slots that finishes an experiment first ([`best_split`]). GPU slots
+//! are not priced.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::time::Instant;
 
-use serde::{Deserialize, Serialize};
+use anyhow::Context;
+use candle_core::Device;
 
-use super::{measure, BenchConfig};
-use crate::config::RunConfig;
+use std::cell::RefCell;
+use std::rc::Rc;
+
+use super::calibrate::{reference_work, Calibration, Rates, Scale};
+use super::cpu_load::OtherLoad;
+use crate::config::{ModelSpec, RunConfig};
 use crate::io::write_atomic;
+use crate::lock::LockFile;
+use crate::model::{Network, StepWork};
 
-/// Overrides where measured speeds are cached (default `$XDG_CACHE_HOME/ablate`, else
+/// Overrides where calibrations are cached (default `$XDG_CACHE_HOME/ablate`, else
 /// `~/.cache/ablate`).
 pub const CACHE_ENV: &str = "ABLATE_CACHE_DIR";
 
 /// The cache file inside the cache dir.
-const CACHE_FILE: &str = "throughput.json";
+const CACHE_FILE: &str = "calibration.json";
 
-/// Timed training steps per schedule phase of an estimate's measurement (after one warm-up):
-/// a model takes 2 steps per phase, 5-20 s on 2 cores at batch 64.
-const STEPS: usize = 1;
+/// Other processes' CPU use during a calibration above which it is not cached, in cores.
+const MAX_OTHER_LOAD: f64 = 0.25;
 
-/// A model's measured speed on this machine, whole-schedule weighted.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
-pub struct Throughput {
-    /// Training images per second over a whole run.
-    pub train_images_per_s: f64,
-    /// Threads the measurement ran on.
-    pub threads: usize,
+/// The work of a run's training step in each phase of its pruning schedule.
+#[derive(Debug, Clone)]
+pub struct RunProfile {
+    /// `(share of the run, work per image)` of each phase, in order.
+    phases: Vec<(f64, StepWork)>,
 }
 
-impl Throughput {
-    /// Seconds the remaining `epochs` of `cfg` take on `threads` threads.
-    pub fn seconds(&self, cfg: &RunConfig, epochs: usize, threads: usize) -> f64 {
-        let (train, test) = crate::data::sizes(&cfg.data);
-        let speed = self.train_images_per_s * threads as f64 / self.threads.max(1) as f64;
-        // Evaluation is a forward pass: a third of a training step (forward, input gradient,
-        // weight gradient).
-        epochs as f64 * (train as f64 + test as f64 / 3.0) / speed
+impl RunProfile {
+    /// The profile of `spec` (seeded weights: the schedule's structure does not depend on
+    /// them); `None` where a layer has no fused CPU form (the time model cannot price it).
+    pub fn of(spec: &ModelSpec) -> anyhow::Result<Option<Self>> {
+        crate::config::check_fits(spec, 0)?;
+        let mut net = Network::seeded(spec, 0, &Device::Cpu).context("building the model")?;
+        let mut phases = Vec::new();
+        for (start, end) in net.schedule_phases() {
+            net.advance_schedule((start + end) / 2.0)?;
+            match net.step_work()? {
+                Some(work) => phases.push((end - start, work)),
+                None => return Ok(None),
+            }
+        }
+        Ok(Some(Self { phases }))
+    }
+
+    /// Seconds of one training image in each phase at `rates`, with the phase's share.
+    fn phase_seconds<'a>(&'a self, rates: &'a Rates) -> impl Iterator<Item = (f64, f64)> + 'a {
+        self.phases.iter().map(|(share, w)| {
+            let (elements, macs) = rates.step_seconds(w);
+            (*share, elements + macs)
+        })
+    }
+
+    /// Seconds of one training image over a whole run at `rates`.
+    pub fn seconds_per_image(&self, rates: &Rates) -> f64 {
+        self.phase_seconds(rates).map(|(share, s)| share * s).sum()
     }
 }
 
-/// Measured speeds by key, read from and written to the cache file.
-pub struct ThroughputCache {
-    file: Option<PathBuf>,
-    entries: BTreeMap<String, Throughput>,
-    /// How many speeds were measured now (not found in the cache).
-    pub measured: usize,
+/// The time model of this machine: its calibration, the scale its reference networks fix,
+/// and the coefficients solved for each setting asked for.
+pub struct CostModel {
+    calibration: Calibration,
+    scale: Scale,
+    rates: RefCell<BTreeMap<(usize, usize), Rc<Rates>>>,
 }
 
-impl ThroughputCache {
-    /// The cache in the default place (none when no home or cache dir is known).
+impl CostModel {
+    pub fn new(calibration: Calibration) -> anyhow::Result<Self> {
+        let all = Rates::solve(&calibration.all)?;
+        let scale = Scale::fit(&all, &reference_work()?, &calibration.references);
+        Ok(Self {
+            calibration,
+            scale,
+            rates: Default::default(),
+        })
+    }
+
+    /// Logical CPUs the calibration measured.
+    pub fn cores(&self) -> usize {
+        self.calibration.cores
+    }
+
+    /// The coefficients of a run on `threads` threads while `busy` cores work.
+    fn rates(&self, threads: usize, busy: usize) -> anyhow::Result<Rc<Rates>> {
+        if let Some(r) = self.rates.borrow().get(&(threads, busy)) {
+            return Ok(r.clone());
+        }
+        let raw = Rates::solve(&self.calibration.at(threads, busy))?;
+        let r = Rc::new(raw.scaled(self.scale));
+        self.rates.borrow_mut().insert((threads, busy), r.clone());
+        Ok(r)
+    }
+
+    /// Training images per second of `profile` over a whole run, on `threads` threads while
+    /// `busy` cores of the machine work (its own included).
+    pub fn images_per_s(
+        &self,
+        profile: &RunProfile,
+        threads: usize,
+        busy: usize,
+    ) -> anyhow::Result<f64> {
+        let rates = self.rates(threads, busy)?;
+        Ok(1.0 / profile.seconds_per_image(&rates))
+    }
+
+    /// Training images per second of each phase of `profile` (as
+    /// [`Self::images_per_s`]).
+    pub fn phase_images_per_s(
+        &self,
+        profile: &RunProfile,
+        threads: usize,
+        busy: usize,
+    ) -> anyhow::Result<Vec<f64>> {
+        let rates = self.rates(threads, busy)?;
+        Ok(profile.phase_seconds(&rates).map(|(_, s)| 1.0 / s).collect())
+    }
+
+    /// Seconds of `epochs` epochs of `cfg` (its model's `profile`) on `threads` threads while
+    /// `busy` cores work.
+    pub fn run_seconds(
+        &self,
+        cfg: &RunConfig,
+        profile: &RunProfile,
+        epochs: usize,
+        threads: usize,
+        busy: usize,
+    ) -> anyhow::Result<f64> {
+        let (train, test) = crate::data::sizes(&cfg.data);
+        let per_image = 1.0 / self.images_per_s(profile, threads, busy)?;
+        // Evaluation is a forward pass: a third of a training step (forward, input gradient,
+        // weight gradient).
+        Ok(epochs as f64 * (train as f64 + test as f64 / 3.0) * per_image)
+    }
+}
+
+/// One run still to train, as the split and the makespan see it.
+pub struct PendingRun<'a> {
+    pub config: &'a RunConfig,
+    pub profile: &'a RunProfile,
+    pub epochs: usize,
+}
+
+/// A split of the CPU into slots.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CpuSplit {
+    pub slots: usize,
+    pub threads: usize,
+}
+
+/// Each run's seconds (launch order) when `split` runs them.
+pub fn split_seconds(
+    model: &CostModel,
+    runs: &[PendingRun],
+    split: CpuSplit,
+) -> anyhow::Result<Vec<f64>> {
+    let busy = split.slots * split.threads;
+    runs.iter()
+        .map(|r| model.run_seconds(r.config, r.profile, r.epochs, split.threads, busy))
+        .collect()
+}
+
+/// The split of `cores` into `slots x threads` (threads = cores / slots, at most one slot per
+/// run to train, and no more slots than `memory` bytes hold at each run's memory floor) that
+/// finishes `runs` first, as the scheduler runs them; ties go to fewer slots. With more runs
+/// than slots this is the split of the most images per second for the whole machine.
+pub fn best_split(
+    model: &CostModel,
+    runs: &[PendingRun],
+    cores: usize,
+    memory: Option<u128>,
+) -> anyhow::Result<(CpuSplit, f64)> {
+    let need = runs
+        .iter()
+        .map(|r| crate::config::MemoryFloor::of(&r.config.model, r.config.train.batch).total())
+        .max()
+        .unwrap_or(0)
+        .max(1);
+    let fit = memory.map_or(usize::MAX, |m| (m / need).max(1) as usize);
+    let most = cores.max(1).min(runs.len().max(1)).min(fit);
+    let mut best: Option<(CpuSplit, f64)> = None;
+    for slots in 1..=most {
+        let split = CpuSplit {
+            slots,
+            threads: cores.max(1) / slots,
+        };
+        let time = makespan(&split_seconds(model, runs, split)?, slots);
+        // Prefer fewer slots unless more finish at least 1% sooner.
+        if best.is_none_or(|(_, t)| time < 0.99 * t) {
+            best = Some((split, time));
+        }
+    }
+    Ok(best.unwrap_or((
+        CpuSplit {
+            slots: 1,
+            threads: cores.max(1),
+        },
+        0.0,
+    )))
+}
+
+/// Where a cost model came from, for the plan's last line.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Provenance {
+    /// Read from the cache file.
+    Cached(PathBuf),
+    /// Measured now and written to the cache file.
+    Measured { seconds: f64, file: PathBuf },
+    /// Measured now and not cached, for the reason given.
+    NotCached { seconds: f64, reason: String },
+}
+
+impl std::fmt::Display for Provenance {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Cached(file) => write!(f, "cached in {}", file.display()),
+            Self::Measured { seconds, file } => {
+                write!(f, "measured now in {seconds:.1} s, cached in {}", file.display())
+            }
+            Self::NotCached { seconds, reason } => {
+                write!(f, "measured now in {seconds:.1} s, not cached: {reason}")
+            }
+        }
+    }
+}
+
+/// Calibrations by machine, read from and written to the cache file under a lock.
+pub struct CalibrationCache {
+    /// The cache file; `None` when no cache dir is known.
+    file: Option<PathBuf>,
+}
+
+impl CalibrationCache {
+    /// The cache in the default place.
     pub fn open() -> Self {
         let dir = std::env::var_os(CACHE_ENV)
             .map(PathBuf::from)
@@ -66,68 +257,62 @@ impl ThroughputCache {
         Self::at(dir.map(|d| d.join(CACHE_FILE)))
     }
 
-    /// The cache in `file` (`None`: in memory only). A file that cannot be read as a cache
-    /// counts as empty and is replaced on the next write.
+    /// The cache in `file` (`None`: never cached).
     pub fn at(file: Option<PathBuf>) -> Self {
-        let entries = file
-            .as_deref()
-            .and_then(|f| std::fs::read_to_string(f).ok())
-            .and_then(|t| serde_json::from_str(&t).ok())
-            .unwrap_or_default();
-        Self {
-            file,
-            entries,
-            measured: 0,
-        }
+        Self { file }
     }
 
-    /// The throughput of `cfg`'s model at its batch on this CPU with this process's threads:
-    /// from the cache, else measured now (seconds to a minute) and cached.
-    pub fn get(&mut self, cfg: &RunConfig) -> anyhow::Result<Throughput> {
-        let key = key(cfg);
-        if let Some(t) = self.entries.get(&key) {
-            return Ok(*t);
-        }
-        eprintln!(
-            "measuring the training speed of {} at batch {} on this machine (once; cached) ...",
-            cfg.model_name, cfg.train.batch
-        );
-        let row = measure(
-            &cfg.model_name,
-            &cfg.model,
-            &BenchConfig {
-                batch: cfg.train.batch,
-                steps: STEPS,
-                warmup: 1,
-                progress: None,
-                latency_runs: 1,
-            },
-        )?;
-        let t = Throughput {
-            train_images_per_s: row.train_images_per_s,
-            threads: row.threads,
+    /// This machine's cost model at `cores` threads: the cached calibration when a valid one
+    /// is there, else measured now (a few seconds) and cached unless other processes loaded
+    /// the machine meanwhile. Concurrent callers take turns: the second finds the first's.
+    pub fn model(&self, cores: usize) -> anyhow::Result<(CostModel, Provenance)> {
+        let key = key(cores);
+        let Some(file) = &self.file else {
+            let (cal, seconds, _) = measure(cores)?;
+            let reason = "no cache dir (set ABLATE_CACHE_DIR or HOME)".to_string();
+            return Ok((CostModel::new(cal)?, Provenance::NotCached { seconds, reason }));
         };
-        self.entries.insert(key, t);
-        self.measured += 1;
-        self.save();
-        Ok(t)
-    }
-
-    /// Writes the cache; a cache that cannot be written is only slower next time.
-    fn save(&self) {
-        let Some(file) = &self.file else { return };
-        let write = || -> anyhow::Result<()> {
-            if let Some(dir) = file.parent() {
-                std::fs::create_dir_all(dir)?;
+        let dir = file.parent().unwrap_or(Path::new("."));
+        // The lock serialises the read, the measurement and the write.
+        let lock = std::fs::create_dir_all(dir)
+            .and_then(|()| LockFile::acquire(&file.with_extension("lock")));
+        let lock = match lock {
+            Ok(lock) => lock,
+            Err(e) => {
+                let (cal, seconds, _) = measure(cores)?;
+                let reason = format!("cannot use the cache dir {}: {e}", dir.display());
+                return Ok((CostModel::new(cal)?, Provenance::NotCached { seconds, reason }));
             }
-            write_atomic(
-                file,
-                serde_json::to_string_pretty(&self.entries)?.as_bytes(),
-            )
         };
-        if let Err(e) = write() {
-            eprintln!("note: speeds not cached ({e:#})");
+        let mut entries = read_entries(file);
+        if let Some(cal) = entries.get(&key).filter(|c| c.is_valid() && c.cores == cores) {
+            return Ok((CostModel::new(cal.clone())?, Provenance::Cached(file.clone())));
         }
+        let (cal, seconds, load) = measure(cores)?;
+        let provenance = if load > MAX_OTHER_LOAD {
+            Provenance::NotCached {
+                seconds,
+                reason: format!(
+                    "other processes used {load:.1} cores meanwhile, so it may be slow; it \
+                     is measured again next time"
+                ),
+            }
+        } else {
+            entries.insert(key, cal.clone());
+            let text = serde_json::to_string_pretty(&entries)?;
+            match write_atomic(file, text.as_bytes()) {
+                Ok(()) => Provenance::Measured {
+                    seconds,
+                    file: file.clone(),
+                },
+                Err(e) => Provenance::NotCached {
+                    seconds,
+                    reason: format!("{e:#}"),
+                },
+            }
+        };
+        drop(lock);
+        Ok((CostModel::new(cal)?, provenance))
     }
 
     pub fn file(&self) -> Option<&Path> {
@@ -135,15 +320,39 @@ impl ThroughputCache {
     }
 }
 
-/// What a speed depends on: the model, the batch, the CPU, its threads, the kernels and this
-/// build.
-fn key(cfg: &RunConfig) -> String {
+/// The cache's entries; an unreadable file or entry counts as missing (and is replaced).
+fn read_entries(file: &Path) -> BTreeMap<String, Calibration> {
+    let Ok(text) = std::fs::read_to_string(file) else {
+        return BTreeMap::new();
+    };
+    let Ok(raw) = serde_json::from_str::<BTreeMap<String, serde_json::Value>>(&text) else {
+        return BTreeMap::new();
+    };
+    raw.into_iter()
+        .filter_map(|(k, v)| serde_json::from_value(v).ok().map(|c| (k, c)))
+        .collect()
+}
+
+/// Calibrates at `cores` threads: the calibration, its seconds, and the cores other processes
+/// used meanwhile.
+fn measure(cores: usize) -> anyhow::Result<(Calibration, f64, f64)> {
+    eprintln!("calibrating this machine's kernels for the time model (once; cached) ...");
+    let load = OtherLoad::start();
+    let start = Instant::now();
+    let cal = Calibration::measure(cores).context("calibrating the kernels")?;
+    let seconds = start.elapsed().as_secs_f64();
+    let other = load.cores();
+    if !cal.is_valid() {
+        anyhow::bail!("the kernel calibration gave implausible times: {cal:?}");
+    }
+    Ok((cal, seconds, other))
+}
+
+/// What a calibration depends on: the CPU, the cores it used, the kernels and this build.
+fn key(cores: usize) -> String {
     format!(
-        "{} | batch {} | {} | {} threads | {} kernels | ablate {}",
-        serde_json::to_string(&cfg.model).unwrap_or_default(),
-        cfg.train.batch,
+        "{} | {cores} threads | {} kernels | ablate {}",
         cpu_model(),
-        rayon::current_num_threads(),
         crate::kernels::active().name(),
         env!("CARGO_PKG_VERSION"),
     )
@@ -167,11 +376,9 @@ pub fn cpu_model() -> String {
 pub fn makespan(seconds: &[f64], slots: usize) -> f64 {
     let mut free_at = vec![0.0f64; slots.max(1)];
     for &s in seconds {
-        let first = free_at
-            .iter_mut()
-            .min_by(|a, b| a.total_cmp(b))
-            .expect("at least one slot");
-        *first += s;
+        if let Some(first) = free_at.iter_mut().min_by(|a, b| a.total_cmp(b)) {
+            *first += s;
+        }
     }
     free_at.into_iter().fold(0.0, f64::max)
 }
@@ -190,6 +397,12 @@ pub fn human(seconds: f64) -> String {
 mod tests {
     use super::*;
 
+    impl CostModel {
+        fn new_ok(c: Calibration) -> Self {
+            Self::new(c).unwrap()
+        }
+    }
+
     #[test]
     fn makespan_fills_the_slot_that_frees_first() {
         assert_eq!(makespan(&[], 2), 0.0);
@@ -200,29 +413,6 @@ mod tests {
     }
 
     #[test]
-    fn run_seconds_count_training_evaluation_and_threads() {
-        use crate::config::{DataConfig, DatasetKind, ModelSpec, TrainConfig};
-        let cfg = RunConfig {
-            model_name: "condensenet-86".into(),
-            model: ModelSpec::default(),
-            train: TrainConfig::default(),
-            data: DataConfig {
-                dataset: DatasetKind::Synthetic,
-                train_size: Some(300),
-                test_size: Some(300),
-            },
-        };
-        let t = Throughput {
-            train_images_per_s: 100.0,
-            threads: 2,
-        };
-        // 2 epochs of (300 / 100 + 100 / 100) s.
-        assert!((t.seconds(&cfg, 2, 2) - 8.0).abs() < 1e-12);
-        // One thread of the two: half the speed.
-        assert!((t.seconds(&cfg, 2, 1) - 16.0).abs() < 1e-12);
-    }
-
-    #[test]
     fn human_durations() {
         assert_eq!(human(42.0), "42 s");
         assert_eq!(human(600.0), "10 min");
@@ -230,13 +420,109 @@ mod tests {
         assert_eq!(human(7.0 * 86400.0), "7.0 days");
     }
 
+    /// A calibration with every probe at `one`, `all` and `shared` seconds, and references
+    /// that take what the probes predict (scale 1).
+    fn calibration(cores: usize, one: f64, all: f64, shared: f64) -> Calibration {
+        let probes = |t: f64| vec![t; crate::bench::calibrate::PROBES];
+        let rates = Rates::solve(&probes(all)).unwrap();
+        let references = reference_work()
+            .unwrap()
+            .iter()
+            .map(|w| {
+                let (e, m) = rates.step_seconds(w);
+                e + m
+            })
+            .collect();
+        Calibration {
+            cores,
+            one: probes(one),
+            all: probes(all),
+            shared: probes(shared),
+            references,
+        }
+    }
+
+    fn config(model: &str) -> RunConfig {
+        use crate::config::{DataConfig, DatasetKind, ModelSource, TrainConfig};
+        let sets = vec!["stages=[1,1,1]".to_string()];
+        RunConfig {
+            model_name: model.into(),
+            model: ModelSource::parse(model).resolve(&sets).unwrap().spec,
+            train: TrainConfig::default(),
+            data: DataConfig {
+                dataset: DatasetKind::Synthetic,
+                train_size: Some(300),
+                test_size: Some(300),
+            },
+        }
+    }
+
+    /// A run's seconds are its epochs of (train + test / 3) images at the modelled speed,
+    /// which follows the calibration: twice the probe times, half the speed.
     #[test]
-    fn an_unreadable_cache_is_empty() {
-        let dir = std::env::temp_dir().join(format!("ablate-cache-{}", std::process::id()));
+    fn run_seconds_follow_the_images_and_the_calibration() {
+        let cfg = config("condensenext");
+        let profile = RunProfile::of(&cfg.model).unwrap().unwrap();
+        assert_eq!(profile.phases.len(), 9);
+        let fast = CostModel::new_ok(calibration(1, 1e-4, 1e-4, 1e-4));
+        let slow = CostModel::new_ok(calibration(1, 2e-4, 2e-4, 2e-4));
+        let speed = fast.images_per_s(&profile, 1, 1).unwrap();
+        assert!(speed.is_finite() && speed > 0.0);
+        let half = slow.images_per_s(&profile, 1, 1).unwrap();
+        assert!((speed / half - 2.0).abs() < 1e-9, "{speed} {half}");
+        let s = fast.run_seconds(&cfg, &profile, 2, 1, 1).unwrap();
+        assert!((s - 2.0 * 400.0 / speed).abs() < 1e-6 * s);
+    }
+
+    /// Threads with a serial share make one run per core the fastest split; threads that
+    /// scale perfectly leave every split equal and the fewest slots win; never more slots
+    /// than runs, nor than memory holds.
+    #[test]
+    fn the_split_follows_the_measured_scaling() {
+        let cfg = config("condensenet-86");
+        let profile = RunProfile::of(&cfg.model).unwrap().unwrap();
+        let runs: Vec<PendingRun> = (0..8)
+            .map(|_| PendingRun {
+                config: &cfg,
+                profile: &profile,
+                epochs: 1,
+            })
+            .collect();
+        // Perfect sharing, threads that scale badly (4 threads: 2x).
+        let model = CostModel::new_ok(calibration(4, 1.0, 0.5, 1.0));
+        let (split, _) = best_split(&model, &runs, 4, None).unwrap();
+        assert_eq!(split, CpuSplit { slots: 4, threads: 1 });
+        // Threads that scale perfectly: every split is as fast; the fewest slots win.
+        let model = CostModel::new_ok(calibration(4, 1.0, 0.25, 1.0));
+        let (split, _) = best_split(&model, &runs, 4, None).unwrap();
+        assert_eq!(split, CpuSplit { slots: 1, threads: 4 });
+        // Two runs: at most two slots; memory for one: one slot.
+        let model = CostModel::new_ok(calibration(4, 1.0, 0.5, 1.0));
+        let (split, _) = best_split(&model, &runs[..2], 4, None).unwrap();
+        assert_eq!(split, CpuSplit { slots: 2, threads: 2 });
+        let floor = crate::config::MemoryFloor::of(&cfg.model, cfg.train.batch).total();
+        let (split, _) = best_split(&model, &runs, 4, Some(floor + 1)).unwrap();
+        assert_eq!(split.slots, 1);
+    }
+
+    /// A cache file with a bad entry (zero, negative, tiny or missing times) is measured again
+    /// and the entry replaced.
+    #[test]
+    fn a_bad_cache_entry_is_measured_again() {
+        let dir = std::env::temp_dir().join(format!("ablate-cal-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let file = dir.join(CACHE_FILE);
+        for bad in [0.0, -5.0, 1e-300] {
+            let mut entries = BTreeMap::new();
+            entries.insert(key(1), calibration(1, bad, bad, bad));
+            std::fs::write(&file, serde_json::to_string(&entries).unwrap()).unwrap();
+            let cache = CalibrationCache::at(Some(file.clone()));
+            let (model, provenance) = cache.model(1).unwrap();
+            assert!(!matches!(provenance, Provenance::Cached(_)), "{bad}");
+            assert!(model.calibration.is_valid());
+        }
         std::fs::write(&file, "not json").unwrap();
-        assert!(ThroughputCache::at(Some(file)).entries.is_empty());
+        assert!(read_entries(&file).is_empty());
         std::fs::remove_dir_all(dir).unwrap();
     }
 }

@@ -6,6 +6,8 @@
 //! for FLOP; a training step is counted as three forward passes (forward, input gradient,
 //! weight gradient).
 
+pub mod calibrate;
+mod cpu_load;
 pub mod estimate;
 pub mod onnx;
 
@@ -73,6 +75,10 @@ pub struct Phase {
     /// made before it was counted.
     #[serde(default)]
     pub graph_ops: usize,
+    /// The time model's training images per second for this phase
+    /// ([`estimate::CostModel`]); `None` where it was not asked for or cannot price it.
+    #[serde(default)]
+    pub estimate_images_per_s: Option<f64>,
 }
 
 impl Phase {
@@ -116,6 +122,10 @@ pub struct BenchRow {
     pub train_gflops: f64,
     /// Achieved inference GFLOP/s at `batch`: `2 * deploy_macs * infer_images_per_s / 1e9`.
     pub infer_gflops: f64,
+    /// The time model's training images per second over a whole run, beside the measured
+    /// `train_images_per_s` (what `ablate plan` estimates with); `None` where not priced.
+    #[serde(default)]
+    pub estimate_images_per_s: Option<f64>,
 }
 
 impl BenchRow {
@@ -148,8 +158,27 @@ fn time_runs(
         .collect()
 }
 
+/// Seconds of each of `timed` training steps of `net` (forward, cross-entropy, backward, SGD)
+/// on `(x, y)`, after `warmup` untimed ones, with a fresh optimiser (a schedule conversion
+/// replaces parameters).
+pub(crate) fn time_training(
+    net: &Network,
+    x: &Tensor,
+    y: &Tensor,
+    warmup: usize,
+    timed: usize,
+) -> candle_core::Result<Vec<f64>> {
+    let mut sgd = Sgd::new(net.trainable(), SgdConfig::default());
+    time_runs(warmup, timed, || {
+        let logits = net.forward_t(x, true)?;
+        let loss = cross_entropy(&logits, y)?;
+        let grads = loss.backward()?;
+        sgd.step(&grads, 0.01)
+    })
+}
+
 /// A seeded batch of `n` images with pixel values in [-2, 2) and labels `0, 1, ..., 9, 0, ...`.
-fn batch(n: usize, classes: usize) -> candle_core::Result<(Tensor, Tensor)> {
+pub(crate) fn batch(n: usize, classes: usize) -> candle_core::Result<(Tensor, Tensor)> {
     let mut rng = Rng::for_stream(0, "bench/input");
     let pixels: Vec<f32> = (0..n * 3 * 32 * 32)
         .map(|_| rng.uniform(-2.0, 2.0) as f32)
@@ -193,14 +222,7 @@ pub fn measure(model: &str, spec: &ModelSpec, cfg: &BenchConfig) -> anyhow::Resu
         let graph_ops = cross_entropy(&net.forward_t(&x, true)?, &y)?
             .sorted_nodes()
             .len();
-        // A fresh optimiser per phase: a conversion replaces parameters.
-        let mut sgd = Sgd::new(net.trainable(), SgdConfig::default());
-        let times = time_runs(cfg.warmup, cfg.steps, || {
-            let logits = net.forward_t(&x, true)?;
-            let loss = cross_entropy(&logits, &y)?;
-            let grads = loss.backward()?;
-            sgd.step(&grads, 0.01)
-        })?;
+        let times = time_training(&net, &x, &y, cfg.warmup, cfg.steps)?;
         phases.push(Phase {
             start,
             end,
@@ -208,6 +230,7 @@ pub fn measure(model: &str, spec: &ModelSpec, cfg: &BenchConfig) -> anyhow::Resu
             images_per_s: per_s(&times),
             train_macs,
             graph_ops,
+            estimate_images_per_s: None,
         });
     }
     let train_peak_rss = peak_rss();
@@ -244,6 +267,7 @@ pub fn measure(model: &str, spec: &ModelSpec, cfg: &BenchConfig) -> anyhow::Resu
         deploy_macs,
         train_gflops: 6.0 * train_macs * train_images_per_s / 1e9,
         infer_gflops: 2.0 * deploy_macs as f64 * infer_images_per_s / 1e9,
+        estimate_images_per_s: None,
     })
 }
 

@@ -9,7 +9,7 @@ use anyhow::Context;
 use super::format::OutputFormat;
 use crate::alloc::{Allocator, ALLOCATOR_ENV};
 use crate::bench::{measure, BenchConfig, BenchRow};
-use crate::config::{ConfigError, ModelSource};
+use crate::config::{ConfigError, ModelSource, ModelSpec};
 use crate::kernels::{Kernels, KERNELS_ENV};
 use crate::table::Table;
 
@@ -164,15 +164,50 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
             }
         }
     }
+    if let Err(e) = add_estimates(&mut rows, &specs) {
+        eprintln!("bench: no time-model estimates ({e:#})");
+    }
     print!("{}", render(&rows, args.format)?);
     Ok(())
 }
 
-const HEADER: [&str; 14] = [
+/// The time model's speeds beside the measured ones, for rows of the fast kernels (what
+/// `ablate plan` estimates with), at each row's threads and batch.
+fn add_estimates(rows: &mut [BenchRow], specs: &[(String, ModelSpec)]) -> anyhow::Result<()> {
+    if !rows.iter().any(|r| r.kernels == Kernels::Fast.name()) {
+        return Ok(());
+    }
+    let mut estimator = super::slots::Estimator::new()?;
+    for row in rows.iter_mut().filter(|r| r.kernels == Kernels::Fast.name()) {
+        let Some((_, spec)) = specs.iter().find(|(name, _)| *name == row.model) else {
+            continue;
+        };
+        let Some(profile) = estimator.profile(spec)? else {
+            continue;
+        };
+        let model = &estimator.model;
+        row.estimate_images_per_s = Some(model.images_per_s(&profile, row.threads, row.threads)?);
+        let phases = model.phase_images_per_s(&profile, row.threads, row.threads)?;
+        if phases.len() == row.phases.len() {
+            for (p, e) in row.phases.iter_mut().zip(phases) {
+                p.estimate_images_per_s = Some(e);
+            }
+        }
+    }
+    Ok(())
+}
+
+/// `estimate (estimate / measured)`, or `-`.
+fn estimate_cell(estimate: Option<f64>, measured: f64) -> String {
+    estimate.map_or("-".into(), |e| format!("{e:.1} ({:.2}x)", e / measured))
+}
+
+const HEADER: [&str; 15] = [
     "model",
     "kernels",
     "allocator",
     "run train img/s",
+    "estimate img/s",
     "epoch s",
     "first-phase img/s",
     "train GFLOP/s",
@@ -191,6 +226,7 @@ fn cells(r: &BenchRow) -> Vec<String> {
         r.kernels.clone(),
         r.allocator.clone(),
         format!("{:.1}", r.train_images_per_s),
+        estimate_cell(r.estimate_images_per_s, r.train_images_per_s),
         format!("{:.0}", r.epoch_seconds),
         format!("{:.1}", r.first_images_per_s()),
         format!("{:.1}", r.train_gflops),
@@ -204,7 +240,7 @@ fn cells(r: &BenchRow) -> Vec<String> {
     ]
 }
 
-const PHASE_HEADER: [&str; 9] = [
+const PHASE_HEADER: [&str; 10] = [
     "model",
     "kernels",
     "allocator",
@@ -212,6 +248,7 @@ const PHASE_HEADER: [&str; 9] = [
     "structure",
     "share of run",
     "train img/s",
+    "estimate img/s",
     "train MMAC/img",
     "ops/step",
 ];
@@ -234,6 +271,7 @@ fn phase_cells(rows: &[BenchRow]) -> Vec<Vec<String>> {
                     p.structure.clone(),
                     format!("{:.1}%", 100.0 * p.share()),
                     format!("{:.1}", p.images_per_s),
+                    estimate_cell(p.estimate_images_per_s, p.images_per_s),
                     format!("{:.1}", p.train_macs as f64 / 1e6),
                     p.graph_ops.to_string(),
                 ]
@@ -255,7 +293,9 @@ fn render(rows: &[BenchRow], format: OutputFormat) -> anyhow::Result<String> {
     let phases = phases.note(format!(
         "batch {batch}; medians. `run train img/s` weights each phase of the pruning schedule by \
          the share of a run it lasts; `epoch s` is one CIFAR-10 epoch (50,000 images) at that \
-         speed. Training GFLOP/s count a step as 3 forward passes of the executed multiply-adds \
+         speed. `estimate img/s` is the time model `ablate plan` estimates with (this \
+         machine's calibrated kernel speeds priced on the model's per-stage work), with its \
+         ratio to the measurement. Training GFLOP/s count a step as 3 forward passes of the executed multiply-adds \
          (masked convs at full size). `ops/step` counts the ops between the parameters and \
          the loss of one training step (candle's autograd nodes, views included; in the first \
          table, the largest phase's): at most one launch each on a GPU forward, a few each \

@@ -9,6 +9,7 @@ mod plan;
 mod report;
 mod run;
 mod runs_table;
+mod slots;
 mod status;
 mod train;
 mod worker;

@@ -4,10 +4,10 @@
 use std::path::PathBuf;
 
 use super::runs_table::{Column, RunRow, RunsTable};
-use crate::bench::estimate::{cpu_model, human, makespan, ThroughputCache};
+use super::slots::{choose, epochs_left, Estimator};
+use crate::bench::estimate::{cpu_model, human, makespan};
 use crate::experiment::Experiment;
-use crate::run_dir::RunStatus;
-use crate::schedule::{slots, Slot};
+use crate::schedule::Slot;
 
 #[derive(Debug, clap::Args)]
 pub struct PlanArgs {
@@ -20,8 +20,8 @@ pub struct PlanArgs {
     /// run` would use].
     #[arg(long)]
     pub devices: Option<String>,
-    /// List the runs only: no wall-time estimate (which measures each model's speed on this
-    /// machine once, then reads it from a cache).
+    /// List the runs only: no wall-time estimate (which calibrates this machine's kernels
+    /// once, a few seconds, then reads the calibration from a cache).
     #[arg(long)]
     pub no_estimate: bool,
     #[arg(long, value_enum, default_value = "table")]
@@ -56,17 +56,30 @@ pub fn run(args: &PlanArgs) -> anyhow::Result<()> {
 }
 
 fn table(exp: &Experiment, args: &PlanArgs) -> anyhow::Result<()> {
-    let slots = if args.no_estimate {
-        Vec::new()
+    let mut estimator = None;
+    let choice = if args.no_estimate {
+        None
     } else {
-        slots(args.devices.as_deref())?
+        Some(choose(
+            exp,
+            &args.results,
+            args.devices.as_deref(),
+            &mut estimator,
+        )?)
     };
+    let slots = choice.as_ref().map_or(&[][..], |c| &c.slots[..]);
+    let cpu: Vec<usize> = slots
+        .iter()
+        .filter_map(|s| match s {
+            Slot::Cpu { threads, .. } => Some(*threads),
+            Slot::Gpu { .. } => None,
+        })
+        .collect();
     // Every CPU slot trains with this many threads; GPU slots are not estimated.
-    let cpu_threads = slots.iter().find_map(|s| match s {
-        Slot::Cpu { threads, .. } => Some(*threads),
-        Slot::Gpu { .. } => None,
-    });
-    let mut cache = ThroughputCache::open();
+    let cpu_threads = cpu.first().copied();
+    if cpu_threads.is_some() && estimator.is_none() {
+        estimator = Some(Estimator::new()?);
+    }
     println!(
         "{}: {} runs (retries {}), results in {}",
         exp.name,
@@ -84,6 +97,7 @@ fn table(exp: &Experiment, args: &PlanArgs) -> anyhow::Result<()> {
     };
     println!("{}", table.header());
     let mut remaining = Vec::new();
+    let mut unpriced = Vec::new();
     for run in &exp.runs {
         let row = RunRow::read(exp, &args.results, run);
         let state = row
@@ -91,59 +105,73 @@ fn table(exp: &Experiment, args: &PlanArgs) -> anyhow::Result<()> {
             .as_ref()
             .map_or("-".into(), |s| s.status.to_string());
         let epochs = format!("{}/{}", row.epochs_done(), row.epochs());
-        let Some(threads) = cpu_threads else {
+        let (Some(threads), Some(est)) = (cpu_threads, estimator.as_mut()) else {
             println!("{}", table.line(&row, &state, &epochs, &[]));
             continue;
         };
-        let left = match row.status.as_ref().map(|s| s.status) {
-            Some(RunStatus::Done) => 0,
-            _ => row.epochs().saturating_sub(row.epochs_done()),
-        };
-        let seconds = if left == 0 {
-            0.0
-        } else {
-            cache.get(&run.config)?.seconds(&run.config, left, threads)
-        };
-        remaining.push(seconds);
+        let left = epochs_left(&row);
         let estimate = if left == 0 {
-            "-".into()
+            remaining.push(0.0);
+            "-".to_string()
         } else {
-            human(seconds)
+            match est.profile(&run.config.model)? {
+                Some(profile) => {
+                    let busy = cpu.iter().sum::<usize>();
+                    let seconds = est
+                        .model
+                        .run_seconds(&run.config, &profile, left, threads, busy)?;
+                    remaining.push(seconds);
+                    human(seconds)
+                }
+                None => {
+                    unpriced.push(run.id.clone());
+                    "?".to_string()
+                }
+            }
         };
         println!("{}", table.line(&row, &state, &epochs, &[estimate]));
     }
-    if let Some(threads) = cpu_threads {
-        let cpu_slots = slots
-            .iter()
-            .filter(|s| matches!(s, Slot::Cpu { .. }))
-            .count();
-        let gpu_slots = slots.len() - cpu_slots;
-        let todo = remaining.iter().filter(|&&s| s > 0.0).count();
-        println!(
-            "\n{}: {todo} runs to train, about {} on {cpu_slots} CPU slot{} ({threads} thread{} each, {})",
-            args.file.display(),
-            human(makespan(&remaining, cpu_slots)),
-            if cpu_slots == 1 { "" } else { "s" },
-            if threads == 1 { "" } else { "s" },
-            cpu_model()
-        );
-        if gpu_slots > 0 {
-            println!("(GPU slots are not estimated: the CPU slots alone are assumed)");
+    let Some(choice) = &choice else {
+        return Ok(());
+    };
+    match (cpu_threads, &estimator) {
+        (Some(threads), Some(est)) => {
+            let cpu_slots = cpu.len();
+            let todo = remaining.iter().filter(|&&s| s > 0.0).count();
+            println!(
+                "\n{}: {todo} runs to train, about {} on {cpu_slots} CPU slot{} ({threads} \
+                 thread{} each, {})",
+                args.file.display(),
+                human(makespan(&remaining, cpu_slots)),
+                if cpu_slots == 1 { "" } else { "s" },
+                if threads == 1 { "" } else { "s" },
+                cpu_model()
+            );
+            if let Some(why) = &choice.why {
+                println!("Slots: {why}; `--devices cpu:K` picks another split.");
+            }
+            if cpu_slots < slots.len() {
+                println!("(GPU slots are not estimated: the CPU slots alone are assumed)");
+            }
+            if !unpriced.is_empty() {
+                println!(
+                    "No estimate (`?`) for {}: a layer the time model cannot price (no fused \
+                     CPU form); the total leaves them out.",
+                    unpriced.iter().map(|id| id.to_string()).collect::<Vec<_>>().join(", ")
+                );
+            }
+            println!(
+                "Estimated by a time model: this machine's kernel speeds ({}) priced on each \
+                 model's per-stage work in every phase of its pruning schedule; evaluation \
+                 counted as a third of a training step.",
+                est.provenance
+            );
         }
-        println!(
-            "Estimated from each model's training speed measured on this machine over its pruning \
-             schedule ({} measured now{}); evaluation counted as a third of a training step.",
-            cache.measured,
-            cache
-                .file()
-                .map_or_else(String::new, |f| format!(", cached in {}", f.display()))
-        );
-    } else if !args.no_estimate {
-        println!(
+        _ => println!(
             "\nNo estimate: `ablate run` would use GPUs ({}), which this command does not \
              measure; `--devices cpu` estimates for the CPU.",
             slots.iter().map(Slot::label).collect::<Vec<_>>().join(", ")
-        );
+        ),
     }
     Ok(())
 }

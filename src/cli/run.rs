@@ -5,7 +5,9 @@ use std::path::PathBuf;
 use crate::clock::unix_seconds;
 use crate::experiment::Experiment;
 use crate::schedule::slurm::{self, SlurmOptions};
-use crate::schedule::{run_local, slots, LocalOptions, Outcome, Policy, Slot, Stopped};
+use super::slots::choose;
+use crate::schedule::device::DevicesError;
+use crate::schedule::{run_local, LocalOptions, Outcome, Policy, Slot, Stopped};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Backend {
@@ -71,18 +73,36 @@ pub fn run(args: &RunArgs) -> anyhow::Result<()> {
     };
     match args.backend {
         Backend::Local => {
-            let slots = slots(args.devices.as_deref())?;
-            let gpus = slots.iter().any(|s| matches!(s, Slot::Gpu { .. }));
-            if gpus
+            let choice = choose(&exp, &args.results, args.devices.as_deref(), &mut None)?;
+            let gpus: Vec<String> = choice
+                .slots
+                .iter()
+                .filter(|s| matches!(s, Slot::Gpu { .. }))
+                .map(Slot::label)
+                .collect();
+            if !gpus.is_empty()
                 && !cfg!(feature = "cuda")
                 && std::env::var_os(crate::cli::CUDA_ON_CPU).is_none()
             {
-                anyhow::bail!(
-                    "found GPUs ({}) but this ablate was built without CUDA: rebuild with \
-                     `cargo build --release --features cuda`, or pass --devices cpu",
-                    slots.iter().map(Slot::label).collect::<Vec<_>>().join(", ")
-                );
+                let (given, found) = match &args.devices {
+                    Some(d) => (d.clone(), "asks for"),
+                    None => (gpus.join(","), "found"),
+                };
+                return Err(DevicesError {
+                    given,
+                    message: format!(
+                        "{found} GPU{} {} but this ablate was built without CUDA: rebuild \
+                         with `cargo build --release --features cuda`, or pass --devices cpu",
+                        if gpus.len() == 1 { "" } else { "s" },
+                        gpus.join(", ")
+                    ),
+                }
+                .into());
             }
+            if let Some(why) = &choice.why {
+                crate::schedule::say(&format!("slots: {why}"));
+            }
+            let slots = choice.slots;
             let outcome = run_local(
                 &exp,
                 &LocalOptions {

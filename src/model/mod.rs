@@ -23,6 +23,7 @@ mod pool;
 mod preact_conv;
 mod preactivation;
 mod state;
+mod step_work;
 
 pub use activation::Act;
 pub use batch_norm::{BatchNorm, BatchNormConfig};
@@ -42,6 +43,7 @@ pub use pool::AvgPool2d;
 pub use preact_conv::PreActConv;
 pub use preactivation::PreActivation;
 pub use state::{HasState, Saved, State, StateTensor};
+pub use step_work::{StageKind, StageWork, StepWork};
 
 /// What a pruning update did.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]

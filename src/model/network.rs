@@ -326,6 +326,14 @@ impl Network {
             .collect()
     }
 
+    /// The classifier: pooled features `[N, C]` -> logits `[N, classes]`.
+    pub(super) fn classify(&self, features: &Tensor) -> Result<Tensor> {
+        match &self.head {
+            Head::Training(c) => c.forward(features),
+            Head::Deploy(c) => c.forward(features),
+        }
+    }
+
     /// A zero input batch of `n` images on `device`.
     pub fn zeros_input(n: usize, device: &Device) -> Result<Tensor> {
         Tensor::zeros(
@@ -348,10 +356,7 @@ impl ModuleT for Network {
         }
         let x = self.head_norm.forward_act(&x, train, &self.head_act)?;
         let x = self.head_pool.forward(&x)?.flatten_from(1)?;
-        match &self.head {
-            Head::Training(c) => c.forward(&x),
-            Head::Deploy(c) => c.forward(&x),
-        }
+        self.classify(&x)
     }
 }
 

@@ -97,20 +97,40 @@ pub fn discover_gpus() -> Vec<Slot> {
         .collect()
 }
 
-/// The slots to use: `--devices` when given, else every GPU found, else one CPU slot with
-/// every core.
-pub fn slots(devices: Option<&str>) -> Result<Vec<Slot>, DevicesError> {
-    let Some(given) = devices else {
-        let gpus = discover_gpus();
-        return Ok(if gpus.is_empty() {
-            vec![Slot::Cpu {
-                slot: 0,
-                threads: cpu_count(),
-            }]
-        } else {
-            gpus
-        });
-    };
+/// Most CPU slots `--devices` may ask for, per core: beyond it a count is surely a typo, and
+/// each slot is a process with its own model and data.
+pub const MAX_SLOTS_PER_CORE: usize = 4;
+
+/// `count` CPU slots of `threads` threads each.
+pub fn cpu_slots(count: usize, threads: usize) -> Vec<Slot> {
+    (0..count)
+        .map(|slot| Slot::Cpu {
+            slot,
+            threads: threads.max(1),
+        })
+        .collect()
+}
+
+/// A warning when `slots` ask for more CPU threads than this machine has cores.
+pub fn oversubscribed(slots: &[Slot]) -> Option<String> {
+    let threads: usize = slots
+        .iter()
+        .map(|s| match s {
+            Slot::Cpu { threads, .. } => *threads,
+            Slot::Gpu { .. } => 0,
+        })
+        .sum();
+    let cores = cpu_count();
+    (threads > cores).then(|| {
+        format!(
+            "the CPU slots ask for {threads} threads on {cores} cores: runs will share cores \
+             and each will be slower than on its own"
+        )
+    })
+}
+
+/// The slots `given` (`--devices`) names.
+pub fn slots(given: &str) -> Result<Vec<Slot>, DevicesError> {
     let err = |message: String| DevicesError {
         given: given.to_string(),
         message,
@@ -125,7 +145,17 @@ pub fn slots(devices: Option<&str>) -> Result<Vec<Slot>, DevicesError> {
                     err(format!("`{part}`: the slot count must be an integer >= 1"))
                 })?,
             };
-            let threads = (cpu_count() / n).max(1);
+            let cores = cpu_count();
+            let most = MAX_SLOTS_PER_CORE * cores;
+            let cpus = slots.iter().filter(|s| matches!(s, Slot::Cpu { .. })).count();
+            if n > most || cpus + n > most {
+                return Err(err(format!(
+                    "at most {most} CPU slots on this {cores}-core machine \
+                     ({MAX_SLOTS_PER_CORE} per core), got {}",
+                    cpus + n
+                )));
+            }
+            let threads = (cores / n).max(1);
             let first = slots.len();
             slots.extend((0..n).map(|i| Slot::Cpu {
                 slot: first + i,
@@ -164,14 +194,26 @@ mod tests {
 
     #[test]
     fn parses_cpu_slots_and_gpus() {
-        let s = slots(Some("cpu:2")).unwrap();
+        let s = slots("cpu:2").unwrap();
         assert_eq!(s.len(), 2);
         assert_eq!(s[1].label(), "cpu#1");
-        let s = slots(Some("cuda:0,cuda:3")).unwrap();
+        let s = slots("cuda:0,cuda:3").unwrap();
         assert_eq!(s[1].label(), "cuda:3");
         assert_eq!(s[1].train_device(), "cuda:0");
-        for bad in ["cuda:x", "cpu:0", "tpu", "cuda:1,cuda:1", ""] {
-            assert!(slots(Some(bad)).is_err(), "{bad}");
+        let too_many = format!("cpu:{}", MAX_SLOTS_PER_CORE * cpu_count() + 1);
+        for bad in ["cuda:x", "cpu:0", "tpu", "cuda:1,cuda:1", "", "cpu:100000000", &too_many] {
+            assert!(slots(bad).is_err(), "{bad}");
         }
+        let e = slots("cpu:100000000").unwrap_err().to_string();
+        assert!(e.contains("at most") && e.contains("cpu:100000000"), "{e}");
+    }
+
+    /// More CPU threads than cores is a warning: `cpu,cpu` asks for every core twice.
+    #[test]
+    fn oversubscription_is_noticed() {
+        let cores = cpu_count();
+        assert!(oversubscribed(&cpu_slots(1, cores)).is_none());
+        assert!(oversubscribed(&slots("cpu,cpu").unwrap()).is_some());
+        assert!(oversubscribed(&cpu_slots(cores + 1, 1)).is_some());
     }
 }

@@ -1,0 +1,188 @@
+//! The slots `ablate run` uses for an experiment, which `ablate plan` prices: `--devices` as
+//! given, else every GPU found, else the split of the CPU (runs at once x threads each) that
+//! the time model finds finishes the runs still to train first.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::rc::Rc;
+
+use super::runs_table::RunRow;
+use crate::bench::estimate::{
+    best_split, human, CalibrationCache, CostModel, CpuSplit, PendingRun, Provenance, RunProfile,
+};
+use crate::config::ModelSpec;
+use crate::experiment::Experiment;
+use crate::run_dir::RunStatus;
+use crate::schedule::device::{cpu_count, cpu_slots, discover_gpus, oversubscribed, slots};
+use crate::schedule::Slot;
+
+/// Epochs `row`'s run still has to train (none once done).
+pub fn epochs_left(row: &RunRow) -> usize {
+    match row.status.as_ref().map(|s| s.status) {
+        Some(RunStatus::Done) => 0,
+        _ => row.epochs().saturating_sub(row.epochs_done()),
+    }
+}
+
+/// This machine's time model and the profiles of the models priced so far.
+pub struct Estimator {
+    pub model: CostModel,
+    pub provenance: Provenance,
+    profiles: BTreeMap<String, Option<Rc<RunProfile>>>,
+}
+
+impl Estimator {
+    /// The time model at every core of this machine (cached, else calibrated now).
+    pub fn new() -> anyhow::Result<Self> {
+        let (model, provenance) = CalibrationCache::open().model(cpu_count())?;
+        Ok(Self {
+            model,
+            provenance,
+            profiles: BTreeMap::new(),
+        })
+    }
+
+    /// The profile of `spec` (one per distinct model); `None` where the time model cannot
+    /// price it.
+    pub fn profile(&mut self, spec: &ModelSpec) -> anyhow::Result<Option<Rc<RunProfile>>> {
+        let key = serde_json::to_string(spec)?;
+        if let Some(p) = self.profiles.get(&key) {
+            return Ok(p.clone());
+        }
+        let p = RunProfile::of(spec)?.map(Rc::new);
+        self.profiles.insert(key, p.clone());
+        Ok(p)
+    }
+}
+
+/// The slots for `exp` and, where the CPU split was chosen here, the line that says why.
+pub struct SlotChoice {
+    pub slots: Vec<Slot>,
+    pub why: Option<String>,
+}
+
+/// The slots `ablate run` uses for `exp` (results under `results`). Without `--devices` and
+/// without GPUs this prices the runs left on every split of the CPU (`estimator` is made if
+/// missing); if the time model cannot be had, one slot with every core.
+pub fn choose(
+    exp: &Experiment,
+    results: &Path,
+    devices: Option<&str>,
+    estimator: &mut Option<Estimator>,
+) -> anyhow::Result<SlotChoice> {
+    if let Some(given) = devices {
+        let slots = slots(given)?;
+        if let Some(warning) = oversubscribed(&slots) {
+            eprintln!("warning: {warning}");
+        }
+        return Ok(SlotChoice { slots, why: None });
+    }
+    let gpus = discover_gpus();
+    if !gpus.is_empty() {
+        return Ok(SlotChoice {
+            slots: gpus,
+            why: None,
+        });
+    }
+    let cores = cpu_count();
+    let all_cores = |why: String| SlotChoice {
+        slots: cpu_slots(1, cores),
+        why: Some(why),
+    };
+    if cores == 1 {
+        return Ok(SlotChoice {
+            slots: cpu_slots(1, 1),
+            why: None,
+        });
+    }
+    if estimator.is_none() {
+        match Estimator::new() {
+            Ok(e) => *estimator = Some(e),
+            Err(e) => {
+                return Ok(all_cores(format!(
+                    "one CPU slot with every core (no time model to split by: {e:#})"
+                )))
+            }
+        }
+    }
+    let Some(est) = estimator.as_mut() else {
+        return Ok(all_cores("one CPU slot with every core".into()));
+    };
+    let rows: Vec<RunRow> = exp
+        .runs
+        .iter()
+        .map(|run| RunRow::read(exp, results, run))
+        .collect();
+    let mut priced = Vec::new();
+    for row in &rows {
+        let left = epochs_left(row);
+        if left == 0 {
+            continue;
+        }
+        match est.profile(&row.run.config.model)? {
+            Some(p) => priced.push((&row.run.config, p, left)),
+            None => {
+                return Ok(all_cores(format!(
+                    "one CPU slot with every core ({} has a layer the time model cannot \
+                     price)",
+                    row.run.config.model_name
+                )))
+            }
+        }
+    }
+    if priced.is_empty() {
+        return Ok(all_cores("one CPU slot with every core (nothing to train)".into()));
+    }
+    let pending: Vec<PendingRun> = priced
+        .iter()
+        .map(|(config, profile, epochs)| PendingRun {
+            config,
+            profile,
+            epochs: *epochs,
+        })
+        .collect();
+    let memory = crate::config::available_memory();
+    let (split, time) = best_split(&est.model, &pending, cores, memory)?;
+    let mut others = Vec::new();
+    for other in [1, cores] {
+        if other != split.slots && other <= pending.len() {
+            let s = CpuSplit {
+                slots: other,
+                threads: cores / other,
+            };
+            let t = crate::bench::estimate::makespan(
+                &crate::bench::estimate::split_seconds(&est.model, &pending, s)?,
+                other,
+            );
+            others.push(format!("{} x {}: {}", other, s.threads, human(t)));
+        }
+    }
+    let why = format!(
+        "{} CPU slot{} x {} thread{}: the split of {cores} cores that the time model finds \
+         finishes the {} run{} to train first ({}{})",
+        split.slots,
+        plural(split.slots),
+        split.threads,
+        plural(split.threads),
+        pending.len(),
+        plural(pending.len()),
+        human(time),
+        if others.is_empty() {
+            String::new()
+        } else {
+            format!("; {}", others.join(", "))
+        }
+    );
+    Ok(SlotChoice {
+        slots: cpu_slots(split.slots, split.threads),
+        why: Some(why),
+    })
+}
+
+fn plural(n: usize) -> &'static str {
+    if n == 1 {
+        ""
+    } else {
+        "s"
+    }
+}
