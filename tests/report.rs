@@ -484,3 +484,48 @@ fn the_ablation_table_says_which_differences_are_real() {
     assert_eq!(cell(&table, 1, "95% CI (pp)"), "[-50.95, +52.95] n.s.");
     assert_eq!(cell(&table, 1, "p (Welch)"), "0.875");
 }
+
+/// Seeds that all land on the same top-1 on both sides (common: 64 test images move top-1 in
+/// 1.5625 pp steps) give no test, never `p = 0.000` and a zero-width "significant" interval;
+/// with one side constant the test is still defined (scipy's `ttest_ind([58, 61], [50, 50,
+/// 50], equal_var=False)`: p 0.0997, interval [-9.559, 28.559]).
+#[test]
+fn no_spread_on_either_side_gives_no_test() {
+    let exp = fixture("nospread");
+    let finish = |id: &str, label: &str, seed: u64, top1: f64| {
+        write_run(
+            &exp,
+            &Fixture {
+                id,
+                label,
+                model: "condensenet-86",
+                seed,
+                status: "done",
+                epochs: &[(40.0, 50.0), (top1, 50.0)],
+                counts: Some((60_000_000, 500_000)),
+                activation: (label == "relu6").then_some(Activation::Relu6),
+            },
+        )
+    };
+    for (id, seed) in [("b0", 0), ("b1", 1), ("b2", 2)] {
+        finish(id, "baseline", seed, 50.0);
+    }
+    finish("r0", "relu6", 0, 60.0);
+    finish("r1", "relu6", 1, 60.0);
+    let table = || {
+        tables::ablation(
+            &aggregate(&load_experiment(&exp).unwrap()).unwrap(),
+            Metric::Final,
+        )
+    };
+    let t = table();
+    assert_eq!(cell(&t, 1, "Δ top-1 (pp)"), "+10.00");
+    assert_eq!(cell(&t, 1, "95% CI (pp)"), "no test: neither group varies");
+    assert_eq!(cell(&t, 1, "p (Welch)"), "-");
+    finish("r0", "relu6", 0, 58.0);
+    finish("r1", "relu6", 1, 61.0);
+    let t = table();
+    assert_eq!(cell(&t, 1, "Δ top-1 (pp)"), "+9.50");
+    assert_eq!(cell(&t, 1, "95% CI (pp)"), "[-9.56, +28.56] n.s.");
+    assert_eq!(cell(&t, 1, "p (Welch)"), "0.100");
+}
