@@ -18,7 +18,9 @@ pub use dir::{
 };
 pub use metrics::{median, read_metrics, write_metrics, EpochRecord, HEADER};
 pub use plan::{Plan, PlanEntry, PLAN_FILE};
-pub use summary::{read_summary, write_summary, FormCounts, PruningEvent, Summary};
+pub use summary::{
+    read_summary, write_summary, FormCounts, PruningEvent, RecordedSummary, Summary,
+};
 
 pub const CONFIG_FILE: &str = "config.toml";
 pub const STATUS_FILE: &str = "status.json";
