@@ -502,3 +502,30 @@ fn a_model_with_other_classes_than_the_dataset_is_refused() {
     assert!(!results.exists(), "`ablate run` started nothing");
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// `--results` naming a regular file, or a path under one, is one line naming the path and
+/// what was expected, exit 2, for `run`, `plan`, `status` and `report` (was: "File exists" or
+/// "Not a directory", exit 1, or a plan of nothing); the file is left as it was.
+#[test]
+fn a_results_root_that_is_a_file_is_a_usage_error() {
+    let (dir, file) = tiny_experiment("resultsfile");
+    let results = dir.join("results");
+    std::fs::write(&results, "not a dir").unwrap();
+    let f = file.to_str().unwrap();
+    let is_a_file = format!("{} is a file", results.display());
+    for root in [results.clone(), results.join("sub")] {
+        let r = root.to_str().unwrap();
+        for args in [
+            vec!["run", f, "--results", r],
+            vec!["plan", f, "--no-estimate", "--results", r],
+            vec!["status", f, "--results", r],
+            vec!["report", "--results", r],
+            vec!["report", "tiny", "--results", r],
+        ] {
+            let o = ablate(&args);
+            assert_usage_error(&o, &["--results", r, &is_a_file, "expected a directory"]);
+        }
+    }
+    assert_eq!(std::fs::read_to_string(&results).unwrap(), "not a dir");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
