@@ -6,7 +6,7 @@ use ablate::cli::{run, Cli};
 use ablate::config::ConfigError;
 use ablate::export::ExportError;
 use ablate::io::DamagedFile;
-use ablate::run_dir::RunDirError;
+use ablate::run_dir::{OtherExperiment, RunDirError};
 use ablate::schedule::device::DevicesError;
 use ablate::schedule::{Locked, Stopped};
 use ablate::train::{Diverged, Interrupted};
@@ -26,6 +26,7 @@ fn main() -> ExitCode {
                 || e.downcast_ref::<ExportError>().is_some()
                 || e.downcast_ref::<DamagedFile>().is_some()
                 || e.downcast_ref::<Locked>().is_some()
+                || e.downcast_ref::<OtherExperiment>().is_some()
                 || e.downcast_ref::<DevicesError>().is_some()
             {
                 eprintln!("error: {e}");

@@ -1,7 +1,7 @@
 //! `ablate count` end to end: output formats, and bad input giving one error line and exit 2.
 
 mod common;
-use common::{ablate, assert_usage_error, stderr, stdout};
+use common::{ablate, assert_usage_error, scratch, stderr, stdout};
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -423,4 +423,109 @@ fn bench_csv_has_no_blank_lines() {
     assert_eq!(out.lines().count(), 2, "{out:?}");
     assert!(out.lines().all(|l| !l.is_empty()), "{out:?}");
     assert!(out.starts_with("model,kernels,allocator,"), "{out}");
+}
+
+/// A model whose `classes` is not the dataset's is a located usage error before anything is
+/// written: in `train` (CondenseNeXt's focal loss trained 3 outputs on labels 0-9 to `done`;
+/// condensenet-86's cross-entropy failed on the first label >= 3 with exit 1, retried) and when
+/// an experiment is planned, so `ablate run` launches nothing.
+#[test]
+fn a_model_with_other_classes_than_the_dataset_is_refused() {
+    let dir = scratch("classes");
+    for model in ["condensenext", "condensenet-86"] {
+        let out = dir.join(model);
+        let o = ablate(&[
+            "train",
+            "--model",
+            model,
+            "--set",
+            "stages=[1,1,1]",
+            "--set",
+            "classes=3",
+            "--dataset",
+            "synthetic",
+            "--subset",
+            "64",
+            "--test-subset",
+            "20",
+            "--epochs",
+            "1",
+            "--out",
+            out.to_str().unwrap(),
+        ]);
+        assert_usage_error(
+            &o,
+            &[
+                "--set classes=3: key `classes`: is 3",
+                "synthetic dataset has 10 classes",
+            ],
+        );
+        assert!(
+            !out.exists(),
+            "{model}: nothing is written for a refused run"
+        );
+    }
+    let model = dir.join("four.toml");
+    std::fs::write(&model, "preset = \"condensenext\"\nclasses = 4\n").unwrap();
+    let out = dir.join("four");
+    let o = ablate(&[
+        "train",
+        "--model",
+        model.to_str().unwrap(),
+        "--dataset",
+        "synthetic",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert_usage_error(&o, &["four.toml: key `classes`: is 4", "10 classes"]);
+    let file = dir.join("classes.toml");
+    std::fs::write(
+        &file,
+        "name = \"classes\"\n[base]\npreset = \"condensenet-86\"\n\
+         model.stages = [1, 1, 1]\ntrain.epochs = 1\ndata.dataset = \"synthetic\"\n\
+         data.train_size = 64\n[sweep]\n\"model.classes\" = [10, 3]\n",
+    )
+    .unwrap();
+    let results = dir.join("results");
+    for command in ["plan", "run"] {
+        let o = ablate(&[
+            command,
+            file.to_str().unwrap(),
+            "--results",
+            results.to_str().unwrap(),
+        ]);
+        assert_usage_error(
+            &o,
+            &["classes.toml:9:", "model.classes=3", "key `classes`: is 3"],
+        );
+    }
+    assert!(!results.exists(), "`ablate run` started nothing");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// `--results` naming a regular file, or a path under one, is one line naming the path and
+/// what was expected, exit 2, for `run`, `plan`, `status` and `report` (was: "File exists" or
+/// "Not a directory", exit 1, or a plan of nothing); the file is left as it was.
+#[test]
+fn a_results_root_that_is_a_file_is_a_usage_error() {
+    let (dir, file) = tiny_experiment("resultsfile");
+    let results = dir.join("results");
+    std::fs::write(&results, "not a dir").unwrap();
+    let f = file.to_str().unwrap();
+    let is_a_file = format!("{} is a file", results.display());
+    for root in [results.clone(), results.join("sub")] {
+        let r = root.to_str().unwrap();
+        for args in [
+            vec!["run", f, "--results", r],
+            vec!["plan", f, "--no-estimate", "--results", r],
+            vec!["status", f, "--results", r],
+            vec!["report", "--results", r],
+            vec!["report", "tiny", "--results", r],
+        ] {
+            let o = ablate(&args);
+            assert_usage_error(&o, &["--results", r, &is_a_file, "expected a directory"]);
+        }
+    }
+    assert_eq!(std::fs::read_to_string(&results).unwrap(), "not a dir");
+    std::fs::remove_dir_all(&dir).unwrap();
 }

@@ -388,3 +388,92 @@ data.test_size = 200
     assert!(plan().0.contains("0 runs to train"));
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// Two experiment files with the same `name` into one results root: the second is refused
+/// (exit 2, one line naming both files) and the first's plan and runs stay as they were; the
+/// same file edited, or given by another path, is still the same experiment, and so is one
+/// whose plan was written before plans recorded their file's canonical path.
+#[test]
+fn another_file_with_the_same_name_is_refused() {
+    let dir = scratch("samename");
+    let experiment = |sub: &str, seeds: &str| {
+        let file = dir.join(sub).join("exp.toml");
+        std::fs::create_dir_all(file.parent().unwrap()).unwrap();
+        std::fs::write(
+            &file,
+            format!(
+                "name = \"same\"\nseeds = {seeds}\n[base]\npreset = \"condensenext\"\n\
+                 model.stages = [1, 1, 1]\ntrain.epochs = 1\ntrain.batch = 32\n\
+                 data.dataset = \"synthetic\"\ndata.train_size = 64\ndata.test_size = 32\n"
+            ),
+        )
+        .unwrap();
+        file
+    };
+    let (first, second) = (experiment("a", "[0]"), experiment("b", "[1]"));
+    let results = dir.join("results");
+    let run = |file: &Path, cwd: &Path| {
+        Command::new(env!("CARGO_BIN_EXE_ablate"))
+            .arg("run")
+            .arg(file)
+            .arg("--results")
+            .arg(&results)
+            .arg("--reports")
+            .arg(dir.join("reports"))
+            // One thread per run: the quickstart estimate test times a run beside this one.
+            .args(["--devices", "cpu:2"])
+            .current_dir(cwd)
+            .output()
+            .unwrap()
+    };
+    let ok = |o: &std::process::Output| {
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    };
+    ok(&run(&first, &dir));
+    let plan = results.join("same/plan.json");
+    let planned = std::fs::read(&plan).unwrap();
+    let refused = |o: &std::process::Output, theirs: &Path| {
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(2), "{err}");
+        assert_eq!(err.lines().count(), 1, "{err}");
+        let canonical = |p: &Path| std::fs::canonicalize(p).unwrap().display().to_string();
+        for needle in [
+            canonical(theirs),
+            canonical(&second),
+            "same name".to_string(),
+        ] {
+            assert!(err.contains(&needle), "{needle:?} missing: {err}");
+        }
+    };
+    refused(&run(&second, &dir), &first);
+    assert_eq!(std::fs::read(&plan).unwrap(), planned, "plan.json replaced");
+    let rows = ablate::report::load_experiment(&results.join("same")).unwrap();
+    assert_eq!(rows.len(), 1);
+    assert!(rows[0].status.is_done(), "{rows:?}");
+
+    // The same file edited (a second seed), and given by a relative path from elsewhere.
+    experiment("a", "[0, 2]");
+    ok(&run(Path::new("exp.toml"), &dir.join("a")));
+    let rows = ablate::report::load_experiment(&results.join("same")).unwrap();
+    assert_eq!(rows.len(), 2);
+
+    // A plan written before `source` was recorded: its `file` (here relative to the results'
+    // parent) or the experiment.toml beside it tell.
+    let mut old: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&plan).unwrap()).unwrap();
+    old.as_object_mut().unwrap().remove("source").unwrap();
+    old["file"] = "a/exp.toml".into();
+    std::fs::write(&plan, old.to_string()).unwrap();
+    let planned = std::fs::read(&plan).unwrap();
+    let o = run(&second, &dir);
+    assert_eq!(
+        o.status.code(),
+        Some(2),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert!(String::from_utf8_lossy(&o.stderr).contains("a/exp.toml"));
+    assert_eq!(std::fs::read(&plan).unwrap(), planned, "plan.json replaced");
+    ok(&run(&first, &dir));
+    std::fs::remove_dir_all(&dir).unwrap();
+}

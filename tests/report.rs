@@ -484,3 +484,115 @@ fn the_ablation_table_says_which_differences_are_real() {
     assert_eq!(cell(&table, 1, "95% CI (pp)"), "[-50.95, +52.95] n.s.");
     assert_eq!(cell(&table, 1, "p (Welch)"), "0.875");
 }
+
+/// Seeds that all land on the same top-1 on both sides (common: 64 test images move top-1 in
+/// 1.5625 pp steps) give no test, never `p = 0.000` and a zero-width "significant" interval;
+/// with one side constant the test is still defined (scipy's `ttest_ind([58, 61], [50, 50,
+/// 50], equal_var=False)`: p 0.0997, interval [-9.559, 28.559]).
+#[test]
+fn no_spread_on_either_side_gives_no_test() {
+    let exp = fixture("nospread");
+    let finish = |id: &str, label: &str, seed: u64, top1: f64| {
+        write_run(
+            &exp,
+            &Fixture {
+                id,
+                label,
+                model: "condensenet-86",
+                seed,
+                status: "done",
+                epochs: &[(40.0, 50.0), (top1, 50.0)],
+                counts: Some((60_000_000, 500_000)),
+                activation: (label == "relu6").then_some(Activation::Relu6),
+            },
+        )
+    };
+    for (id, seed) in [("b0", 0), ("b1", 1), ("b2", 2)] {
+        finish(id, "baseline", seed, 50.0);
+    }
+    finish("r0", "relu6", 0, 60.0);
+    finish("r1", "relu6", 1, 60.0);
+    let table = || {
+        tables::ablation(
+            &aggregate(&load_experiment(&exp).unwrap()).unwrap(),
+            Metric::Final,
+        )
+    };
+    let t = table();
+    assert_eq!(cell(&t, 1, "Δ top-1 (pp)"), "+10.00");
+    assert_eq!(cell(&t, 1, "95% CI (pp)"), "no test: neither group varies");
+    assert_eq!(cell(&t, 1, "p (Welch)"), "-");
+    finish("r0", "relu6", 0, 58.0);
+    finish("r1", "relu6", 1, 61.0);
+    let t = table();
+    assert_eq!(cell(&t, 1, "Δ top-1 (pp)"), "+9.50");
+    assert_eq!(cell(&t, 1, "95% CI (pp)"), "[-9.56, +28.56] n.s.");
+    assert_eq!(cell(&t, 1, "p (Welch)"), "0.100");
+}
+
+/// A `summary.json` of an older layout, without fields the report does not use
+/// (`training_form_test_top1`, `deploy_test_loss`, ...), is read: the run keeps counting.
+#[test]
+fn summaries_without_the_fields_the_report_does_not_use_count() {
+    let exp = fixture("oldsummary");
+    let path = exp.join("b0/summary.json");
+    let mut summary: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    let fields = summary.as_object_mut().unwrap();
+    for unused in [
+        "training_form_test_top1",
+        "deploy_test_loss",
+        "deploy_agreement",
+        "training",
+        "train_images",
+        "test_images",
+        "schedule",
+    ] {
+        fields.remove(unused).unwrap();
+    }
+    std::fs::write(&path, summary.to_string()).unwrap();
+    let rows = load_experiment(&exp).unwrap();
+    assert_eq!(rows[0].status, "done", "{:?}", rows[0].problem);
+    assert!(rows[0].problem.is_none());
+    assert_eq!(rows[0].deploy_top1, Some(89.5));
+    assert_eq!(rows[0].flops_paper, Some(65_812_394.0));
+    let groups = aggregate(&rows).unwrap();
+    assert_eq!((groups[0].n, groups[0].total), (3, 3));
+}
+
+/// One run's `config.toml` missing a key, with an unknown key, or garbage flags that run
+/// damaged (the file named) and the report of the others is still written.
+#[test]
+fn a_bad_config_damages_its_run_not_the_report() {
+    let exp = fixture("badconfig");
+    let edit = |id: &str, f: &dyn Fn(String) -> String| {
+        let path = exp.join(id).join("config.toml");
+        let text = std::fs::read_to_string(&path).unwrap();
+        std::fs::write(&path, f(text)).unwrap();
+    };
+    edit("b0", &|t| {
+        t.lines()
+            .filter(|l| !l.starts_with("model_name"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    });
+    edit("b1", &|t| format!("colour = \"blue\"\n{t}"));
+    edit("r0", &|_| "\u{0}\u{1}garbage [[".into());
+    let rows = load_experiment(&exp).unwrap();
+    for i in [0, 1, 3] {
+        assert_eq!(rows[i].status, "damaged", "{}", rows[i].id);
+        let problem = rows[i].problem.as_deref().unwrap();
+        assert!(
+            problem.contains(&format!("{}/config.toml", rows[i].id)),
+            "{problem}"
+        );
+    }
+    assert!(rows[0].problem.as_deref().unwrap().contains("model_name"));
+    assert!(rows[1].problem.as_deref().unwrap().contains("colour"));
+    assert_eq!(rows[2].status, "done");
+    let out = exp.join("report");
+    write_report(&exp, &out, &[Format::Md], Metric::Final).unwrap();
+    let report = std::fs::read_to_string(out.join("report.md")).unwrap();
+    assert!(report.contains("Damaged runs"), "{report}");
+    assert!(report.contains("b1/config.toml"), "{report}");
+}

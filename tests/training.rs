@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+use ablate::config::{Activation, RunConfig};
 use ablate::io::load_safetensors;
 use ablate::run_dir::{read_metrics, read_status, RunStatus};
 use candle_core::{DType, Device, Tensor};
@@ -558,5 +559,69 @@ fn a_damaged_checkpoint_stops_the_resume() {
         err.contains("checkpoint.safetensors") && err.contains("damaged"),
         "{err}"
     );
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+/// `train --resume` after editing `lr`, `epochs`, `activation` and `p` in `config.toml` is
+/// refused before anything changes, done run or not: exit 2 (which the scheduler does not
+/// retry), one line naming every key that differs from the checkpoint's, and `status.json`
+/// as it was (not `failed`).
+#[test]
+fn resume_after_editing_the_config_names_the_keys() {
+    let dir = fresh_dir("edited");
+    let out = dir.to_str().unwrap();
+    assert_ok(&run(&[
+        "train",
+        "--model",
+        "condensenext",
+        "--set",
+        "stages=[1,1,1]",
+        "--dataset",
+        "synthetic",
+        "--subset",
+        "64",
+        "--test-subset",
+        "20",
+        "--epochs",
+        "2",
+        "--out",
+        out,
+    ]));
+    let config = dir.join("config.toml");
+    let mut edited =
+        RunConfig::from_toml(&config, &std::fs::read_to_string(&config).unwrap()).unwrap();
+    edited.train.lr = 0.05;
+    edited.model.activation = Activation::Relu;
+    edited.model.p = 2;
+    let status_file = dir.join("status.json");
+    for (state, epochs) in [(RunStatus::Done, 2), (RunStatus::Interrupted, 3)] {
+        edited.train.epochs = epochs;
+        std::fs::write(&config, edited.to_toml()).unwrap();
+        let mut s = read_status(&dir).unwrap();
+        s.status = state;
+        std::fs::write(&status_file, serde_json::to_string(&s).unwrap()).unwrap();
+        let o = run(&["train", "--resume", "--out", out]);
+        let err = text(&o.stderr);
+        assert_eq!(o.status.code(), Some(2), "{state}: {err}");
+        assert_eq!(err.lines().count(), 1, "{state}: {err}");
+        for needle in [
+            "checkpoint.safetensors: trained with another config than",
+            "train.lr is 0.1 there, 0.05 here",
+            "model.activation is \"relu6\" there, \"relu\" here",
+            "model.p is 4 there, 2 here",
+        ] {
+            assert!(err.contains(needle), "{state}: {needle:?} missing: {err}");
+        }
+        assert_eq!(
+            err.contains("train.epochs is 2 there, 3 here"),
+            epochs == 3,
+            "{err}"
+        );
+        assert_eq!(
+            read_status(&dir).unwrap(),
+            s,
+            "{state}: status.json changed"
+        );
+    }
     std::fs::remove_dir_all(dir).unwrap();
 }

@@ -19,7 +19,11 @@ mod worker;
 /// `--features cuda` on a machine without one too). Never set it otherwise.
 pub const CUDA_ON_CPU: &str = "ABLATE_TEST_CUDA_ON_CPU";
 
+use std::path::Path;
+
 use clap::{Parser, Subcommand};
+
+use crate::config::ConfigError;
 
 /// Reproduce, count and ablate CondenseNet / CondenseNeXt on CIFAR-10.
 #[derive(Debug, Parser)]
@@ -86,5 +90,28 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             crate::signal::install();
             worker::run(&args)
         }
+    }
+}
+
+/// Refuses a directory argument (`flag`; it may be missing) that names a file or lies under
+/// one, as one line naming the path, before anything is read or written.
+fn expect_dir(flag: &'static str, path: &Path) -> Result<(), ConfigError> {
+    // The nearest part of the path that exists must be a directory.
+    match path.ancestors().find(|p| std::fs::metadata(p).is_ok()) {
+        Some(found) if !found.is_dir() => {
+            let within = if found == path {
+                String::new()
+            } else {
+                format!("{}: ", path.display())
+            };
+            Err(ConfigError::invalid(
+                flag,
+                format!(
+                    "{within}{} is a file; expected a directory",
+                    found.display()
+                ),
+            ))
+        }
+        _ => Ok(()),
     }
 }

@@ -36,6 +36,7 @@ pub enum PlanFormat {
 }
 
 pub fn run(args: &PlanArgs) -> anyhow::Result<()> {
+    super::expect_dir("--results", &args.results)?;
     let exp = Experiment::load(&args.file)?;
     match args.format {
         PlanFormat::Json => {

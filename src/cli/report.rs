@@ -24,9 +24,13 @@ pub struct ReportArgs {
 
 pub fn run(args: &ReportArgs) -> anyhow::Result<()> {
     let target = match &args.target {
-        None => args.results.clone(),
         Some(t) if PathBuf::from(t).is_dir() => PathBuf::from(t),
-        Some(name) => args.results.join(name),
+        target => {
+            super::expect_dir("--results", &args.results)?;
+            target
+                .as_ref()
+                .map_or_else(|| args.results.clone(), |n| args.results.join(n))
+        }
     };
     let dirs = experiment_dirs(&target);
     if dirs.is_empty() {

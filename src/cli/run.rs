@@ -64,6 +64,7 @@ pub struct RunArgs {
 }
 
 pub fn run(args: &RunArgs) -> anyhow::Result<()> {
+    super::expect_dir("--results", &args.results)?;
     let exp = Experiment::load(&args.file)?;
     let policy = Policy {
         retries: args.retries.unwrap_or(exp.retries),

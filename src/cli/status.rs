@@ -18,6 +18,7 @@ pub struct StatusArgs {
 
 /// `ablate status`: each run's status.json, with its Slurm task when Slurm still holds it.
 pub fn run(args: &StatusArgs) -> anyhow::Result<()> {
+    super::expect_dir("--results", &args.results)?;
     let exp = Experiment::load(&args.file)?;
     let results = std::path::absolute(&args.results)?;
     let live = match slurm::live_tasks(&exp, &results) {

@@ -5,7 +5,9 @@ use std::path::PathBuf;
 use anyhow::Context;
 use candle_core::Device;
 
-use crate::config::{ConfigError, DataConfig, DatasetKind, ModelSource, RunConfig, TrainConfig};
+use crate::config::{
+    ConfigError, DataConfig, DatasetKind, ModelSource, RunConfig, TrainConfig, MODEL_KEYS,
+};
 use crate::run_dir::CONFIG_FILE;
 use crate::train::{train, TrainOptions};
 
@@ -133,8 +135,33 @@ impl TrainArgs {
         if self.test_subset.is_some() {
             cfg.data.test_size = self.test_subset;
         }
-        cfg.validate()?;
+        cfg.validate().map_err(|e| self.locate(e))?;
         Ok(cfg)
+    }
+
+    /// `e`, when it is about a model key, with where that key was given: its last `--set`,
+    /// else the model file.
+    fn locate(&self, e: ConfigError) -> ConfigError {
+        let ConfigError::Invalid { key, .. } = &e else {
+            return e;
+        };
+        if !MODEL_KEYS.contains(key) {
+            return e;
+        }
+        let set = self
+            .set
+            .iter()
+            .rev()
+            .find(|s| s.split_once('=').is_some_and(|(k, _)| k.trim() == *key));
+        let context = match (set, self.model.as_deref().map(ModelSource::parse)) {
+            (Some(set), _) => format!("--set {set}"),
+            (None, Some(ModelSource::File(file))) => file.display().to_string(),
+            _ => return e,
+        };
+        ConfigError::Context {
+            context,
+            source: Box::new(e),
+        }
     }
 }
 

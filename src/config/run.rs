@@ -54,6 +54,16 @@ pub enum DatasetKind {
     Synthetic,
 }
 
+impl DatasetKind {
+    /// Classes of the set: its labels are `0..classes()`. The synthetic set stands in for
+    /// CIFAR-10 and has as many.
+    pub const fn classes(self) -> usize {
+        match self {
+            Self::Cifar10 | Self::Synthetic => 10,
+        }
+    }
+}
+
 impl std::fmt::Display for DatasetKind {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(match self {
@@ -109,6 +119,19 @@ impl RunConfig {
                 Err(ConfigError::invalid(key, rule))
             }
         };
+        // A model with fewer outputs than the set has labels cannot be trained on it (labels
+        // beyond its outputs), one with more has outputs no image ever has.
+        let classes = self.data.dataset.classes();
+        rule(
+            self.model.classes == classes,
+            "classes",
+            &format!(
+                "is {} but the {} dataset has {classes} classes (labels 0-{}); set classes = {classes}",
+                self.model.classes,
+                self.data.dataset,
+                classes - 1
+            ),
+        )?;
         rule(t.epochs >= 1, "train.epochs", "must be at least 1")?;
         rule(t.batch >= 1, "train.batch", "must be at least 1")?;
         rule(
@@ -237,6 +260,20 @@ mod tests {
         assert_eq!(keys, ["model.p", "train.epochs"]);
         assert_eq!(d[1].1, "200");
         assert_eq!(d[1].2, "4");
+    }
+
+    #[test]
+    fn model_classes_must_be_the_datasets() {
+        let mut c = cfg();
+        c.model.classes = 3;
+        c.data.dataset = DatasetKind::Synthetic;
+        let e = c.validate().unwrap_err().to_string();
+        assert!(
+            e.contains("key `classes`: is 3") && e.contains("synthetic dataset has 10 classes"),
+            "{e}"
+        );
+        c.model.classes = 10;
+        c.validate().unwrap();
     }
 
     #[test]

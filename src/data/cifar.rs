@@ -17,6 +17,8 @@ pub const TRAIN_FILES: [&str; 5] = [
     "data_batch_5.bin",
 ];
 pub const TEST_FILE: &str = "test_batch.bin";
+/// Classes of CIFAR-10: labels are `0..CIFAR10_CLASSES`.
+pub const CIFAR10_CLASSES: usize = crate::config::DatasetKind::Cifar10.classes();
 /// Bytes of one record: label + image.
 pub const RECORD_BYTES: usize = 1 + IMAGE_BYTES;
 const RECORDS_PER_FILE: usize = 10_000;
@@ -36,7 +38,7 @@ pub fn load_cifar10(data_dir: &Path) -> Result<(Dataset, Dataset), DataError> {
     let mut train = Dataset {
         images: Vec::new(),
         labels: Vec::new(),
-        classes: 10,
+        classes: CIFAR10_CLASSES,
     };
     for f in TRAIN_FILES {
         read_batch(&dir.join(f), &mut train)?;
@@ -44,7 +46,7 @@ pub fn load_cifar10(data_dir: &Path) -> Result<(Dataset, Dataset), DataError> {
     let mut test = Dataset {
         images: Vec::new(),
         labels: Vec::new(),
-        classes: 10,
+        classes: CIFAR10_CLASSES,
     };
     read_batch(&dir.join(TEST_FILE), &mut test)?;
     Ok((train, test))
@@ -69,7 +71,7 @@ fn read_batch(file: &Path, into: &mut Dataset) -> Result<(), DataError> {
     into.images.reserve(RECORDS_PER_FILE * IMAGE_BYTES);
     for (record, chunk) in bytes.chunks_exact(RECORD_BYTES).enumerate() {
         let label = chunk[0];
-        if label >= 10 {
+        if usize::from(label) >= CIFAR10_CLASSES {
             return Err(DataError::BadLabel {
                 file: file.to_path_buf(),
                 record,

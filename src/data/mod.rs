@@ -5,7 +5,7 @@ mod download;
 mod pipeline;
 mod synthetic;
 
-pub use cifar::{load_cifar10, CIFAR10_DIR, RECORD_BYTES, TEST_FILE, TRAIN_FILES};
+pub use cifar::{load_cifar10, CIFAR10_CLASSES, CIFAR10_DIR, RECORD_BYTES, TEST_FILE, TRAIN_FILES};
 pub use download::{ensure_cifar10, md5_hex, CIFAR10_ARCHIVE, CIFAR10_MD5, CIFAR10_URL, URL_ENV};
 pub use pipeline::{epoch_order, prepare_batch, transform, Crop, CROP_PAD, MEAN, STD};
 pub use synthetic::synthetic;
@@ -160,13 +160,13 @@ pub fn load(
         DatasetKind::Synthetic => Ok((
             synthetic(
                 cfg.train_size.unwrap_or(SYNTHETIC_TRAIN),
-                10,
+                cfg.dataset.classes(),
                 SYNTHETIC_SEED,
                 "train",
             ),
             synthetic(
                 cfg.test_size.unwrap_or(SYNTHETIC_TEST),
-                10,
+                cfg.dataset.classes(),
                 SYNTHETIC_SEED,
                 "test",
             ),

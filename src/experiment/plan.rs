@@ -88,6 +88,7 @@ impl Experiment {
         Plan {
             name: self.name.clone(),
             file: self.file.clone(),
+            source: std::fs::canonicalize(&self.file).ok(),
             description: self.description.clone(),
             retries: self.retries,
             runs: self

@@ -2,8 +2,10 @@
 //! `status.json`, `summary.json` and `metrics.csv`, each through its reader in
 //! [`crate::run_dir`]. Missing, failed and
 //! partial runs are kept, with whatever they have; a run whose files cannot be read or
-//! contradict each other (a garbage metrics row, a summary that is not JSON, a done run
-//! without its metrics) is marked `damaged`, with the file named, and left out of every mean.
+//! contradict each other (a garbage metrics row, a summary that is not JSON, a `config.toml`
+//! that is not a run's config, a done run without its metrics) is marked `damaged`, with the
+//! file named, and left out of every mean, while the report of the others is written. Of a
+//! summary only the fields the report uses must be there ([`RecordedSummary`]).
 
 use std::path::{Path, PathBuf};
 
@@ -11,7 +13,7 @@ use crate::config::{ModelSpec, RunConfig};
 use crate::run_dir::HEADER as METRICS_COLUMNS;
 use crate::run_dir::{
     median, read_metrics, read_status, read_summary, EpochRecord, Plan, PlanEntry, PruningEvent,
-    RunStatus, Summary, CONFIG_FILE, METRICS_FILE, STATUS_FILE, SUMMARY_FILE,
+    RecordedSummary, RunStatus, CONFIG_FILE, METRICS_FILE, STATUS_FILE, SUMMARY_FILE,
 };
 
 /// One planned run and what its dir holds. Every measured field is `None` when the run has
@@ -142,17 +144,30 @@ pub fn load_experiment(exp_dir: &Path) -> anyhow::Result<Vec<RunRow>> {
     Plan::read(exp_dir)?
         .runs
         .into_iter()
-        .map(|entry| load_run(exp_dir, entry))
+        .map(|entry| Ok(load_run(exp_dir, entry)))
         .collect()
 }
 
-fn load_run(exp_dir: &Path, entry: PlanEntry) -> anyhow::Result<RunRow> {
+/// The row of one planned run; whatever of its files cannot be read is a problem of that run
+/// (it is damaged), never an error of the whole report.
+fn load_run(exp_dir: &Path, entry: PlanEntry) -> RunRow {
     let PlanEntry { id, label, point } = entry;
     let dir = exp_dir.join(&id);
+    let mut problems: Vec<String> = Vec::new();
     let config_path = dir.join(CONFIG_FILE);
     let config = match std::fs::read_to_string(&config_path) {
-        Ok(text) => Some(RunConfig::from_toml(&config_path, &text)?),
-        Err(_) => None,
+        Ok(text) => match RunConfig::from_toml(&config_path, &text) {
+            Ok(config) => Some(config),
+            Err(e) => {
+                problems.push(e.to_string());
+                None
+            }
+        },
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+        Err(e) => {
+            problems.push(format!("{}: {e}", config_path.display()));
+            None
+        }
     };
     let axes: Vec<String> = point
         .iter()
@@ -165,13 +180,12 @@ fn load_run(exp_dir: &Path, entry: PlanEntry) -> anyhow::Result<RunRow> {
         (None, true) => "(base)".into(),
     };
     let status = read_status(&dir);
-    let mut problems: Vec<String> = Vec::new();
     let status_path = dir.join(STATUS_FILE);
     if status.is_none() && status_path.exists() {
         problems.push(format!("{}: not a status record", status_path.display()));
     }
     let summary_path = dir.join(SUMMARY_FILE);
-    let summary: Option<Summary> = match read_summary(&dir) {
+    let summary: Option<RecordedSummary> = match read_summary(&dir) {
         Ok(s) => s,
         Err(e) => {
             problems.push(format!("{e:#}"));
@@ -222,8 +236,8 @@ fn load_run(exp_dir: &Path, entry: PlanEntry) -> anyhow::Result<RunRow> {
         epoch_seconds = median(records.iter().map(|r| r.epoch_seconds));
         ips = median(records.iter().map(|r| r.images_per_second));
     }
-    let from_summary = |f: fn(&Summary) -> f64| summary.as_ref().map(f);
-    Ok(RunRow {
+    let from_summary = |f: fn(&RecordedSummary) -> f64| summary.as_ref().map(f);
+    RunRow {
         id,
         label,
         group,
@@ -263,5 +277,5 @@ fn load_run(exp_dir: &Path, entry: PlanEntry) -> anyhow::Result<RunRow> {
             .map(|s| format!("{} @ {}", s.device, s.host)),
         problem: (!problems.is_empty()).then(|| problems.join("; ")),
         dir,
-    })
+    }
 }

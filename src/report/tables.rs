@@ -301,7 +301,7 @@ pub fn ablation(groups: &[GroupRow], metric: Metric) -> Table {
         notes: vec![
             "Δ is against the baseline row: percentage points for top-1, relative change otherwise; means over finished seeds.".into(),
             "Paper columns: the change the CondenseNeXt paper's text claims an effect for, where this row is exactly the baseline with that change (depthwise-separable 3x3: -7.3% FLOPs, -11.5% params, -1.17 pp; pruning with cardinality at the baseline's p: -60.99%, -65.21%, -0.88 pp; ReLU6: +0.577 pp). The paper takes its steps one after another from CondenseNet toward CondenseNeXt; this table changes one key of the baseline at a time.".into(),
-            "95% CI and p: Welch's t-test of the variant's seeds against the baseline's (at least 2 finished seeds on each side); \"n.s.\" marks an interval that contains 0, a difference not distinguishable from seed noise.".into(),
+            "95% CI and p: Welch's t-test of the variant's seeds against the baseline's (at least 2 finished seeds on each side, and spread in at least one: when every seed of both lands on the same top-1 no test can be given); \"n.s.\" marks an interval that contains 0, a difference not distinguishable from seed noise.".into(),
         ],
     }
 }
@@ -314,25 +314,24 @@ fn significance(top1: Stat, base: Option<Stat>, is_baseline: bool) -> (String, S
     if is_baseline {
         return dash();
     }
-    if top1.n < 2 || base.n < 2 {
-        return (
-            format!("needs 2+ seeds each ({} vs {})", top1.n, base.n),
-            "-".into(),
-        );
-    }
-    match (top1.sample(), base.sample()) {
-        (Some(a), Some(b)) => match super::welch::welch(a, b) {
-            Some(w) => (
-                format!(
-                    "[{:+.2}, {:+.2}]{}",
-                    w.ci.0,
-                    w.ci.1,
-                    if w.significant() { "" } else { " n.s." }
-                ),
-                format!("{:.3}", w.p),
+    let test = match (top1.sample(), base.sample()) {
+        (Some(a), Some(b)) => super::welch::welch(a, b),
+        // A group without a mean has no finished seed.
+        _ => Err(super::welch::NoTest::TooFewSeeds {
+            a: top1.n,
+            b: base.n,
+        }),
+    };
+    match test {
+        Ok(w) => (
+            format!(
+                "[{:+.2}, {:+.2}]{}",
+                w.ci.0,
+                w.ci.1,
+                if w.significant() { "" } else { " n.s." }
             ),
-            None => dash(),
-        },
-        _ => dash(),
+            format!("{:.3}", w.p),
+        ),
+        Err(why) => (why.to_string(), "-".into()),
     }
 }

@@ -3,7 +3,8 @@
 //! The difference of means with its 95% confidence interval (Student's t with the
 //! Welch–Satterthwaite degrees of freedom) and the two-sided p-value. The t distribution comes
 //! from the regularized incomplete beta function (continued fraction, as in Numerical
-//! Recipes' `betacf`), checked against scipy's values in the tests.
+//! Recipes' `betacf`), checked against scipy's values in the tests. Groups without any spread
+//! give no test ([`NoTest::NoSpread`]), never a p-value of 0.
 
 /// A group's sample: mean, sample standard deviation (n - 1) and size.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -33,28 +34,62 @@ impl Welch {
     }
 }
 
-/// Welch's test of `a` against `b`; `None` unless both have at least 2 values. Two groups
-/// without any spread give a zero-width interval and p = 1 (equal means) or 0.
-pub fn welch(a: Sample, b: Sample) -> Option<Welch> {
-    if a.n < 2 || b.n < 2 || !(a.mean.is_finite() && b.mean.is_finite()) {
-        return None;
+/// Why no test can be given between two groups.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NoTest {
+    /// A group has fewer than 2 values, so its spread is unknown.
+    TooFewSeeds { a: usize, b: usize },
+    /// Neither group varies: the standard error is 0 and the t statistic undefined (scipy
+    /// answers p = 0 for any difference, NaN for none). Common when a small test set moves
+    /// top-1 in steps (64 images: 1.5625 pp), so that every seed lands on the same value.
+    NoSpread,
+    /// A mean is not a finite number.
+    NotFinite,
+}
+
+impl std::fmt::Display for NoTest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::TooFewSeeds { a, b } => write!(f, "needs 2+ seeds each ({a} vs {b})"),
+            Self::NoSpread => f.write_str("no test: neither group varies"),
+            Self::NotFinite => f.write_str("no test: a mean is not finite"),
+        }
     }
-    let (va, vb) = (a.std * a.std / a.n as f64, b.std * b.std / b.n as f64);
-    let diff = a.mean - b.mean;
+}
+
+/// A standard deviation at most this fraction of its mean is the rounding of equal values
+/// (a mean of equal values need not be exactly that value), not spread.
+const ROUNDING: f64 = 1e-12;
+
+/// Welch's test of `a` against `b`. Needs at least 2 values in each group and spread in at
+/// least one: with one group constant the test is still defined (its variance is 0, the
+/// degrees of freedom are the other group's n - 1), as scipy's `ttest_ind(equal_var=False)`
+/// computes it.
+pub fn welch(a: Sample, b: Sample) -> Result<Welch, NoTest> {
+    if a.n < 2 || b.n < 2 {
+        return Err(NoTest::TooFewSeeds { a: a.n, b: b.n });
+    }
+    if !(a.mean.is_finite() && b.mean.is_finite()) {
+        return Err(NoTest::NotFinite);
+    }
+    // The variance of each group's mean; a spread below rounding is none.
+    let variance_of_mean = |s: Sample| {
+        if s.std > ROUNDING * s.mean.abs() {
+            s.std * s.std / s.n as f64
+        } else {
+            0.0
+        }
+    };
+    let (va, vb) = (variance_of_mean(a), variance_of_mean(b));
     let se2 = va + vb;
-    if !(se2 > 0.0) {
-        let p = if diff == 0.0 { 1.0 } else { 0.0 };
-        return Some(Welch {
-            diff,
-            ci: (diff, diff),
-            p,
-            df: f64::INFINITY,
-        });
+    if !(se2 > 0.0 && se2.is_finite()) {
+        return Err(NoTest::NoSpread);
     }
+    let diff = a.mean - b.mean;
     let df = se2 * se2 / (va * va / (a.n - 1) as f64 + vb * vb / (b.n - 1) as f64);
     let se = se2.sqrt();
     let q = t_quantile_975(df);
-    Some(Welch {
+    Ok(Welch {
         diff,
         ci: (diff - q * se, diff + q * se),
         p: two_sided_p(diff / se, df),
@@ -210,19 +245,39 @@ mod tests {
     }
 
     #[test]
-    fn one_seed_gives_no_interval_and_no_spread_is_exact() {
+    fn one_seed_or_no_spread_gives_no_test() {
         let one = Sample {
             mean: 90.0,
             std: f64::NAN,
             n: 1,
         };
         let two = sample(&[90.0, 91.0]);
-        assert_eq!(welch(one, two), None);
-        let flat = sample(&[90.0, 90.0]);
-        let w = welch(flat, sample(&[91.0, 91.0])).unwrap();
-        assert_eq!((w.diff, w.ci, w.p), (-1.0, (-1.0, -1.0), 0.0));
-        assert!(w.significant());
+        assert_eq!(welch(one, two), Err(NoTest::TooFewSeeds { a: 1, b: 2 }));
+        // Neither group varies: no p-value (scipy says p = 0 here), whatever the means.
+        let (fifty, sixty) = (sample(&[50.0, 50.0]), sample(&[60.0, 60.0]));
+        assert_eq!(welch(fifty, sixty), Err(NoTest::NoSpread));
+        assert_eq!(welch(fifty, fifty), Err(NoTest::NoSpread));
+        // Equal values whose mean is off by rounding are no spread either.
+        let third = sample(&[0.1 + 0.2, 0.3, 0.3]);
+        assert!(third.std > 0.0 && third.std < 1e-15, "{third:?}");
+        assert_eq!(welch(third, sample(&[0.3, 0.3])), Err(NoTest::NoSpread));
         let clearly = welch(sample(&[95.0, 95.2, 94.9]), sample(&[90.0, 90.1, 89.8])).unwrap();
         assert!(clearly.significant() && clearly.p < 1e-4, "{clearly:?}");
+    }
+
+    /// One constant group: the test is defined, with the other group's n - 1 degrees of
+    /// freedom, as scipy 1.17 gives it: `ttest_ind([58, 60, 61], [50, 50, 50],
+    /// equal_var=False)` (statistic 10.960969717267588, df 2.0) and its
+    /// `confidence_interval()`.
+    #[test]
+    fn one_constant_group_matches_scipy() {
+        let close = |a: f64, b: f64, tol: f64| (a - b).abs() <= tol * b.abs().max(1.0);
+        let w = welch(sample(&[58.0, 60.0, 61.0]), sample(&[50.0, 50.0, 50.0])).unwrap();
+        assert!(close(w.df, 2.0, 1e-12), "{w:?}");
+        assert!(close(w.p, 0.008220926317684375, 1e-8), "{w:?}");
+        assert!(close(w.ci.0, 5.872083633069906, 1e-8), "{w:?}");
+        assert!(close(w.ci.1, 13.461249700263423, 1e-8), "{w:?}");
+        let back = welch(sample(&[50.0, 50.0, 50.0]), sample(&[58.0, 60.0, 61.0])).unwrap();
+        assert!(close(back.p, w.p, 1e-12) && close(back.ci.0, -w.ci.1, 1e-12));
     }
 }

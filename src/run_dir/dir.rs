@@ -183,6 +183,19 @@ pub enum RunDirError {
         dir: PathBuf,
         differences: Vec<(String, String, String)>,
     },
+    #[error(
+        "{}: trained with another config than {}: {}; put those values back, or train the \
+         changed config into another --out",
+        checkpoint.display(),
+        config.display(),
+        differences.iter().map(|(k, a, b)| format!("{k} is {a} there, {b} here")).collect::<Vec<_>>().join("; ")
+    )]
+    CheckpointDiffers {
+        checkpoint: PathBuf,
+        config: PathBuf,
+        /// `(key, the checkpoint's value, the config's value)`.
+        differences: Vec<(String, String, String)>,
+    },
     #[error("{}: already holds this run ({state}); pass --resume to continue it, or choose another --out", dir.display())]
     Exists { dir: PathBuf, state: String },
     #[error("{}: in use by {holder}; wait for it to stop", dir.display())]

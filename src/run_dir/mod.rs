@@ -17,8 +17,10 @@ pub use dir::{
     is_busy, mark_lost, queue, read_status, Attempt, RunDir, RunDirError, RunStatus, StatusRecord,
 };
 pub use metrics::{median, read_metrics, write_metrics, EpochRecord, HEADER};
-pub use plan::{Plan, PlanEntry, PLAN_FILE};
-pub use summary::{read_summary, write_summary, FormCounts, PruningEvent, Summary};
+pub use plan::{OtherExperiment, Plan, PlanEntry, EXPERIMENT_FILE, PLAN_FILE};
+pub use summary::{
+    read_summary, write_summary, FormCounts, PruningEvent, RecordedSummary, Summary,
+};
 
 pub const CONFIG_FILE: &str = "config.toml";
 pub const STATUS_FILE: &str = "status.json";

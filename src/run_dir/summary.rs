@@ -1,5 +1,5 @@
-//! `summary.json`: a finished run's outcome, written once by the trainer and read by the
-//! report, the scheduler and `ablate status` through [`read_summary`].
+//! `summary.json`: a finished run's outcome, written once by the trainer as a [`Summary`] and
+//! read by the report and the scheduler through [`read_summary`] as a [`RecordedSummary`].
 
 use std::path::Path;
 
@@ -54,6 +54,24 @@ pub struct Summary {
     pub schedule: Vec<PruningEvent>,
 }
 
+/// A `summary.json` as its readers (the report, the scheduler) take it: only the fields they
+/// use. The others, and fields a later version adds to [`Summary`], may be missing, so that
+/// the run dirs of older versions keep counting.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct RecordedSummary {
+    /// Test top-1 of the deploy model (percent).
+    pub deploy_test_top1: f64,
+    pub deploy: FormCounts,
+    /// Bytes of `model.safetensors`.
+    pub deploy_bytes: u64,
+    /// Bytes of a training checkpoint as the spec defines it (tensors and momentum only).
+    pub checkpoint_bytes: u64,
+    /// The pruning schedule's structure changes; empty in summaries written before it was
+    /// recorded.
+    #[serde(default)]
+    pub schedule: Vec<PruningEvent>,
+}
+
 /// A change of the layers' structure during a run.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct PruningEvent {
@@ -81,8 +99,8 @@ pub fn write_summary(root: &Path, summary: &Summary) -> anyhow::Result<()> {
 }
 
 /// The summary of the run dir `root`: `Ok(None)` without one, an error naming the file when it
-/// is not a summary.
-pub fn read_summary(root: &Path) -> anyhow::Result<Option<Summary>> {
+/// is not a summary (not JSON, or without a field its readers use).
+pub fn read_summary(root: &Path) -> anyhow::Result<Option<RecordedSummary>> {
     let path = root.join(SUMMARY_FILE);
     let text = match std::fs::read_to_string(&path) {
         Ok(text) => text,

@@ -10,7 +10,7 @@ use super::Outcome;
 use crate::clock::unix_seconds;
 use crate::experiment::Experiment;
 use crate::io::write_atomic;
-use crate::run_dir::{is_busy, mark_lost, queue, RunStatus, StatusRecord};
+use crate::run_dir::{is_busy, mark_lost, queue, RunStatus, StatusRecord, EXPERIMENT_FILE};
 
 /// How finished and failed runs are treated.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -135,7 +135,8 @@ pub struct Prepared {
 /// Writes the experiment's snapshot and plan, then queues every run dir (config snapshot,
 /// `queued` status), repairing the status of attempts whose process died. With `force`, earlier
 /// run dirs are moved aside first. Refuses (touching nothing) when a run dir is in use and
-/// `force` is set.
+/// `force` is set, or when the results dir holds the plan of another experiment file with the
+/// same name.
 pub fn prepare(exp: &Experiment, results: &Path, policy: &Policy) -> anyhow::Result<Vec<Prepared>> {
     let root = exp.results_dir(results);
     std::fs::create_dir_all(&root).with_context(|| format!("creating {}", root.display()))?;
@@ -155,8 +156,10 @@ pub fn prepare(exp: &Experiment, results: &Path, policy: &Policy) -> anyhow::Res
     }
     let text =
         std::fs::read(&exp.file).with_context(|| format!("reading {}", exp.file.display()))?;
-    write_atomic(&root.join("experiment.toml"), &text)?;
-    exp.plan().write(&root)?;
+    let plan = exp.plan();
+    plan.check_replaces(&root, &text)?;
+    write_atomic(&root.join(EXPERIMENT_FILE), &text)?;
+    plan.write(&root)?;
     let mut prepared = Vec::with_capacity(exp.runs.len());
     for (index, run) in exp.runs.iter().enumerate() {
         let dir = exp.run_dir(results, run);

@@ -76,6 +76,22 @@ pub fn load(path: &Path, device: &Device) -> anyhow::Result<Loaded> {
 /// tensors; `None` when there is no readable checkpoint. The truth about how far a run got:
 /// `status.json` is a summary of it that a crash or a hand may have damaged.
 pub fn progress_of(path: &Path) -> Option<TrainedSoFar> {
+    serde_json::from_str(header_metadata(path)?.get(STATE_KEY)?.as_str()?).ok()
+}
+
+/// The `config.toml` text the checkpoint at `path` was trained with, read without loading its
+/// tensors; `None` when there is no readable checkpoint.
+pub fn config_of(path: &Path) -> Option<String> {
+    Some(
+        header_metadata(path)?
+            .get(CONFIG_KEY)?
+            .as_str()?
+            .to_string(),
+    )
+}
+
+/// The `__metadata__` of the safetensors header of `path`; `None` when it cannot be read.
+fn header_metadata(path: &Path) -> Option<serde_json::Value> {
     use std::io::Read;
     let mut file = std::fs::File::open(path).ok()?;
     let mut len = [0u8; 8];
@@ -87,8 +103,8 @@ pub fn progress_of(path: &Path) -> Option<TrainedSoFar> {
     }
     let mut header = vec![0u8; len];
     file.read_exact(&mut header).ok()?;
-    let header: serde_json::Value = serde_json::from_slice(&header).ok()?;
-    serde_json::from_str(header.get("__metadata__")?.get(STATE_KEY)?.as_str()?).ok()
+    let mut header: serde_json::Value = serde_json::from_slice(&header).ok()?;
+    Some(header.get_mut("__metadata__")?.take())
 }
 
 /// Gives `sgd` the momentum buffers of `saved` for the parameters it trains.

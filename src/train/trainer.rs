@@ -19,8 +19,8 @@ use crate::config::{Loss, RunConfig};
 use crate::data::{epoch_order, prepare_batch, Crop, Dataset};
 use crate::model::Network;
 use crate::run_dir::{
-    median, write_metrics, write_summary, EpochRecord, FormCounts, PruningEvent, RunDir, RunStatus,
-    Summary, CHECKPOINT_FILE, METRICS_FILE, MODEL_FILE, SUMMARY_FILE,
+    median, write_metrics, write_summary, EpochRecord, FormCounts, PruningEvent, RunDir,
+    RunDirError, RunStatus, Summary, CHECKPOINT_FILE, METRICS_FILE, MODEL_FILE, SUMMARY_FILE,
 };
 
 /// Images per evaluation batch (evaluation is per-image in eval mode; this bounds memory).
@@ -95,6 +95,11 @@ pub fn train(cfg: &RunConfig, out: &Path, opts: &TrainOptions) -> anyhow::Result
         crate::config::check_fits(&cfg.model, cfg.train.batch)?;
     }
     let mut dir = RunDir::open(out, cfg, opts.resume)?;
+    // Before the done check and the attempt: a run whose config.toml was edited after its
+    // checkpoint was written is neither done nor resumable, and its status stays as it was.
+    if let Some(trained) = checkpoint::config_of(&dir.path(CHECKPOINT_FILE)) {
+        check_checkpoint_config(&dir, cfg, &trained)?;
+    }
     // How far the run got comes from its checkpoint, not from status.json (which a crash or a
     // hand may have emptied or edited): no checkpoint, no epoch done. A done run whose status
     // agrees with its checkpoint (or that no longer keeps one) is left as it is.
@@ -123,6 +128,22 @@ pub fn train(cfg: &RunConfig, out: &Path, opts: &TrainOptions) -> anyhow::Result
         let _ = dir.update(status, Some(format!("{e:#}")));
     }
     result.map(Some)
+}
+
+/// Refuses `cfg` for a run dir whose checkpoint was trained with `trained` (its config text)
+/// when the two differ, naming every key: the checkpoint is the truth about the run.
+fn check_checkpoint_config(dir: &RunDir, cfg: &RunConfig, trained: &str) -> anyhow::Result<()> {
+    let checkpoint = dir.path(CHECKPOINT_FILE);
+    let differences = RunConfig::from_toml(&checkpoint, trained)?.differences(cfg);
+    if differences.is_empty() {
+        return Ok(());
+    }
+    Err(RunDirError::CheckpointDiffers {
+        checkpoint,
+        config: dir.path(crate::run_dir::CONFIG_FILE),
+        differences,
+    }
+    .into())
 }
 
 pub fn device_name(device: &Device) -> String {
@@ -168,14 +189,7 @@ impl<'a> Trainer<'a> {
         let total = (cfg.train.epochs * iterations_per_epoch) as u64;
         if ckpt.is_file() {
             let loaded = checkpoint::load(&ckpt, &device)?;
-            let theirs = RunConfig::from_toml(&ckpt, &loaded.config_toml)?;
-            if theirs != *cfg {
-                anyhow::bail!(
-                    "{}: the checkpoint belongs to another config than {}",
-                    ckpt.display(),
-                    dir.path(crate::run_dir::CONFIG_FILE).display()
-                );
-            }
+            check_checkpoint_config(dir, cfg, &loaded.config_toml)?;
             progress = loaded.progress;
             if progress.iterations_done > 0 {
                 let t = progress_at(progress.iterations_done - 1, total);
