@@ -343,20 +343,25 @@ impl Calibration {
 
     /// The probes' times of a run on `threads` threads while `busy` cores of the machine are
     /// working (its own included): Amdahl's law for the threads, with the serial share fitted
-    /// to `all`, and a slowdown linear in the busy cores, fitted to `shared`.
-    pub fn at(&self, threads: usize, busy: usize) -> ProbeTimes {
+    /// to `all`, and a slowdown linear in the busy cores, fitted to `shared`. Beyond the
+    /// calibrated cores the slowdown stays what it was with all of them busy (a larger
+    /// machine of the same kind, of `cores` cores, is assumed to share as well per core), and
+    /// more busy threads than `cores` take turns.
+    pub fn at(&self, threads: usize, busy: usize, cores: usize) -> ProbeTimes {
         let n = self.cores as f64;
         let (t, busy) = (threads.max(1) as f64, busy.max(threads).max(1) as f64);
+        let turns = (busy / cores.max(1) as f64).max(1.0);
+        let busy = busy.min(n);
         (0..self.one.len())
             .map(|i| {
                 let (one, all, shared) = (self.one[i], self.all[i], self.shared[i]);
                 if self.cores == 1 {
-                    return one * busy;
+                    return one * turns;
                 }
                 // shared = one * (1 + beta (n - 1)); all = one (1 + sigma (n - 1)) / n * shared / one.
                 let beta = ((shared / one - 1.0) / (n - 1.0)).max(0.0);
                 let sigma = ((n * all / shared - 1.0) / (n - 1.0)).clamp(0.0, 1.0);
-                one * (1.0 + sigma * (t - 1.0)) / t * (1.0 + beta * (busy - 1.0))
+                one * (1.0 + sigma * (t - 1.0)) / t * (1.0 + beta * (busy - 1.0)) * turns
             })
             .collect()
     }
@@ -616,11 +621,15 @@ mod tests {
             references: vec![1e-2, 1e-3],
         };
         let close = |a: f64, b: f64| (a - b).abs() < 1e-12;
-        assert!(close(cal.at(1, 1)[0], 1.0));
-        assert!(close(cal.at(4, 4)[0], 0.4));
-        assert!(close(cal.at(1, 4)[0], 1.3));
-        let two = cal.at(2, 4)[0];
+        assert!(close(cal.at(1, 1, 4)[0], 1.0));
+        assert!(close(cal.at(4, 4, 4)[0], 0.4));
+        assert!(close(cal.at(1, 4, 4)[0], 1.3));
+        let two = cal.at(2, 4, 4)[0];
         assert!(two > 0.4 && two < 1.3, "{two}");
+        // Twice the threads the machine has: they take turns.
+        assert!(close(cal.at(1, 8, 4)[0], 2.0 * 1.3));
+        // A larger machine of this kind shares as the calibrated one did with all cores busy.
+        assert!(close(cal.at(1, 16, 16)[0], 1.3));
         assert!(cal.is_valid());
         let mut bad = cal.clone();
         bad.all[3] = 0.0;

@@ -78,6 +78,8 @@ impl RunProfile {
 /// and the coefficients solved for each setting asked for.
 pub struct CostModel {
     calibration: Calibration,
+    /// Cores of the machine priced: the calibrated one's, or a larger one of its kind.
+    cores: usize,
     scale: Scale,
     rates: RefCell<BTreeMap<(usize, usize), Rc<Rates>>>,
 }
@@ -87,15 +89,24 @@ impl CostModel {
         let all = Rates::solve(&calibration.all)?;
         let scale = Scale::fit(&all, &reference_work()?, &calibration.references);
         Ok(Self {
+            cores: calibration.cores,
             calibration,
             scale,
             rates: Default::default(),
         })
     }
 
-    /// Logical CPUs the calibration measured.
+    /// The same model for a machine of this kind with `cores` cores (extrapolated: the
+    /// threads' serial share and the sharing per core measured here).
+    pub fn with_cores(mut self, cores: usize) -> Self {
+        self.cores = cores.max(1);
+        self.rates = Default::default();
+        self
+    }
+
+    /// Logical CPUs of the machine priced.
     pub fn cores(&self) -> usize {
-        self.calibration.cores
+        self.cores
     }
 
     /// The coefficients of a run on `threads` threads while `busy` cores work.
@@ -103,7 +114,7 @@ impl CostModel {
         if let Some(r) = self.rates.borrow().get(&(threads, busy)) {
             return Ok(r.clone());
         }
-        let raw = Rates::solve(&self.calibration.at(threads, busy))?;
+        let raw = Rates::solve(&self.calibration.at(threads, busy, self.cores))?;
         let r = Rc::new(raw.scaled(self.scale));
         self.rates.borrow_mut().insert((threads, busy), r.clone());
         Ok(r)
