@@ -242,3 +242,30 @@ fn a_trained_run_exports_and_bad_input_is_one_line() {
     std::fs::remove_dir_all(root).unwrap();
     std::fs::remove_dir_all(empty).unwrap();
 }
+
+/// A reference count whose file cannot fit in memory is refused up front (one line, exit 2,
+/// nothing written) instead of allocating until the kernel kills the process.
+#[test]
+fn a_reference_beyond_memory_is_refused() {
+    let root = scratch("huge-reference");
+    let out = root.join("m.onnx");
+    let reference = root.join("ref.safetensors");
+    let o = ablate(&[
+        "export",
+        "condensenext",
+        "--set",
+        "stages=[1,1,1]",
+        "--out",
+        out.to_str().unwrap(),
+        "--reference",
+        reference.to_str().unwrap(),
+        "--reference-images",
+        "1000000000000",
+    ]);
+    assert_usage_error(
+        &o,
+        &["--reference-images", "needs at least", "GB available"],
+    );
+    assert!(listing(&root).is_empty(), "{:?}", listing(&root));
+    std::fs::remove_dir_all(root).unwrap();
+}

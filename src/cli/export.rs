@@ -110,6 +110,10 @@ pub fn run(args: &ExportArgs) -> anyhow::Result<()> {
             args.seed.unwrap_or(0),
         )?
     };
+    if args.reference.is_some() {
+        let sets = if item.run.is_some() { 2 } else { 1 };
+        reference::check_fits(item.net.spec(), args.reference_images, sets)?;
+    }
     let opts = ExportOptions {
         opset: args.opset,
         normalize_input: args.normalize_input,

@@ -102,6 +102,7 @@ impl Exportable {
                 message: e.to_string(),
             })?;
         let cfg = RunConfig::from_toml(&config_path, &config_toml)?;
+        crate::config::check_fits(&cfg.model, 0)?;
         let not_done = |state: String| ExportError::NotDone {
             dir: dir.to_path_buf(),
             state,
