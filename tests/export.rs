@@ -210,9 +210,9 @@ fn a_trained_run_exports_and_bad_input_is_one_line() {
         "--reference-images",
         "2",
     ]);
-    assert_usage_error(&o, &["cannot write", "no/such/folder/m.onnx"]);
+    assert_usage_error(&o, &["--out", "no/such/folder/m.onnx", "does not exist"]);
     let o = ablate(&["export", run_s, "--out", empty.to_str().unwrap()]);
-    assert_usage_error(&o, &["cannot write", empty.to_str().unwrap()]);
+    assert_usage_error(&o, &["--out", empty.to_str().unwrap(), "is a directory"]);
     assert_eq!(listing(&root), before, "nothing half-written");
     assert!(listing(&empty).is_empty());
 
@@ -267,5 +267,62 @@ fn a_reference_beyond_memory_is_refused() {
         &["--reference-images", "needs at least", "GB available"],
     );
     assert!(listing(&root).is_empty(), "{:?}", listing(&root));
+    std::fs::remove_dir_all(root).unwrap();
+}
+
+/// An output that names a directory (existing or not, with a trailing slash) or lies in a
+/// folder that is a file is refused naming the path and what was expected, before any work.
+#[test]
+fn an_output_that_is_a_directory_is_refused() {
+    let root = scratch("dir-out");
+    let existing = root.join("models");
+    std::fs::create_dir_all(&existing).unwrap();
+    let a_file = root.join("notes.txt");
+    std::fs::write(&a_file, "x").unwrap();
+    let good = root.join("m.onnx");
+    let good = good.to_str().unwrap();
+    // `export condensenext` with `--out m.onnx` unless `flag` is `--out`, and `flag path`.
+    let export = |flag: &str, path: &str| {
+        let mut args = vec![
+            "export",
+            "condensenext",
+            "--set",
+            "stages=[1,1,1]",
+            flag,
+            path,
+        ];
+        if flag != "--out" {
+            args.extend(["--out", good]);
+        }
+        ablate(&args)
+    };
+    let new_dir = format!("{}/", root.join("new").display());
+    let o = export("--out", &new_dir);
+    assert_usage_error(
+        &o,
+        &[
+            "key `--out`",
+            &new_dir,
+            "is a directory",
+            "condensenext.onnx",
+        ],
+    );
+    let existing_slash = format!("{}/", existing.display());
+    let o = export("--out", &existing_slash);
+    assert_usage_error(&o, &[&existing_slash, "is a directory"]);
+    let in_file = a_file.join("m.onnx");
+    let o = export("--out", in_file.to_str().unwrap());
+    assert_usage_error(&o, &["notes.txt` is not a directory"]);
+    let o = export("--reference", &new_dir);
+    assert_usage_error(
+        &o,
+        &[
+            "key `--reference`",
+            "is a directory",
+            "reference.safetensors",
+        ],
+    );
+    assert_eq!(listing(&root), ["models", "notes.txt"]);
+    assert!(listing(&existing).is_empty());
     std::fs::remove_dir_all(root).unwrap();
 }

@@ -90,6 +90,48 @@ fn default_out(source: &str, run_dir: bool) -> PathBuf {
     PathBuf::from(format!("{stem}.onnx"))
 }
 
+/// Refuses an output path that cannot name a file to write: a directory (an existing one, or
+/// any path written with a trailing slash), or a file in a folder that is missing or is not a
+/// folder. `example` is a file name to suggest inside a directory.
+fn check_output(flag: &'static str, path: &Path, example: &str) -> Result<(), ConfigError> {
+    let shown = path.display();
+    let trailing_slash = path
+        .as_os_str()
+        .to_string_lossy()
+        .ends_with(std::path::is_separator);
+    if path.is_dir() || trailing_slash || path.file_name().is_none() {
+        let dir = shown.to_string();
+        return Err(ConfigError::invalid(
+            flag,
+            format!(
+                "`{shown}` is a directory; expected the path of the file to write, e.g. `{}`",
+                Path::new(dir.trim_end_matches(std::path::is_separator))
+                    .join(example)
+                    .display()
+            ),
+        ));
+    }
+    let folder = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    if !folder.is_dir() {
+        let what = if folder.exists() {
+            "is not a directory"
+        } else {
+            "does not exist"
+        };
+        return Err(ConfigError::invalid(
+            flag,
+            format!(
+                "`{shown}`: its folder `{}` {what}; expected a file in an existing directory",
+                folder.display()
+            ),
+        ));
+    }
+    Ok(())
+}
+
 /// Writes `bytes` to `path` atomically; a failure is bad input (the path), not a crash.
 fn write(path: &Path, bytes: &[u8]) -> Result<(), ExportError> {
     write_atomic(path, bytes).map_err(|e| ExportError::Write {
@@ -101,6 +143,18 @@ fn write(path: &Path, bytes: &[u8]) -> Result<(), ExportError> {
 pub fn run(args: &ExportArgs) -> anyhow::Result<()> {
     let run_dir = Path::new(&args.source).is_dir();
     check(args, run_dir)?;
+    let out = args
+        .out
+        .clone()
+        .unwrap_or_else(|| default_out(&args.source, run_dir));
+    check_output(
+        "--out",
+        &out,
+        &default_out(&args.source, run_dir).to_string_lossy(),
+    )?;
+    if let Some(path) = &args.reference {
+        check_output("--reference", path, "reference.safetensors")?;
+    }
     let item = if run_dir {
         Exportable::from_run_dir(Path::new(&args.source))?
     } else {
@@ -124,10 +178,6 @@ pub fn run(args: &ExportArgs) -> anyhow::Result<()> {
         Some(path) => Some((path, reference_file(args, &item)?)),
         None => None,
     };
-    let out = args
-        .out
-        .clone()
-        .unwrap_or_else(|| default_out(&args.source, run_dir));
     // The reference first: if the model cannot be written, nothing this command wrote stays.
     if let Some((path, tensors)) = &reference {
         let serialised = safetensors::serialize(tensors.clone(), None)?;
