@@ -216,6 +216,52 @@ fn a_trained_run_exports_and_bad_input_is_one_line() {
     assert_eq!(listing(&root), before, "nothing half-written");
     assert!(listing(&empty).is_empty());
 
+    // An output that is one of the run dir's own files, however spelled, or the other
+    // output, or the model file being exported: refused, and the run's files stay as they were.
+    let model_before = std::fs::read(run.join("model.safetensors")).unwrap();
+    let own = |name: &str| run.join(name).to_str().unwrap().to_string();
+    let spelled = format!("{}/../run/checkpoint.safetensors", run.display());
+    for (flag, path, file) in [
+        ("--out", own("model.safetensors"), "model.safetensors"),
+        ("--reference", own("model.safetensors"), "model.safetensors"),
+        ("--out", spelled.clone(), "checkpoint.safetensors"),
+        ("--reference", own("summary.json"), "summary.json"),
+        ("--out", own("config.toml"), "config.toml"),
+    ] {
+        let mut args = vec!["export", run_s, flag, &path];
+        if flag == "--reference" {
+            args.extend(["--out", t]);
+        }
+        let o = ablate(&args);
+        assert_usage_error(&o, &[flag, &format!("is the run dir's own {file}")]);
+    }
+    let same = root.join("same.out");
+    let same_spelled = format!("{}/./same.out", root.display());
+    let o = ablate(&[
+        "export",
+        run_s,
+        "--out",
+        same.to_str().unwrap(),
+        "--reference",
+        &same_spelled,
+    ]);
+    assert_usage_error(&o, &["--reference", "is the --out file too"]);
+    assert!(!same.exists());
+    let model_toml = root.join("tiny.toml");
+    std::fs::write(&model_toml, "preset = \"condensenext\"\nstages = [1, 1, 1]\n").unwrap();
+    let toml_s = model_toml.to_str().unwrap();
+    let o = ablate(&["export", toml_s, "--out", toml_s]);
+    assert_usage_error(&o, &["--out", "is the model file being exported"]);
+    let o = ablate(&["export", toml_s, "--out", t]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    std::fs::remove_file(&target).unwrap();
+    std::fs::remove_file(&model_toml).unwrap();
+    assert_eq!(
+        std::fs::read(run.join("model.safetensors")).unwrap(),
+        model_before
+    );
+    assert!(!target.exists());
+
     // Options that do not apply or are out of range.
     let o = ablate(&["export", run_s, "--out", t, "--set", "p=2"]);
     assert_usage_error(&o, &["--set", "run dir"]);

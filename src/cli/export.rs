@@ -7,7 +7,8 @@ use crate::config::{ConfigError, ModelSource};
 use crate::export::{
     self, onnx::OPSETS, reference, to_onnx, ExportError, ExportOptions, Exportable,
 };
-use crate::io::write_atomic;
+use crate::io::{resolved, write_atomic};
+use crate::run_dir::RUN_FILES;
 
 #[derive(Debug, clap::Args)]
 pub struct ExportArgs {
@@ -132,6 +133,54 @@ fn check_output(flag: &'static str, path: &Path, example: &str) -> Result<(), Co
     Ok(())
 }
 
+/// Refuses outputs that would overwrite what is being exported or each other: a file of the
+/// run dir (its trained model, checkpoint, config, ...), the model file being exported, or
+/// `--out` and `--reference` naming one file. Paths are compared resolved, so no spelling
+/// (`..`, a symlink, a relative path) slips through; both outputs' folders exist already.
+fn check_distinct(args: &ExportArgs, out: &Path, run_dir: bool) -> Result<(), ConfigError> {
+    let source = Path::new(&args.source);
+    let source_dir = run_dir.then(|| resolved(source)).flatten();
+    let source_file = (!run_dir && source.is_file())
+        .then(|| resolved(source))
+        .flatten();
+    let outputs = std::iter::once(("--out", out))
+        .chain(args.reference.as_deref().map(|r| ("--reference", r)));
+    let mut seen: Vec<(&'static str, PathBuf)> = Vec::new();
+    for (flag, path) in outputs {
+        let Some(full) = resolved(path) else {
+            continue;
+        };
+        let shown = path.display();
+        if let Some(dir) = &source_dir {
+            let name = full.file_name().and_then(|n| n.to_str()).unwrap_or("");
+            if full.parent() == Some(dir.as_path()) && RUN_FILES.contains(&name) {
+                return Err(ConfigError::invalid(
+                    flag,
+                    format!(
+                        "`{shown}` is the run dir's own {name}; expected a path that is not one \
+                         of the run dir's files, e.g. `{}`",
+                        default_out(&args.source, run_dir).display()
+                    ),
+                ));
+            }
+        }
+        if source_file.as_ref() == Some(&full) {
+            return Err(ConfigError::invalid(
+                flag,
+                format!("`{shown}` is the model file being exported; expected another file"),
+            ));
+        }
+        if let Some((other, _)) = seen.iter().find(|(_, p)| *p == full) {
+            return Err(ConfigError::invalid(
+                flag,
+                format!("`{shown}` is the {other} file too; expected two different files"),
+            ));
+        }
+        seen.push((flag, full));
+    }
+    Ok(())
+}
+
 /// Writes `bytes` to `path` atomically; a failure is bad input (the path), not a crash.
 fn write(path: &Path, bytes: &[u8]) -> Result<(), ExportError> {
     write_atomic(path, bytes).map_err(|e| ExportError::Write {
@@ -155,6 +204,7 @@ pub fn run(args: &ExportArgs) -> anyhow::Result<()> {
     if let Some(path) = &args.reference {
         check_output("--reference", path, "reference.safetensors")?;
     }
+    check_distinct(args, &out, run_dir)?;
     let item = if run_dir {
         Exportable::from_run_dir(Path::new(&args.source))?
     } else {

@@ -20,7 +20,7 @@ use crate::data::{epoch_order, prepare_batch, Crop, Dataset};
 use crate::model::Network;
 use crate::run_dir::{
     median, write_metrics, write_summary, EpochRecord, FormCounts, PruningEvent, RunDir, RunStatus,
-    Summary, CHECKPOINT_FILE, METRICS_FILE, MODEL_FILE, SUMMARY_FILE,
+    Summary, CHECKPOINT_FILE, METRICS_FILE, MODEL_FILE, SCRATCH_FILE, SUMMARY_FILE,
 };
 
 /// Images per evaluation batch (evaluation is per-image in eval mode; this bounds memory).
@@ -455,7 +455,7 @@ impl<'a> Trainer<'a> {
         let deploy_agreement = agree as f64 / self.test.len() as f64;
         let deploy_bytes = analyze::write_deploy(&deploy, &self.dir.path(MODEL_FILE))?;
         let mut fresh = Network::seeded(&self.cfg.model, self.cfg.train.seed, &self.device)?;
-        let scratch = self.dir.path(".checkpoint-size.safetensors");
+        let scratch = self.dir.path(SCRATCH_FILE);
         let checkpoint_bytes = analyze::write_checkpoint(&fresh, &scratch)?;
         let _ = std::fs::remove_file(&scratch);
         let training = form_counts(&fresh)?;
