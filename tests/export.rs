@@ -24,6 +24,47 @@ fn listing(dir: &Path) -> Vec<String> {
     names
 }
 
+/// Trains the tiny run every export test uses into `run`, with `sets` more `--set` overrides.
+fn train_tiny(run: &Path, sets: &[&str]) {
+    let mut args = vec![
+        "train",
+        "--model",
+        "condensenext",
+        "--set",
+        "stages=[1,1,1]",
+        "--dataset",
+        "synthetic",
+        "--subset",
+        "64",
+        "--test-subset",
+        "40",
+        "--batch",
+        "32",
+        "--epochs",
+        "1",
+        "--seed",
+        "3",
+        "--out",
+        run.to_str().unwrap(),
+    ];
+    for s in sets {
+        args.extend(["--set", s]);
+    }
+    let o = ablate(&args);
+    assert!(o.status.success(), "{}", stderr(&o));
+}
+
+/// A copy of the run dir `run` at `dest` (its files, not its lock).
+fn copy_run(run: &Path, dest: &Path) -> std::path::PathBuf {
+    std::fs::create_dir_all(dest).unwrap();
+    for name in listing(run) {
+        if name != ".lock" {
+            std::fs::copy(run.join(&name), dest.join(&name)).unwrap();
+        }
+    }
+    dest.to_path_buf()
+}
+
 fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
     (a - b)
         .unwrap()
@@ -248,7 +289,11 @@ fn a_trained_run_exports_and_bad_input_is_one_line() {
     assert_usage_error(&o, &["--reference", "is the --out file too"]);
     assert!(!same.exists());
     let model_toml = root.join("tiny.toml");
-    std::fs::write(&model_toml, "preset = \"condensenext\"\nstages = [1, 1, 1]\n").unwrap();
+    std::fs::write(
+        &model_toml,
+        "preset = \"condensenext\"\nstages = [1, 1, 1]\n",
+    )
+    .unwrap();
     let toml_s = model_toml.to_str().unwrap();
     let o = ablate(&["export", toml_s, "--out", toml_s]);
     assert_usage_error(&o, &["--out", "is the model file being exported"]);
@@ -370,5 +415,86 @@ fn an_output_that_is_a_directory_is_refused() {
     );
     assert_eq!(listing(&root), ["models", "notes.txt"]);
     assert!(listing(&existing).is_empty());
+    std::fs::remove_dir_all(root).unwrap();
+}
+
+/// A model.safetensors whose tensors are of the wrong dtype, not finite, or a negative
+/// variance, or whose data no longer matches its checksum, is refused naming the file and the
+/// tensor, never exported; a file without a checksum (an older run) still exports.
+#[test]
+fn a_model_file_with_bad_tensors_is_refused() {
+    let root = scratch("bad-model");
+    let run = root.join("run");
+    train_tiny(&run, &[]);
+    let model = run.join("model.safetensors");
+    let (saved, _) = load_safetensors(&model, &Device::Cpu).unwrap();
+    let out = root.join("m.onnx");
+    let export = |dir: &Path| {
+        ablate(&[
+            "export",
+            dir.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+        ])
+    };
+    // A copy of the run whose model holds `saved` with `name` replaced by `f` of it, written
+    // without a checksum as a hand-made or older file would be.
+    let variant = |label: &str, name: &str, f: &dyn Fn(&Tensor) -> Tensor| {
+        let dir = copy_run(&run, &root.join(label));
+        let mut tensors: Vec<(String, Tensor)> =
+            saved.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+        for (k, v) in &mut tensors {
+            if k == name {
+                *v = f(v);
+            }
+        }
+        ablate::io::save_safetensors(&dir.join("model.safetensors"), tensors).unwrap();
+        dir
+    };
+    let with_first = |value: f32| {
+        move |t: &Tensor| {
+            let mut v = t.to_vec1::<f32>().unwrap();
+            v[0] = value;
+            Tensor::from_vec(v, t.dims(), &Device::Cpu).unwrap()
+        }
+    };
+    let unchanged = variant("old-layout", "", &|t| t.clone());
+    let o = export(&unchanged);
+    assert!(o.status.success(), "{}", stderr(&o));
+    std::fs::remove_file(&out).unwrap();
+
+    let int64 = variant("int64", "head.bn.weight", &|t| {
+        t.to_dtype(candle_core::DType::I64).unwrap()
+    });
+    let o = export(&int64);
+    assert_usage_error(
+        &o,
+        &[
+            "model.safetensors",
+            "`head.bn.weight` is stored as i64, the model expects f32",
+        ],
+    );
+    let nan = variant("nan", "head.bn.bias", &with_first(f32::NAN));
+    assert_usage_error(
+        &export(&nan),
+        &["`head.bn.bias` holds NaN; expected finite values"],
+    );
+    let negative = variant("negative", "head.bn.running_var", &with_first(-0.5));
+    assert_usage_error(
+        &export(&negative),
+        &["`head.bn.running_var` holds the negative variance -0.5"],
+    );
+
+    // The file training writes carries its checksum: one changed byte is caught.
+    let damaged = copy_run(&run, &root.join("damaged"));
+    let mut bytes = std::fs::read(&model).unwrap();
+    let last = bytes.len() - 1;
+    bytes[last] ^= 0x40;
+    std::fs::write(damaged.join("model.safetensors"), bytes).unwrap();
+    assert_usage_error(
+        &export(&damaged),
+        &["damaged/model.safetensors", "does not match the checksum"],
+    );
+    assert!(!out.exists());
     std::fs::remove_dir_all(root).unwrap();
 }

@@ -64,6 +64,14 @@ struct ModelConfig<'a> {
     model: &'a ModelSpec,
 }
 
+/// `e` without the backtrace candle attaches under `RUST_BACKTRACE` (its message is one line).
+fn without_backtrace(e: candle_core::Error) -> candle_core::Error {
+    match e {
+        candle_core::Error::WithBacktrace { inner, .. } => *inner,
+        e => e,
+    }
+}
+
 impl Exportable {
     /// A preset or model file with `sets` applied, initialised from `seed`, pruned and
     /// condensed exactly as training ends (on its random weights).
@@ -144,7 +152,10 @@ impl Exportable {
         let net = Network::from_deploy(&cfg.model, &saved, &Device::Cpu).map_err(|e| {
             bad(
                 &model_path,
-                format!("does not hold the deploy form of the model in {CONFIG_FILE}: {e}"),
+                format!(
+                    "does not hold the deploy form of the model in {CONFIG_FILE}: {}",
+                    without_backtrace(e)
+                ),
             )
         })?;
         Ok(Self {

@@ -4,6 +4,7 @@
 pub mod checkpoint;
 mod loss;
 mod meter;
+pub mod model_file;
 mod optim;
 mod trainer;
 

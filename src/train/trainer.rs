@@ -12,6 +12,7 @@ use candle_nn::ModuleT;
 use super::checkpoint::{self, TrainedSoFar};
 use super::loss::{class_balanced_weights, class_weight_tensor, cross_entropy, focal_loss_with};
 use super::meter::EpochMeter;
+use super::model_file;
 
 use super::optim::{cosine_lr, Sgd, SgdConfig};
 use crate::analyze::{self, trace_costs, Convention};
@@ -453,7 +454,7 @@ impl<'a> Trainer<'a> {
             .filter(|(a, b)| a == b)
             .count();
         let deploy_agreement = agree as f64 / self.test.len() as f64;
-        let deploy_bytes = analyze::write_deploy(&deploy, &self.dir.path(MODEL_FILE))?;
+        let deploy_bytes = model_file::save(&self.dir.path(MODEL_FILE), &deploy)?;
         let mut fresh = Network::seeded(&self.cfg.model, self.cfg.train.seed, &self.device)?;
         let scratch = self.dir.path(SCRATCH_FILE);
         let checkpoint_bytes = analyze::write_checkpoint(&fresh, &scratch)?;
