@@ -127,6 +127,24 @@ pub fn load_safetensors(path: &Path, device: &candle_core::Device) -> anyhow::Re
     load(path, device, false)
 }
 
+/// The string metadata in the header of the safetensors file at `path`, read without its
+/// tensor data; `None` when there is no readable safetensors header.
+pub fn safetensors_header(path: &Path) -> Option<HashMap<String, String>> {
+    use std::io::Read;
+    let mut file = std::fs::File::open(path).ok()?;
+    let mut len = [0u8; 8];
+    file.read_exact(&mut len).ok()?;
+    let len = usize::try_from(u64::from_le_bytes(len)).ok()?;
+    // A safetensors header is JSON of at most 100 MB (the format's own limit).
+    if len > 100_000_000 {
+        return None;
+    }
+    let mut header = vec![0u8; len];
+    file.read_exact(&mut header).ok()?;
+    let header: serde_json::Value = serde_json::from_slice(&header).ok()?;
+    serde_json::from_value(header.get("__metadata__")?.clone()).ok()
+}
+
 /// Reads `path`; with `verify`, checks the tensor data against the header's checksum if it
 /// has one.
 fn load(path: &Path, device: &candle_core::Device, verify: bool) -> anyhow::Result<Loaded> {

@@ -498,3 +498,69 @@ fn a_model_file_with_bad_tensors_is_refused() {
     assert!(!out.exists());
     std::fs::remove_dir_all(root).unwrap();
 }
+
+/// The config a run trained with is kept in its checkpoint and its deploy model: a
+/// config.toml edited afterwards (here ReLU6 made ReLU) is refused naming the keys, whichever
+/// of the two files is left, instead of exporting other ops around the trained weights.
+#[test]
+fn an_edited_config_is_refused() {
+    let root = scratch("edited");
+    let run = root.join("run");
+    train_tiny(&run, &[]);
+    let out = root.join("m.onnx");
+    let export = |dir: &Path| {
+        ablate(&[
+            "export",
+            dir.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+        ])
+    };
+    let edited = |label: &str| {
+        let dir = copy_run(&run, &root.join(label));
+        let config = dir.join("config.toml");
+        let text = std::fs::read_to_string(&config).unwrap();
+        assert!(text.contains("activation = \"relu6\""), "{text}");
+        std::fs::write(
+            &config,
+            text.replace("activation = \"relu6\"", "activation = \"relu\""),
+        )
+        .unwrap();
+        dir
+    };
+    let keys = "model.activation is \"relu6\" there, \"relu\" here";
+
+    let both = edited("both");
+    assert_usage_error(
+        &export(&both),
+        &["both/config.toml", keys, "both/checkpoint.safetensors"],
+    );
+    let model_only = edited("model-only");
+    std::fs::remove_file(model_only.join("checkpoint.safetensors")).unwrap();
+    assert_usage_error(
+        &export(&model_only),
+        &[
+            "model-only/config.toml",
+            keys,
+            "model-only/model.safetensors",
+        ],
+    );
+    // A deploy model written before it recorded its config: the checkpoint still tells.
+    let checkpoint_only = edited("checkpoint-only");
+    let model = checkpoint_only.join("model.safetensors");
+    let (tensors, _) = load_safetensors(&model, &Device::Cpu).unwrap();
+    ablate::io::save_safetensors(&model, tensors.into_iter().collect()).unwrap();
+    assert_usage_error(
+        &export(&checkpoint_only),
+        &[
+            "checkpoint-only/config.toml",
+            keys,
+            "checkpoint.safetensors",
+        ],
+    );
+    assert!(!out.exists());
+
+    let o = export(&run);
+    assert!(o.status.success(), "{}", stderr(&o));
+    std::fs::remove_dir_all(root).unwrap();
+}

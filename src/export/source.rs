@@ -11,7 +11,11 @@ use crate::config::{ModelSource, ModelSpec, RunConfig};
 use crate::io::load_safetensors_verified;
 use crate::model::Network;
 use crate::provenance::GIT_COMMIT;
-use crate::run_dir::{read_status, CONFIG_FILE, MODEL_FILE, STATUS_FILE, SUMMARY_FILE};
+use crate::run_dir::{
+    check_trained_config, read_status, CHECKPOINT_FILE, CONFIG_FILE, MODEL_FILE, STATUS_FILE,
+    SUMMARY_FILE,
+};
+use crate::train::{checkpoint, model_file};
 
 /// Bad input to an export: a usage error (exit 2).
 #[derive(Debug, thiserror::Error)]
@@ -110,6 +114,11 @@ impl Exportable {
                 message: e.to_string(),
             })?;
         let cfg = RunConfig::from_toml(&config_path, &config_toml)?;
+        // The config the weights were trained with is the truth: the checkpoint keeps it.
+        let checkpoint_path = dir.join(CHECKPOINT_FILE);
+        if let Some(trained) = checkpoint::config_of(&checkpoint_path) {
+            check_trained_config(&config_path, &cfg, &checkpoint_path, &trained)?;
+        }
         crate::config::check_fits(&cfg.model, 0)?;
         let not_done = |state: String| ExportError::NotDone {
             dir: dir.to_path_buf(),
@@ -143,12 +152,17 @@ impl Exportable {
         if !model_path.is_file() {
             return Err(ExportError::MissingModel { path: model_path }.into());
         }
-        let (saved, _) = load_safetensors_verified(&model_path, &Device::Cpu).map_err(|e| {
-            match e.downcast::<crate::io::DamagedFile>() {
-                Ok(damaged) => anyhow::Error::new(damaged),
-                Err(e) => bad(&model_path, format!("{:#}", e.root_cause())).into(),
-            }
-        })?;
+        let (saved, metadata) =
+            load_safetensors_verified(&model_path, &Device::Cpu).map_err(|e| {
+                match e.downcast::<crate::io::DamagedFile>() {
+                    Ok(damaged) => anyhow::Error::new(damaged),
+                    Err(e) => bad(&model_path, format!("{:#}", e.root_cause())).into(),
+                }
+            })?;
+        // So does the deploy model (runs since it was recorded), also without a checkpoint.
+        if let Some(trained) = model_file::config_of(&metadata) {
+            check_trained_config(&config_path, &cfg, &model_path, trained)?;
+        }
         let net = Network::from_deploy(&cfg.model, &saved, &Device::Cpu).map_err(|e| {
             bad(
                 &model_path,

@@ -177,7 +177,7 @@ pub enum RunDirError {
     #[error(
         "{}: holds a different run ({}); choose another --out",
         dir.display(),
-        differences.iter().map(|(k, a, b)| format!("{k} is {a} there, {b} here")).collect::<Vec<_>>().join("; ")
+        listed(differences)
     )]
     Different {
         dir: PathBuf,
@@ -187,6 +187,29 @@ pub enum RunDirError {
     Exists { dir: PathBuf, state: String },
     #[error("{}: in use by {holder}; wait for it to stop", dir.display())]
     Busy { dir: PathBuf, holder: String },
+    #[error(
+        "{}: differs from the config the run trained with, kept in {}: {}; restore those keys \
+         (the trained weights belong to that config), or train a new run with this one",
+        config.display(),
+        kept_in.display(),
+        listed(differences)
+    )]
+    Edited {
+        config: PathBuf,
+        /// The run's own file that recorded the config it trained with.
+        kept_in: PathBuf,
+        /// Key, value in `kept_in`, value in `config`.
+        differences: Vec<(String, String, String)>,
+    },
+}
+
+/// `differences` (key, value there, value here), as a message lists them.
+fn listed(differences: &[(String, String, String)]) -> String {
+    differences
+        .iter()
+        .map(|(k, there, here)| format!("{k} is {there} there, {here} here"))
+        .collect::<Vec<_>>()
+        .join("; ")
 }
 
 /// An open run directory, held by this process.
@@ -360,6 +383,28 @@ fn check_same_run(root: &Path, cfg: &RunConfig) -> anyhow::Result<()> {
         }
         .into())
     }
+}
+
+/// Refuses `cfg`, read from the run dir's `config`, when it differs from `trained_toml`: the
+/// config text that `source` (the run's checkpoint or deploy model) recorded when it was
+/// written, the truth about what its weights were trained with.
+pub fn check_trained_config(
+    config: &Path,
+    cfg: &RunConfig,
+    source: &Path,
+    trained_toml: &str,
+) -> anyhow::Result<()> {
+    let trained = RunConfig::from_toml(source, trained_toml)?;
+    let differences = trained.differences(cfg);
+    if differences.is_empty() {
+        return Ok(());
+    }
+    Err(RunDirError::Edited {
+        config: config.to_path_buf(),
+        kept_in: source.to_path_buf(),
+        differences,
+    }
+    .into())
 }
 
 /// Prepares `root` for `cfg` without starting it: the config snapshot, and a `queued` status

@@ -454,7 +454,8 @@ impl<'a> Trainer<'a> {
             .filter(|(a, b)| a == b)
             .count();
         let deploy_agreement = agree as f64 / self.test.len() as f64;
-        let deploy_bytes = model_file::save(&self.dir.path(MODEL_FILE), &deploy)?;
+        let deploy_bytes =
+            model_file::save(&self.dir.path(MODEL_FILE), &deploy, &self.cfg.to_toml())?;
         let mut fresh = Network::seeded(&self.cfg.model, self.cfg.train.seed, &self.device)?;
         let scratch = self.dir.path(SCRATCH_FILE);
         let checkpoint_bytes = analyze::write_checkpoint(&fresh, &scratch)?;
