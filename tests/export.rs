@@ -4,7 +4,7 @@
 //! nothing written. Agreement with onnxruntime is checked by tests/onnx/check.sh.
 
 mod common;
-use common::{ablate, assert_usage_error, scratch, stderr};
+use common::{ablate, assert_usage_error, scratch, stderr, stdout};
 
 use std::path::Path;
 
@@ -63,6 +63,34 @@ fn copy_run(run: &Path, dest: &Path) -> std::path::PathBuf {
         }
     }
     dest.to_path_buf()
+}
+
+/// What a safetensors file holds: each tensor (name, dtype, shape, bytes) by name, and the
+/// header's metadata. Two files with equal contents can differ in bytes: the header lists
+/// its metadata in hash order.
+type Contents = (
+    Vec<(String, String, Vec<usize>, Vec<u8>)>,
+    std::collections::BTreeMap<String, String>,
+);
+
+fn contents(bytes: &[u8]) -> Contents {
+    let file = safetensors::SafeTensors::deserialize(bytes).unwrap();
+    let mut tensors: Vec<_> = file
+        .tensors()
+        .into_iter()
+        .map(|(name, t)| {
+            (
+                name,
+                format!("{:?}", t.dtype()),
+                t.shape().to_vec(),
+                t.data().to_vec(),
+            )
+        })
+        .collect();
+    tensors.sort();
+    let (_, header) = safetensors::SafeTensors::read_metadata(bytes).unwrap();
+    let metadata = header.metadata().clone().unwrap_or_default();
+    (tensors, metadata.into_iter().collect())
 }
 
 fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
@@ -225,10 +253,13 @@ fn a_trained_run_exports_and_bad_input_is_one_line() {
     assert_usage_error(&o, &["running", "not done (running, 1 of 1 epochs)"]);
     assert!(!target.exists());
 
-    // Done, but model.safetensors is gone.
+    // Done, but model.safetensors is gone, and the checkpoint too.
     let no_model = copy("no-model", &["config.toml", "status.json", "summary.json"]);
     let o = ablate(&["export", no_model.to_str().unwrap(), "--out", t]);
-    assert_usage_error(&o, &["no-model/model.safetensors: missing"]);
+    assert_usage_error(
+        &o,
+        &["no-model: done, but its deploy model (model.safetensors) and final checkpoint"],
+    );
     assert!(!target.exists());
 
     // Not a run dir at all.
@@ -562,5 +593,67 @@ fn an_edited_config_is_refused() {
 
     let o = export(&run);
     assert!(o.status.success(), "{}", stderr(&o));
+    std::fs::remove_dir_all(root).unwrap();
+}
+
+/// A done run whose model.safetensors is gone: export says which command rebuilds it, and
+/// `train --resume` rebuilds it from the final checkpoint, byte for byte the file training
+/// wrote, leaving the run's status as it was. With the checkpoint gone too, both say so with
+/// the command that trains the run again, and that command does.
+#[test]
+fn a_lost_deploy_model_is_rebuilt_from_the_checkpoint() {
+    let root = scratch("rebuild");
+    let run = root.join("run");
+    let run_s = run.to_str().unwrap();
+    train_tiny(&run, &[]);
+    let model = run.join("model.safetensors");
+    let trained = std::fs::read(&model).unwrap();
+    let status = std::fs::read_to_string(run.join("status.json")).unwrap();
+    let out = root.join("m.onnx");
+    let out_s = out.to_str().unwrap();
+
+    std::fs::remove_file(&model).unwrap();
+    let o = ablate(&["export", run_s, "--out", out_s]);
+    let command = format!("ablate train --resume --out {run_s}");
+    assert_usage_error(&o, &["run/model.safetensors: missing", &command]);
+    let o = ablate(&["train", "--resume", "--out", run_s]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(
+        stdout(&o).contains("rebuilt from the final checkpoint"),
+        "{}",
+        stdout(&o)
+    );
+    assert!(
+        contents(&std::fs::read(&model).unwrap()) == contents(&trained),
+        "the file training wrote"
+    );
+    assert_eq!(
+        std::fs::read_to_string(run.join("status.json")).unwrap(),
+        status
+    );
+    let o = ablate(&["export", run_s, "--out", out_s]);
+    assert!(o.status.success(), "{}", stderr(&o));
+
+    // Nothing left to rebuild from: refused (exit 2) with the command that trains it again.
+    std::fs::remove_file(&model).unwrap();
+    std::fs::remove_file(run.join("checkpoint.safetensors")).unwrap();
+    let o = ablate(&["train", "--resume", "--out", run_s]);
+    assert_usage_error(&o, &["are both gone", "train the run again: `mv "]);
+    let err = stderr(&o);
+    let fix = err.split('`').nth(1).unwrap().to_string();
+    let o = ablate(&["export", run_s, "--out", out_s]);
+    assert_usage_error(&o, &[&fix]);
+    let o = std::process::Command::new("sh")
+        .args([
+            "-c",
+            &fix.replace("ablate ", &format!("{} ", env!("CARGO_BIN_EXE_ablate"))),
+        ])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{fix}: {}", stderr(&o));
+    assert!(
+        contents(&std::fs::read(&model).unwrap()) == contents(&trained),
+        "retrained bit-identically"
+    );
     std::fs::remove_dir_all(root).unwrap();
 }

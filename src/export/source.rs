@@ -12,8 +12,8 @@ use crate::io::load_safetensors_verified;
 use crate::model::Network;
 use crate::provenance::GIT_COMMIT;
 use crate::run_dir::{
-    check_trained_config, read_status, CHECKPOINT_FILE, CONFIG_FILE, MODEL_FILE, STATUS_FILE,
-    SUMMARY_FILE,
+    check_trained_config, read_status, RunDirError, CHECKPOINT_FILE, CONFIG_FILE, MODEL_FILE,
+    STATUS_FILE, SUMMARY_FILE,
 };
 use crate::train::{checkpoint, model_file};
 
@@ -33,11 +33,12 @@ pub enum ExportError {
     )]
     NotDone { dir: PathBuf, state: String },
     #[error(
-        "{}: missing; a done run keeps its deploy model there (train the run again to \
-         recreate it)",
-        path.display()
+        "{}: missing; rebuild it from the run's final checkpoint with `ablate train --resume \
+         --out {}`",
+        dir.join(MODEL_FILE).display(),
+        dir.display()
     )]
-    MissingModel { path: PathBuf },
+    MissingModel { dir: PathBuf },
     #[error("{}: {message}", path.display())]
     BadFile { path: PathBuf, message: String },
     #[error("cannot write {}: {message}", path.display())]
@@ -150,11 +151,26 @@ impl Exportable {
             .ok_or_else(|| bad(&summary_path, "expected a number `deploy_test_top1`".into()))?;
         let model_path = dir.join(MODEL_FILE);
         if !model_path.is_file() {
-            return Err(ExportError::MissingModel { path: model_path }.into());
+            let dir = dir.to_path_buf();
+            return Err(if checkpoint_path.is_file() {
+                ExportError::MissingModel { dir }.into()
+            } else {
+                RunDirError::DeployModelLost { dir }.into()
+            });
         }
         let (saved, metadata) =
             load_safetensors_verified(&model_path, &Device::Cpu).map_err(|e| {
                 match e.downcast::<crate::io::DamagedFile>() {
+                    Ok(_) if checkpoint_path.is_file() => bad(
+                        &model_path,
+                        format!(
+                            "its tensor data does not match the checksum in its header (the \
+                             file is damaged); remove it and rebuild it from the run's final \
+                             checkpoint with `ablate train --resume --out {}`",
+                            dir.display()
+                        ),
+                    )
+                    .into(),
                     Ok(damaged) => anyhow::Error::new(damaged),
                     Err(e) => bad(&model_path, format!("{:#}", e.root_cause())).into(),
                 }

@@ -19,7 +19,7 @@ use crate::io::write_atomic;
 use crate::lock::{holder_note, LockFile};
 use crate::provenance::{hostname, GIT_COMMIT};
 
-use super::{CONFIG_FILE, LOCK_FILE, LOG_FILE, STATUS_FILE};
+use super::{CHECKPOINT_FILE, CONFIG_FILE, LOCK_FILE, LOG_FILE, MODEL_FILE, STATUS_FILE};
 
 /// Where a run stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -188,6 +188,13 @@ pub enum RunDirError {
     #[error("{}: in use by {holder}; wait for it to stop", dir.display())]
     Busy { dir: PathBuf, holder: String },
     #[error(
+        "{}: done, but its deploy model ({MODEL_FILE}) and final checkpoint ({CHECKPOINT_FILE}) \
+         are both gone, so nothing can rebuild the model; train the run again: {}",
+        dir.display(),
+        retrain_command(dir)
+    )]
+    DeployModelLost { dir: PathBuf },
+    #[error(
         "{}: differs from the config the run trained with, kept in {}: {}; restore those keys \
          (the trained weights belong to that config), or train a new run with this one",
         config.display(),
@@ -210,6 +217,18 @@ fn listed(differences: &[(String, String, String)]) -> String {
         .map(|(k, there, here)| format!("{k} is {there} there, {here} here"))
         .collect::<Vec<_>>()
         .join("; ")
+}
+
+/// The commands that train the run in `dir` again from its config, from scratch: its status
+/// set aside (so the run is no longer done), then a resume, which finds no checkpoint.
+pub fn retrain_command(dir: &Path) -> String {
+    let status = dir.join(STATUS_FILE);
+    format!(
+        "`mv {} {}.lost && ablate train --resume --out {}`",
+        status.display(),
+        status.display(),
+        dir.display()
+    )
 }
 
 /// An open run directory, held by this process.

@@ -14,8 +14,8 @@ pub mod plan;
 pub mod summary;
 
 pub use dir::{
-    check_trained_config, is_busy, mark_lost, queue, read_status, Attempt, RunDir, RunDirError,
-    RunStatus, StatusRecord,
+    check_trained_config, is_busy, mark_lost, queue, read_status, retrain_command, Attempt, RunDir,
+    RunDirError, RunStatus, StatusRecord,
 };
 pub use metrics::{median, read_metrics, write_metrics, EpochRecord, HEADER};
 pub use plan::{Plan, PlanEntry, PLAN_FILE};

@@ -10,4 +10,6 @@ mod trainer;
 
 pub use loss::{class_balanced_weights, cross_entropy, focal_loss, FocalConfig};
 pub use optim::{cosine_lr, Sgd, SgdConfig};
-pub use trainer::{device_name, train, Diverged, Interrupted, TrainOptions, DIVERGED_ABOVE};
+pub use trainer::{
+    device_name, train, Diverged, Interrupted, Outcome, TrainOptions, DIVERGED_ABOVE,
+};

@@ -20,8 +20,9 @@ use crate::config::{Loss, RunConfig};
 use crate::data::{epoch_order, prepare_batch, Crop, Dataset};
 use crate::model::Network;
 use crate::run_dir::{
-    median, write_metrics, write_summary, EpochRecord, FormCounts, PruningEvent, RunDir, RunStatus,
-    Summary, CHECKPOINT_FILE, METRICS_FILE, MODEL_FILE, SCRATCH_FILE, SUMMARY_FILE,
+    check_trained_config, median, write_metrics, write_summary, EpochRecord, FormCounts,
+    PruningEvent, RunDir, RunDirError, RunStatus, Summary, CHECKPOINT_FILE, CONFIG_FILE,
+    METRICS_FILE, MODEL_FILE, SCRATCH_FILE, SUMMARY_FILE,
 };
 
 /// Images per evaluation batch (evaluation is per-image in eval mode; this bounds memory).
@@ -87,10 +88,23 @@ pub struct Interrupted {
     pub epochs: usize,
 }
 
-/// Trains `cfg` into the run dir `out` and returns its summary, or `None` when the run dir
-/// holds this run already done (nothing is trained or rewritten). A diverged run returns a
-/// [`Diverged`] error, a stopped one [`Interrupted`], after recording it.
-pub fn train(cfg: &RunConfig, out: &Path, opts: &TrainOptions) -> anyhow::Result<Option<Summary>> {
+/// What [`train`] did in a run dir.
+#[derive(Debug)]
+pub enum Outcome {
+    /// Trained the run (or its remaining epochs) to the end.
+    Trained(Box<Summary>),
+    /// The run was done already; nothing was trained or rewritten.
+    AlreadyDone,
+    /// The run was done but its deploy model was gone: rebuilt from the final checkpoint
+    /// (`bytes` long), nothing else rewritten.
+    Rebuilt { bytes: u64 },
+}
+
+/// Trains `cfg` into the run dir `out`. A run dir holding this run already done is left as
+/// it is, except that a deploy model gone missing is rebuilt from the final checkpoint (or,
+/// with no checkpoint either, refused with the command that trains the run again). A diverged
+/// run returns a [`Diverged`] error, a stopped one [`Interrupted`], after recording it.
+pub fn train(cfg: &RunConfig, out: &Path, opts: &TrainOptions) -> anyhow::Result<Outcome> {
     cfg.validate()?;
     if opts.device.is_cpu() {
         crate::config::check_fits(&cfg.model, cfg.train.batch)?;
@@ -108,7 +122,17 @@ pub fn train(cfg: &RunConfig, out: &Path, opts: &TrainOptions) -> anyhow::Result
     let agrees =
         saved.is_none() || (epochs_done == cfg.train.epochs && status.epochs_done == epochs_done);
     if done && agrees {
-        return Ok(None);
+        if dir.path(MODEL_FILE).is_file() {
+            return Ok(Outcome::AlreadyDone);
+        }
+        if !dir.path(CHECKPOINT_FILE).is_file() {
+            return Err(RunDirError::DeployModelLost {
+                dir: out.to_path_buf(),
+            }
+            .into());
+        }
+        let bytes = rebuild_deploy_model(cfg, &mut dir, &opts.device)?;
+        return Ok(Outcome::Rebuilt { bytes });
     }
     dir.begin_attempt(&device_name(&opts.device), epochs_done)?;
     let result = Trainer::new(cfg, &mut dir, opts).and_then(|mut t| t.run());
@@ -123,7 +147,31 @@ pub fn train(cfg: &RunConfig, out: &Path, opts: &TrainOptions) -> anyhow::Result
         dir.log(&format!("{status}: {e:#}"));
         let _ = dir.update(status, Some(format!("{e:#}")));
     }
-    result.map(Some)
+    result.map(|summary| Outcome::Trained(Box::new(summary)))
+}
+
+/// Writes the deploy model of the done run in `dir` again from its final checkpoint, exactly
+/// as training ended: the network restored at its last step, every schedule run to its end,
+/// the head pruned, converted. Training is deterministic from there, so the file is the one
+/// training wrote. The checkpoint must hold the run's config (the truth about the weights).
+fn rebuild_deploy_model(cfg: &RunConfig, dir: &mut RunDir, device: &Device) -> anyhow::Result<u64> {
+    let ckpt = dir.path(CHECKPOINT_FILE);
+    let loaded = checkpoint::load(&ckpt, device)?;
+    check_trained_config(&dir.path(CONFIG_FILE), cfg, &ckpt, &loaded.config_toml)?;
+    let last = loaded.progress.iterations_done;
+    if last == 0 {
+        anyhow::bail!("{}: records no training step", ckpt.display());
+    }
+    let mut net = Network::seeded(&cfg.model, cfg.train.seed, device)?;
+    net.restore(progress_at(last - 1, last), &loaded.tensors)
+        .with_context(|| format!("restoring {}", ckpt.display()))?;
+    net.finish_pruning()?;
+    let deploy = net.condense().context("converting to the deploy form")?;
+    let bytes = model_file::save(&dir.path(MODEL_FILE), &deploy, &cfg.to_toml())?;
+    dir.log(&format!(
+        "done run: {MODEL_FILE} was missing; rebuilt from {CHECKPOINT_FILE} ({bytes} bytes)"
+    ));
+    Ok(bytes)
 }
 
 pub fn device_name(device: &Device) -> String {
