@@ -16,6 +16,21 @@ fn temp_path(path: &Path) -> PathBuf {
     path.with_file_name(name)
 }
 
+/// `path` with its existing part resolved (symlinks, `.`, `..`): the canonical path of the file
+/// when it exists, otherwise its folder's joined with its name; `None` when the folder does not
+/// exist either. Two spellings of one file (existing or about to be written) resolve alike.
+pub fn resolved(path: &Path) -> Option<PathBuf> {
+    if let Ok(p) = path.canonicalize() {
+        return Some(p);
+    }
+    let name = path.file_name()?;
+    let folder = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    Some(folder.canonicalize().ok()?.join(name))
+}
+
 /// Writes `bytes` to `path` atomically. On failure (a full disk) the temp file is removed and
 /// `path` keeps what it had.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
@@ -112,6 +127,24 @@ pub fn load_safetensors(path: &Path, device: &candle_core::Device) -> anyhow::Re
     load(path, device, false)
 }
 
+/// The string metadata in the header of the safetensors file at `path`, read without its
+/// tensor data; `None` when there is no readable safetensors header.
+pub fn safetensors_header(path: &Path) -> Option<HashMap<String, String>> {
+    use std::io::Read;
+    let mut file = std::fs::File::open(path).ok()?;
+    let mut len = [0u8; 8];
+    file.read_exact(&mut len).ok()?;
+    let len = usize::try_from(u64::from_le_bytes(len)).ok()?;
+    // A safetensors header is JSON of at most 100 MB (the format's own limit).
+    if len > 100_000_000 {
+        return None;
+    }
+    let mut header = vec![0u8; len];
+    file.read_exact(&mut header).ok()?;
+    let header: serde_json::Value = serde_json::from_slice(&header).ok()?;
+    serde_json::from_value(header.get("__metadata__")?.clone()).ok()
+}
+
 /// Reads `path`; with `verify`, checks the tensor data against the header's checksum if it
 /// has one.
 fn load(path: &Path, device: &candle_core::Device, verify: bool) -> anyhow::Result<Loaded> {
@@ -139,6 +172,20 @@ mod tests {
 
     /// A write that cannot complete (here the target is a non-empty directory; on a full disk
     /// the write itself fails) leaves no temp file behind and the target as it was.
+    /// Two spellings of one file resolve alike, whether it exists or not.
+    #[test]
+    fn spellings_of_one_file_resolve_alike() {
+        let dir = std::env::temp_dir().join(format!("ablate-resolved-{}", std::process::id()));
+        std::fs::create_dir_all(dir.join("sub")).unwrap();
+        std::fs::write(dir.join("a"), "").unwrap();
+        let a = resolved(&dir.join("a")).unwrap();
+        assert_eq!(resolved(&dir.join("sub/../a")), Some(a.clone()));
+        assert_eq!(resolved(&dir.join("./sub/../b")), resolved(&dir.join("b")));
+        assert_ne!(resolved(&dir.join("b")), Some(a));
+        assert_eq!(resolved(&dir.join("missing/b")), None);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
     #[test]
     fn a_failed_atomic_write_leaves_no_temp_file() {
         let dir = std::env::temp_dir().join(format!("ablate-io-{}", std::process::id()));

@@ -4,7 +4,7 @@
 //! nothing written. Agreement with onnxruntime is checked by tests/onnx/check.sh.
 
 mod common;
-use common::{ablate, assert_usage_error, scratch, stderr};
+use common::{ablate, assert_usage_error, scratch, stderr, stdout};
 
 use std::path::Path;
 
@@ -22,6 +22,75 @@ fn listing(dir: &Path) -> Vec<String> {
         .collect();
     names.sort();
     names
+}
+
+/// Trains the tiny run every export test uses into `run`, with `sets` more `--set` overrides.
+fn train_tiny(run: &Path, sets: &[&str]) {
+    let mut args = vec![
+        "train",
+        "--model",
+        "condensenext",
+        "--set",
+        "stages=[1,1,1]",
+        "--dataset",
+        "synthetic",
+        "--subset",
+        "64",
+        "--test-subset",
+        "40",
+        "--batch",
+        "32",
+        "--epochs",
+        "1",
+        "--seed",
+        "3",
+        "--out",
+        run.to_str().unwrap(),
+    ];
+    for s in sets {
+        args.extend(["--set", s]);
+    }
+    let o = ablate(&args);
+    assert!(o.status.success(), "{}", stderr(&o));
+}
+
+/// A copy of the run dir `run` at `dest` (its files, not its lock).
+fn copy_run(run: &Path, dest: &Path) -> std::path::PathBuf {
+    std::fs::create_dir_all(dest).unwrap();
+    for name in listing(run) {
+        if name != ".lock" {
+            std::fs::copy(run.join(&name), dest.join(&name)).unwrap();
+        }
+    }
+    dest.to_path_buf()
+}
+
+/// What a safetensors file holds: each tensor (name, dtype, shape, bytes) by name, and the
+/// header's metadata. Two files with equal contents can differ in bytes: the header lists
+/// its metadata in hash order.
+type Contents = (
+    Vec<(String, String, Vec<usize>, Vec<u8>)>,
+    std::collections::BTreeMap<String, String>,
+);
+
+fn contents(bytes: &[u8]) -> Contents {
+    let file = safetensors::SafeTensors::deserialize(bytes).unwrap();
+    let mut tensors: Vec<_> = file
+        .tensors()
+        .into_iter()
+        .map(|(name, t)| {
+            (
+                name,
+                format!("{:?}", t.dtype()),
+                t.shape().to_vec(),
+                t.data().to_vec(),
+            )
+        })
+        .collect();
+    tensors.sort();
+    let (_, header) = safetensors::SafeTensors::read_metadata(bytes).unwrap();
+    let metadata = header.metadata().clone().unwrap_or_default();
+    (tensors, metadata.into_iter().collect())
 }
 
 fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
@@ -184,10 +253,13 @@ fn a_trained_run_exports_and_bad_input_is_one_line() {
     assert_usage_error(&o, &["running", "not done (running, 1 of 1 epochs)"]);
     assert!(!target.exists());
 
-    // Done, but model.safetensors is gone.
+    // Done, but model.safetensors is gone, and the checkpoint too.
     let no_model = copy("no-model", &["config.toml", "status.json", "summary.json"]);
     let o = ablate(&["export", no_model.to_str().unwrap(), "--out", t]);
-    assert_usage_error(&o, &["no-model/model.safetensors: missing"]);
+    assert_usage_error(
+        &o,
+        &["no-model: done, but its deploy model (model.safetensors) and final checkpoint"],
+    );
     assert!(!target.exists());
 
     // Not a run dir at all.
@@ -210,11 +282,61 @@ fn a_trained_run_exports_and_bad_input_is_one_line() {
         "--reference-images",
         "2",
     ]);
-    assert_usage_error(&o, &["cannot write", "no/such/folder/m.onnx"]);
+    assert_usage_error(&o, &["--out", "no/such/folder/m.onnx", "does not exist"]);
     let o = ablate(&["export", run_s, "--out", empty.to_str().unwrap()]);
-    assert_usage_error(&o, &["cannot write", empty.to_str().unwrap()]);
+    assert_usage_error(&o, &["--out", empty.to_str().unwrap(), "is a directory"]);
     assert_eq!(listing(&root), before, "nothing half-written");
     assert!(listing(&empty).is_empty());
+
+    // An output that is one of the run dir's own files, however spelled, or the other
+    // output, or the model file being exported: refused, and the run's files stay as they were.
+    let model_before = std::fs::read(run.join("model.safetensors")).unwrap();
+    let own = |name: &str| run.join(name).to_str().unwrap().to_string();
+    let spelled = format!("{}/../run/checkpoint.safetensors", run.display());
+    for (flag, path, file) in [
+        ("--out", own("model.safetensors"), "model.safetensors"),
+        ("--reference", own("model.safetensors"), "model.safetensors"),
+        ("--out", spelled.clone(), "checkpoint.safetensors"),
+        ("--reference", own("summary.json"), "summary.json"),
+        ("--out", own("config.toml"), "config.toml"),
+    ] {
+        let mut args = vec!["export", run_s, flag, &path];
+        if flag == "--reference" {
+            args.extend(["--out", t]);
+        }
+        let o = ablate(&args);
+        assert_usage_error(&o, &[flag, &format!("is the run dir's own {file}")]);
+    }
+    let same = root.join("same.out");
+    let same_spelled = format!("{}/./same.out", root.display());
+    let o = ablate(&[
+        "export",
+        run_s,
+        "--out",
+        same.to_str().unwrap(),
+        "--reference",
+        &same_spelled,
+    ]);
+    assert_usage_error(&o, &["--reference", "is the --out file too"]);
+    assert!(!same.exists());
+    let model_toml = root.join("tiny.toml");
+    std::fs::write(
+        &model_toml,
+        "preset = \"condensenext\"\nstages = [1, 1, 1]\n",
+    )
+    .unwrap();
+    let toml_s = model_toml.to_str().unwrap();
+    let o = ablate(&["export", toml_s, "--out", toml_s]);
+    assert_usage_error(&o, &["--out", "is the model file being exported"]);
+    let o = ablate(&["export", toml_s, "--out", t]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    std::fs::remove_file(&target).unwrap();
+    std::fs::remove_file(&model_toml).unwrap();
+    assert_eq!(
+        std::fs::read(run.join("model.safetensors")).unwrap(),
+        model_before
+    );
+    assert!(!target.exists());
 
     // Options that do not apply or are out of range.
     let o = ablate(&["export", run_s, "--out", t, "--set", "p=2"]);
@@ -241,4 +363,297 @@ fn a_trained_run_exports_and_bad_input_is_one_line() {
     );
     std::fs::remove_dir_all(root).unwrap();
     std::fs::remove_dir_all(empty).unwrap();
+}
+
+/// A reference count whose file cannot fit in memory is refused up front (one line, exit 2,
+/// nothing written) instead of allocating until the kernel kills the process.
+#[test]
+fn a_reference_beyond_memory_is_refused() {
+    let root = scratch("huge-reference");
+    let out = root.join("m.onnx");
+    let reference = root.join("ref.safetensors");
+    let o = ablate(&[
+        "export",
+        "condensenext",
+        "--set",
+        "stages=[1,1,1]",
+        "--out",
+        out.to_str().unwrap(),
+        "--reference",
+        reference.to_str().unwrap(),
+        "--reference-images",
+        "1000000000000",
+    ]);
+    assert_usage_error(
+        &o,
+        &["--reference-images", "needs at least", "GB available"],
+    );
+    assert!(listing(&root).is_empty(), "{:?}", listing(&root));
+    std::fs::remove_dir_all(root).unwrap();
+}
+
+/// An output that names a directory (existing or not, with a trailing slash) or lies in a
+/// folder that is a file is refused naming the path and what was expected, before any work.
+#[test]
+fn an_output_that_is_a_directory_is_refused() {
+    let root = scratch("dir-out");
+    let existing = root.join("models");
+    std::fs::create_dir_all(&existing).unwrap();
+    let a_file = root.join("notes.txt");
+    std::fs::write(&a_file, "x").unwrap();
+    let good = root.join("m.onnx");
+    let good = good.to_str().unwrap();
+    // `export condensenext` with `--out m.onnx` unless `flag` is `--out`, and `flag path`.
+    let export = |flag: &str, path: &str| {
+        let mut args = vec![
+            "export",
+            "condensenext",
+            "--set",
+            "stages=[1,1,1]",
+            flag,
+            path,
+        ];
+        if flag != "--out" {
+            args.extend(["--out", good]);
+        }
+        ablate(&args)
+    };
+    let new_dir = format!("{}/", root.join("new").display());
+    let o = export("--out", &new_dir);
+    assert_usage_error(
+        &o,
+        &[
+            "key `--out`",
+            &new_dir,
+            "is a directory",
+            "condensenext.onnx",
+        ],
+    );
+    let existing_slash = format!("{}/", existing.display());
+    let o = export("--out", &existing_slash);
+    assert_usage_error(&o, &[&existing_slash, "is a directory"]);
+    let in_file = a_file.join("m.onnx");
+    let o = export("--out", in_file.to_str().unwrap());
+    assert_usage_error(&o, &["notes.txt` is not a directory"]);
+    let o = export("--reference", &new_dir);
+    assert_usage_error(
+        &o,
+        &[
+            "key `--reference`",
+            "is a directory",
+            "reference.safetensors",
+        ],
+    );
+    assert_eq!(listing(&root), ["models", "notes.txt"]);
+    assert!(listing(&existing).is_empty());
+    std::fs::remove_dir_all(root).unwrap();
+}
+
+/// A model.safetensors whose tensors are of the wrong dtype, not finite, or a negative
+/// variance, or whose data no longer matches its checksum, is refused naming the file and the
+/// tensor, never exported; a file without a checksum (an older run) still exports.
+#[test]
+fn a_model_file_with_bad_tensors_is_refused() {
+    let root = scratch("bad-model");
+    let run = root.join("run");
+    train_tiny(&run, &[]);
+    let model = run.join("model.safetensors");
+    let (saved, _) = load_safetensors(&model, &Device::Cpu).unwrap();
+    let out = root.join("m.onnx");
+    let export = |dir: &Path| {
+        ablate(&[
+            "export",
+            dir.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+        ])
+    };
+    // A copy of the run whose model holds `saved` with `name` replaced by `f` of it, written
+    // without a checksum as a hand-made or older file would be.
+    let variant = |label: &str, name: &str, f: &dyn Fn(&Tensor) -> Tensor| {
+        let dir = copy_run(&run, &root.join(label));
+        let mut tensors: Vec<(String, Tensor)> =
+            saved.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+        for (k, v) in &mut tensors {
+            if k == name {
+                *v = f(v);
+            }
+        }
+        ablate::io::save_safetensors(&dir.join("model.safetensors"), tensors).unwrap();
+        dir
+    };
+    let with_first = |value: f32| {
+        move |t: &Tensor| {
+            let mut v = t.to_vec1::<f32>().unwrap();
+            v[0] = value;
+            Tensor::from_vec(v, t.dims(), &Device::Cpu).unwrap()
+        }
+    };
+    let unchanged = variant("old-layout", "", &|t| t.clone());
+    let o = export(&unchanged);
+    assert!(o.status.success(), "{}", stderr(&o));
+    std::fs::remove_file(&out).unwrap();
+
+    let int64 = variant("int64", "head.bn.weight", &|t| {
+        t.to_dtype(candle_core::DType::I64).unwrap()
+    });
+    let o = export(&int64);
+    assert_usage_error(
+        &o,
+        &[
+            "model.safetensors",
+            "`head.bn.weight` is stored as i64, the model expects f32",
+        ],
+    );
+    let nan = variant("nan", "head.bn.bias", &with_first(f32::NAN));
+    assert_usage_error(
+        &export(&nan),
+        &["`head.bn.bias` holds NaN; expected finite values"],
+    );
+    let negative = variant("negative", "head.bn.running_var", &with_first(-0.5));
+    assert_usage_error(
+        &export(&negative),
+        &["`head.bn.running_var` holds the negative variance -0.5"],
+    );
+
+    // The file training writes carries its checksum: one changed byte is caught.
+    let damaged = copy_run(&run, &root.join("damaged"));
+    let mut bytes = std::fs::read(&model).unwrap();
+    let last = bytes.len() - 1;
+    bytes[last] ^= 0x40;
+    std::fs::write(damaged.join("model.safetensors"), bytes).unwrap();
+    assert_usage_error(
+        &export(&damaged),
+        &["damaged/model.safetensors", "does not match the checksum"],
+    );
+    assert!(!out.exists());
+    std::fs::remove_dir_all(root).unwrap();
+}
+
+/// The config a run trained with is kept in its checkpoint and its deploy model: a
+/// config.toml edited afterwards (here ReLU6 made ReLU) is refused naming the keys, whichever
+/// of the two files is left, instead of exporting other ops around the trained weights.
+#[test]
+fn an_edited_config_is_refused() {
+    let root = scratch("edited");
+    let run = root.join("run");
+    train_tiny(&run, &[]);
+    let out = root.join("m.onnx");
+    let export = |dir: &Path| {
+        ablate(&[
+            "export",
+            dir.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+        ])
+    };
+    let edited = |label: &str| {
+        let dir = copy_run(&run, &root.join(label));
+        let config = dir.join("config.toml");
+        let text = std::fs::read_to_string(&config).unwrap();
+        assert!(text.contains("activation = \"relu6\""), "{text}");
+        std::fs::write(
+            &config,
+            text.replace("activation = \"relu6\"", "activation = \"relu\""),
+        )
+        .unwrap();
+        dir
+    };
+    let keys = "model.activation is \"relu6\" there, \"relu\" here";
+
+    let both = edited("both");
+    assert_usage_error(
+        &export(&both),
+        &["both/config.toml", keys, "both/checkpoint.safetensors"],
+    );
+    let model_only = edited("model-only");
+    std::fs::remove_file(model_only.join("checkpoint.safetensors")).unwrap();
+    assert_usage_error(
+        &export(&model_only),
+        &[
+            "model-only/config.toml",
+            keys,
+            "model-only/model.safetensors",
+        ],
+    );
+    // A deploy model written before it recorded its config: the checkpoint still tells.
+    let checkpoint_only = edited("checkpoint-only");
+    let model = checkpoint_only.join("model.safetensors");
+    let (tensors, _) = load_safetensors(&model, &Device::Cpu).unwrap();
+    ablate::io::save_safetensors(&model, tensors.into_iter().collect()).unwrap();
+    assert_usage_error(
+        &export(&checkpoint_only),
+        &[
+            "checkpoint-only/config.toml",
+            keys,
+            "checkpoint.safetensors",
+        ],
+    );
+    assert!(!out.exists());
+
+    let o = export(&run);
+    assert!(o.status.success(), "{}", stderr(&o));
+    std::fs::remove_dir_all(root).unwrap();
+}
+
+/// A done run whose model.safetensors is gone: export says which command rebuilds it, and
+/// `train --resume` rebuilds it from the final checkpoint, byte for byte the file training
+/// wrote, leaving the run's status as it was. With the checkpoint gone too, both say so with
+/// the command that trains the run again, and that command does.
+#[test]
+fn a_lost_deploy_model_is_rebuilt_from_the_checkpoint() {
+    let root = scratch("rebuild");
+    let run = root.join("run");
+    let run_s = run.to_str().unwrap();
+    train_tiny(&run, &[]);
+    let model = run.join("model.safetensors");
+    let trained = std::fs::read(&model).unwrap();
+    let status = std::fs::read_to_string(run.join("status.json")).unwrap();
+    let out = root.join("m.onnx");
+    let out_s = out.to_str().unwrap();
+
+    std::fs::remove_file(&model).unwrap();
+    let o = ablate(&["export", run_s, "--out", out_s]);
+    let command = format!("ablate train --resume --out {run_s}");
+    assert_usage_error(&o, &["run/model.safetensors: missing", &command]);
+    let o = ablate(&["train", "--resume", "--out", run_s]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(
+        stdout(&o).contains("rebuilt from the final checkpoint"),
+        "{}",
+        stdout(&o)
+    );
+    assert!(
+        contents(&std::fs::read(&model).unwrap()) == contents(&trained),
+        "the file training wrote"
+    );
+    assert_eq!(
+        std::fs::read_to_string(run.join("status.json")).unwrap(),
+        status
+    );
+    let o = ablate(&["export", run_s, "--out", out_s]);
+    assert!(o.status.success(), "{}", stderr(&o));
+
+    // Nothing left to rebuild from: refused (exit 2) with the command that trains it again.
+    std::fs::remove_file(&model).unwrap();
+    std::fs::remove_file(run.join("checkpoint.safetensors")).unwrap();
+    let o = ablate(&["train", "--resume", "--out", run_s]);
+    assert_usage_error(&o, &["are both gone", "train the run again: `mv "]);
+    let err = stderr(&o);
+    let fix = err.split('`').nth(1).unwrap().to_string();
+    let o = ablate(&["export", run_s, "--out", out_s]);
+    assert_usage_error(&o, &[&fix]);
+    let o = std::process::Command::new("sh")
+        .args([
+            "-c",
+            &fix.replace("ablate ", &format!("{} ", env!("CARGO_BIN_EXE_ablate"))),
+        ])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{fix}: {}", stderr(&o));
+    assert!(
+        contents(&std::fs::read(&model).unwrap()) == contents(&trained),
+        "retrained bit-identically"
+    );
+    std::fs::remove_dir_all(root).unwrap();
 }

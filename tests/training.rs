@@ -605,7 +605,8 @@ fn resume_after_editing_the_config_names_the_keys() {
         assert_eq!(o.status.code(), Some(2), "{state}: {err}");
         assert_eq!(err.lines().count(), 1, "{state}: {err}");
         for needle in [
-            "checkpoint.safetensors: trained with another config than",
+            "config.toml: differs from the config the run trained with, kept in",
+            "checkpoint.safetensors",
             "train.lr is 0.1 there, 0.05 here",
             "model.activation is \"relu6\" there, \"relu\" here",
             "model.p is 4 there, 2 here",

@@ -163,7 +163,11 @@ impl Probe {
                 let kept: Vec<Vec<bool>> = (0..4)
                     .map(|g| (0..inputs).map(|j| (j + g) % 2 == 0).collect())
                     .collect();
-                (inputs, StageConv::Live(GroupInputs::from_kept(&kept)?), width)
+                (
+                    inputs,
+                    StageConv::Live(GroupInputs::from_kept(&kept)?),
+                    width,
+                )
             }
             Target::Conv3x3Narrow => {
                 let groups = width / 4;
@@ -258,9 +262,16 @@ pub type ProbeTimes = Vec<f64>;
 
 /// Times every probe on a pool of `threads` threads.
 fn time_probes(threads: usize) -> anyhow::Result<ProbeTimes> {
-    let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build()?;
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .build()?;
     let probes = probes()?;
-    Ok(pool.install(|| probes.iter().map(Probe::time).collect::<candle_core::Result<_>>())?)
+    Ok(pool.install(|| {
+        probes
+            .iter()
+            .map(Probe::time)
+            .collect::<candle_core::Result<_>>()
+    })?)
 }
 
 /// Times every probe in `copies` one-thread copies running at once; the median copy's time
@@ -544,7 +555,11 @@ impl Scale {
         let predicted: Vec<f64> = parts.iter().map(|(e, m)| e + m).collect();
         let num: f64 = predicted.iter().zip(seconds).map(|(p, t)| p * t).sum();
         let den: f64 = predicted.iter().map(|p| p * p).sum();
-        let one = if den > 0.0 && num > 0.0 { num / den } else { 1.0 };
+        let one = if den > 0.0 && num > 0.0 {
+            num / den
+        } else {
+            1.0
+        };
         Self {
             element: one,
             mac: one,

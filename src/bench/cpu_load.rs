@@ -79,7 +79,10 @@ mod tests {
     #[test]
     fn a_busy_child_process_counts() {
         let mut child = std::process::Command::new("sh")
-            .args(["-c", "end=$(($(date +%s) + 2)); while [ $(date +%s) -lt $end ]; do :; done"])
+            .args([
+                "-c",
+                "end=$(($(date +%s) + 2)); while [ $(date +%s) -lt $end ]; do :; done",
+            ])
             .spawn()
             .unwrap();
         let load = OtherLoad::start();

@@ -141,7 +141,10 @@ impl CostModel {
         busy: usize,
     ) -> anyhow::Result<Vec<f64>> {
         let rates = self.rates(threads, busy)?;
-        Ok(profile.phase_seconds(&rates).map(|(_, s)| 1.0 / s).collect())
+        Ok(profile
+            .phase_seconds(&rates)
+            .map(|(_, s)| 1.0 / s)
+            .collect())
     }
 
     /// Seconds of `epochs` epochs of `cfg` (its model's `profile`) on `threads` threads while
@@ -243,7 +246,11 @@ impl std::fmt::Display for Provenance {
         match self {
             Self::Cached(file) => write!(f, "cached in {}", file.display()),
             Self::Measured { seconds, file } => {
-                write!(f, "measured now in {seconds:.1} s, cached in {}", file.display())
+                write!(
+                    f,
+                    "measured now in {seconds:.1} s, cached in {}",
+                    file.display()
+                )
             }
             Self::NotCached { seconds, reason } => {
                 write!(f, "measured now in {seconds:.1} s, not cached: {reason}")
@@ -281,7 +288,10 @@ impl CalibrationCache {
         let Some(file) = &self.file else {
             let (cal, seconds, _) = measure(cores)?;
             let reason = "no cache dir (set ABLATE_CACHE_DIR or HOME)".to_string();
-            return Ok((CostModel::new(cal)?, Provenance::NotCached { seconds, reason }));
+            return Ok((
+                CostModel::new(cal)?,
+                Provenance::NotCached { seconds, reason },
+            ));
         };
         let dir = file.parent().unwrap_or(Path::new("."));
         // The lock serialises the read, the measurement and the write.
@@ -292,12 +302,21 @@ impl CalibrationCache {
             Err(e) => {
                 let (cal, seconds, _) = measure(cores)?;
                 let reason = format!("cannot use the cache dir {}: {e}", dir.display());
-                return Ok((CostModel::new(cal)?, Provenance::NotCached { seconds, reason }));
+                return Ok((
+                    CostModel::new(cal)?,
+                    Provenance::NotCached { seconds, reason },
+                ));
             }
         };
         let mut entries = read_entries(file);
-        if let Some(cal) = entries.get(&key).filter(|c| c.is_valid() && c.cores == cores) {
-            return Ok((CostModel::new(cal.clone())?, Provenance::Cached(file.clone())));
+        if let Some(cal) = entries
+            .get(&key)
+            .filter(|c| c.is_valid() && c.cores == cores)
+        {
+            return Ok((
+                CostModel::new(cal.clone())?,
+                Provenance::Cached(file.clone()),
+            ));
         }
         let (cal, seconds, load) = measure(cores)?;
         let provenance = if load > MAX_OTHER_LOAD {
@@ -502,15 +521,33 @@ mod tests {
         // Perfect sharing, threads that scale badly (4 threads: 2x).
         let model = CostModel::new_ok(calibration(4, 1.0, 0.5, 1.0));
         let (split, _) = best_split(&model, &runs, 4, None).unwrap();
-        assert_eq!(split, CpuSplit { slots: 4, threads: 1 });
+        assert_eq!(
+            split,
+            CpuSplit {
+                slots: 4,
+                threads: 1
+            }
+        );
         // Threads that scale perfectly: every split is as fast; the fewest slots win.
         let model = CostModel::new_ok(calibration(4, 1.0, 0.25, 1.0));
         let (split, _) = best_split(&model, &runs, 4, None).unwrap();
-        assert_eq!(split, CpuSplit { slots: 1, threads: 4 });
+        assert_eq!(
+            split,
+            CpuSplit {
+                slots: 1,
+                threads: 4
+            }
+        );
         // Two runs: at most two slots; memory for one: one slot.
         let model = CostModel::new_ok(calibration(4, 1.0, 0.5, 1.0));
         let (split, _) = best_split(&model, &runs[..2], 4, None).unwrap();
-        assert_eq!(split, CpuSplit { slots: 2, threads: 2 });
+        assert_eq!(
+            split,
+            CpuSplit {
+                slots: 2,
+                threads: 2
+            }
+        );
         let floor = crate::config::MemoryFloor::of(&cfg.model, cfg.train.batch).total();
         let (split, _) = best_split(&model, &runs, 4, Some(floor + 1)).unwrap();
         assert_eq!(split.slots, 1);

@@ -178,7 +178,10 @@ fn add_estimates(rows: &mut [BenchRow], specs: &[(String, ModelSpec)]) -> anyhow
         return Ok(());
     }
     let mut estimator = super::slots::Estimator::new()?;
-    for row in rows.iter_mut().filter(|r| r.kernels == Kernels::Fast.name()) {
+    for row in rows
+        .iter_mut()
+        .filter(|r| r.kernels == Kernels::Fast.name())
+    {
         let Some((_, spec)) = specs.iter().find(|(name, _)| *name == row.model) else {
             continue;
         };

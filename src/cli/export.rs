@@ -7,7 +7,8 @@ use crate::config::{ConfigError, ModelSource};
 use crate::export::{
     self, onnx::OPSETS, reference, to_onnx, ExportError, ExportOptions, Exportable,
 };
-use crate::io::write_atomic;
+use crate::io::{resolved, write_atomic};
+use crate::run_dir::RUN_FILES;
 
 #[derive(Debug, clap::Args)]
 pub struct ExportArgs {
@@ -90,6 +91,96 @@ fn default_out(source: &str, run_dir: bool) -> PathBuf {
     PathBuf::from(format!("{stem}.onnx"))
 }
 
+/// Refuses an output path that cannot name a file to write: a directory (an existing one, or
+/// any path written with a trailing slash), or a file in a folder that is missing or is not a
+/// folder. `example` is a file name to suggest inside a directory.
+fn check_output(flag: &'static str, path: &Path, example: &str) -> Result<(), ConfigError> {
+    let shown = path.display();
+    let trailing_slash = path
+        .as_os_str()
+        .to_string_lossy()
+        .ends_with(std::path::is_separator);
+    if path.is_dir() || trailing_slash || path.file_name().is_none() {
+        let dir = shown.to_string();
+        return Err(ConfigError::invalid(
+            flag,
+            format!(
+                "`{shown}` is a directory; expected the path of the file to write, e.g. `{}`",
+                Path::new(dir.trim_end_matches(std::path::is_separator))
+                    .join(example)
+                    .display()
+            ),
+        ));
+    }
+    let folder = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    if !folder.is_dir() {
+        let what = if folder.exists() {
+            "is not a directory"
+        } else {
+            "does not exist"
+        };
+        return Err(ConfigError::invalid(
+            flag,
+            format!(
+                "`{shown}`: its folder `{}` {what}; expected a file in an existing directory",
+                folder.display()
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// Refuses outputs that would overwrite what is being exported or each other: a file of the
+/// run dir (its trained model, checkpoint, config, ...), the model file being exported, or
+/// `--out` and `--reference` naming one file. Paths are compared resolved, so no spelling
+/// (`..`, a symlink, a relative path) slips through; both outputs' folders exist already.
+fn check_distinct(args: &ExportArgs, out: &Path, run_dir: bool) -> Result<(), ConfigError> {
+    let source = Path::new(&args.source);
+    let source_dir = run_dir.then(|| resolved(source)).flatten();
+    let source_file = (!run_dir && source.is_file())
+        .then(|| resolved(source))
+        .flatten();
+    let outputs = std::iter::once(("--out", out))
+        .chain(args.reference.as_deref().map(|r| ("--reference", r)));
+    let mut seen: Vec<(&'static str, PathBuf)> = Vec::new();
+    for (flag, path) in outputs {
+        let Some(full) = resolved(path) else {
+            continue;
+        };
+        let shown = path.display();
+        if let Some(dir) = &source_dir {
+            let name = full.file_name().and_then(|n| n.to_str()).unwrap_or("");
+            if full.parent() == Some(dir.as_path()) && RUN_FILES.contains(&name) {
+                return Err(ConfigError::invalid(
+                    flag,
+                    format!(
+                        "`{shown}` is the run dir's own {name}; expected a path that is not one \
+                         of the run dir's files, e.g. `{}`",
+                        default_out(&args.source, run_dir).display()
+                    ),
+                ));
+            }
+        }
+        if source_file.as_ref() == Some(&full) {
+            return Err(ConfigError::invalid(
+                flag,
+                format!("`{shown}` is the model file being exported; expected another file"),
+            ));
+        }
+        if let Some((other, _)) = seen.iter().find(|(_, p)| *p == full) {
+            return Err(ConfigError::invalid(
+                flag,
+                format!("`{shown}` is the {other} file too; expected two different files"),
+            ));
+        }
+        seen.push((flag, full));
+    }
+    Ok(())
+}
+
 /// Writes `bytes` to `path` atomically; a failure is bad input (the path), not a crash.
 fn write(path: &Path, bytes: &[u8]) -> Result<(), ExportError> {
     write_atomic(path, bytes).map_err(|e| ExportError::Write {
@@ -101,6 +192,19 @@ fn write(path: &Path, bytes: &[u8]) -> Result<(), ExportError> {
 pub fn run(args: &ExportArgs) -> anyhow::Result<()> {
     let run_dir = Path::new(&args.source).is_dir();
     check(args, run_dir)?;
+    let out = args
+        .out
+        .clone()
+        .unwrap_or_else(|| default_out(&args.source, run_dir));
+    check_output(
+        "--out",
+        &out,
+        &default_out(&args.source, run_dir).to_string_lossy(),
+    )?;
+    if let Some(path) = &args.reference {
+        check_output("--reference", path, "reference.safetensors")?;
+    }
+    check_distinct(args, &out, run_dir)?;
     let item = if run_dir {
         Exportable::from_run_dir(Path::new(&args.source))?
     } else {
@@ -110,6 +214,10 @@ pub fn run(args: &ExportArgs) -> anyhow::Result<()> {
             args.seed.unwrap_or(0),
         )?
     };
+    if args.reference.is_some() {
+        let sets = if item.run.is_some() { 2 } else { 1 };
+        reference::check_fits(item.net.spec(), args.reference_images, sets)?;
+    }
     let opts = ExportOptions {
         opset: args.opset,
         normalize_input: args.normalize_input,
@@ -120,10 +228,6 @@ pub fn run(args: &ExportArgs) -> anyhow::Result<()> {
         Some(path) => Some((path, reference_file(args, &item)?)),
         None => None,
     };
-    let out = args
-        .out
-        .clone()
-        .unwrap_or_else(|| default_out(&args.source, run_dir));
     // The reference first: if the model cannot be written, nothing this command wrote stays.
     if let Some((path, tensors)) = &reference {
         let serialised = safetensors::serialize(tensors.clone(), None)?;

@@ -118,9 +118,9 @@ fn table(exp: &Experiment, args: &PlanArgs) -> anyhow::Result<()> {
             match est.profile(&run.config.model)? {
                 Some(profile) => {
                     let busy = cpu.iter().sum::<usize>();
-                    let seconds = est
-                        .model
-                        .run_seconds(&run.config, &profile, left, threads, busy)?;
+                    let seconds =
+                        est.model
+                            .run_seconds(&run.config, &profile, left, threads, busy)?;
                     remaining.push(seconds);
                     human(seconds)
                 }
@@ -158,7 +158,11 @@ fn table(exp: &Experiment, args: &PlanArgs) -> anyhow::Result<()> {
                 println!(
                     "No estimate (`?`) for {}: a layer the time model cannot price (no fused \
                      CPU form); the total leaves them out.",
-                    unpriced.iter().map(|id| id.to_string()).collect::<Vec<_>>().join(", ")
+                    unpriced
+                        .iter()
+                        .map(|id| id.to_string())
+                        .collect::<Vec<_>>()
+                        .join(", ")
                 );
             }
             println!(

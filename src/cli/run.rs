@@ -2,11 +2,11 @@
 
 use std::path::PathBuf;
 
+use super::slots::choose;
 use crate::clock::unix_seconds;
 use crate::experiment::Experiment;
-use crate::schedule::slurm::{self, SlurmOptions};
-use super::slots::choose;
 use crate::schedule::device::DevicesError;
+use crate::schedule::slurm::{self, SlurmOptions};
 use crate::schedule::{run_local, LocalOptions, Outcome, Policy, Slot, Stopped};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]

@@ -131,7 +131,9 @@ pub fn choose(
         }
     }
     if priced.is_empty() {
-        return Ok(all_cores("one CPU slot with every core (nothing to train)".into()));
+        return Ok(all_cores(
+            "one CPU slot with every core (nothing to train)".into(),
+        ));
     }
     let pending: Vec<PendingRun> = priced
         .iter()

@@ -8,8 +8,8 @@ use candle_core::Device;
 use crate::config::{
     ConfigError, DataConfig, DatasetKind, ModelSource, RunConfig, TrainConfig, MODEL_KEYS,
 };
-use crate::run_dir::CONFIG_FILE;
-use crate::train::{train, TrainOptions};
+use crate::run_dir::{CONFIG_FILE, MODEL_FILE};
+use crate::train::{train, Outcome, TrainOptions};
 
 #[derive(Debug, clap::Args)]
 pub struct TrainArgs {
@@ -172,12 +172,23 @@ pub fn run(args: &TrainArgs) -> anyhow::Result<()> {
         device: parse_device(&args.device)?,
         resume: args.resume,
     };
-    let Some(summary) = train(&cfg, &args.out, &opts)? else {
-        crate::schedule::say(&format!(
-            "{}: already done; nothing to train",
-            args.out.display()
-        ));
-        return Ok(());
+    let summary = match train(&cfg, &args.out, &opts)? {
+        Outcome::Trained(summary) => summary,
+        Outcome::AlreadyDone => {
+            crate::schedule::say(&format!(
+                "{}: already done; nothing to train",
+                args.out.display()
+            ));
+            return Ok(());
+        }
+        Outcome::Rebuilt { bytes } => {
+            crate::schedule::say(&format!(
+                "{}: already done; its missing {MODEL_FILE} is rebuilt from the final \
+                 checkpoint ({bytes} bytes)",
+                args.out.display()
+            ));
+            return Ok(());
+        }
     };
     crate::schedule::say(&format!(
         "{}: {} epochs, test top1 {:.2}% (best {:.2}% at epoch {}), deploy {:.2}%, \

@@ -7,7 +7,7 @@ use anyhow::Context;
 use crate::config::RunConfig;
 use crate::run_dir::CONFIG_FILE;
 use crate::schedule::slurm::read_manifest;
-use crate::train::{train, TrainOptions};
+use crate::train::{train, Outcome, TrainOptions};
 
 #[derive(Debug, clap::Args)]
 pub struct WorkerArgs {
@@ -44,11 +44,16 @@ pub fn run(args: &WorkerArgs) -> anyhow::Result<()> {
         resume: true,
     };
     match train(&cfg, &run.dir, &opts)? {
-        None => crate::schedule::say(&format!(
+        Outcome::AlreadyDone => crate::schedule::say(&format!(
             "{}: already done; nothing to train",
             run.dir.display()
         )),
-        Some(summary) => crate::schedule::say(&format!(
+        Outcome::Rebuilt { bytes } => crate::schedule::say(&format!(
+            "{}: already done; its missing deploy model is rebuilt from the final checkpoint \
+             ({bytes} bytes)",
+            run.dir.display()
+        )),
+        Outcome::Trained(summary) => crate::schedule::say(&format!(
             "{}: done, deploy test top1 {:.2}%",
             run.dir.display(),
             summary.deploy_test_top1

@@ -79,31 +79,48 @@ pub fn available_memory() -> Option<u128> {
 /// Refuses a model whose [`MemoryFloor`] (at `batch`; 0 to build it only) exceeds this
 /// machine's available memory, naming the key that takes the most and the estimate.
 pub fn check_fits(spec: &ModelSpec, batch: usize) -> Result<(), ConfigError> {
-    let Some(available) = available_memory() else {
-        return Ok(());
-    };
     let floor = MemoryFloor::of(spec, batch);
-    if floor.total() <= available {
-        return Ok(());
-    }
-    let gb = |b: u128| b as f64 / 1e9;
     let what = if batch == 0 {
         "building it".to_string()
     } else {
         format!("a training step at batch {batch}")
     };
+    let detail = format!(
+        "conv weights {:.1}, classifier {:.1}, feature maps {:.1}",
+        gb(floor.convs),
+        gb(floor.classifier),
+        gb(floor.features)
+    );
+    check_bytes(floor.key(), &what, floor.total(), &detail)
+}
+
+/// Refuses `bytes` of memory that `what` needs when this machine has less available, naming
+/// `key`; `detail` (what takes them, in GB) follows the total in the message.
+pub fn check_bytes(
+    key: &'static str,
+    what: &str,
+    bytes: u128,
+    detail: &str,
+) -> Result<(), ConfigError> {
+    let Some(available) = available_memory() else {
+        return Ok(());
+    };
+    if bytes <= available {
+        return Ok(());
+    }
     Err(ConfigError::invalid(
-        floor.key(),
+        key,
         format!(
-            "{what} needs at least {:.1} GB (conv weights {:.1}, classifier {:.1}, feature maps \
-             {:.1}) but this machine has {:.1} GB available",
-            gb(floor.total()),
-            gb(floor.convs),
-            gb(floor.classifier),
-            gb(floor.features),
+            "{what} needs at least {:.1} GB ({detail}) but this machine has {:.1} GB available",
+            gb(bytes),
             gb(available)
         ),
     ))
+}
+
+/// Bytes in (decimal) GB, for messages.
+fn gb(bytes: u128) -> f64 {
+    bytes as f64 / 1e9
 }
 
 #[cfg(test)]

@@ -9,7 +9,7 @@ mod source;
 mod spec;
 
 pub use error::ConfigError;
-pub use memory::{available_memory, check_fits, MemoryFloor};
+pub use memory::{available_memory, check_bytes, check_fits, MemoryFloor};
 pub use preset::{preset, PRESET_NAMES};
 pub use run::{DataConfig, DatasetKind, RunConfig, TrainConfig};
 pub use source::{ModelSource, ResolvedModel};

@@ -11,7 +11,11 @@ use crate::config::{ModelSource, ModelSpec, RunConfig};
 use crate::io::load_safetensors_verified;
 use crate::model::Network;
 use crate::provenance::GIT_COMMIT;
-use crate::run_dir::{read_status, CONFIG_FILE, MODEL_FILE, STATUS_FILE, SUMMARY_FILE};
+use crate::run_dir::{
+    check_trained_config, read_status, RunDirError, CHECKPOINT_FILE, CONFIG_FILE, MODEL_FILE,
+    STATUS_FILE, SUMMARY_FILE,
+};
+use crate::train::{checkpoint, model_file};
 
 /// Bad input to an export: a usage error (exit 2).
 #[derive(Debug, thiserror::Error)]
@@ -29,11 +33,12 @@ pub enum ExportError {
     )]
     NotDone { dir: PathBuf, state: String },
     #[error(
-        "{}: missing; a done run keeps its deploy model there (train the run again to \
-         recreate it)",
-        path.display()
+        "{}: missing; rebuild it from the run's final checkpoint with `ablate train --resume \
+         --out {}`",
+        dir.join(MODEL_FILE).display(),
+        dir.display()
     )]
-    MissingModel { path: PathBuf },
+    MissingModel { dir: PathBuf },
     #[error("{}: {message}", path.display())]
     BadFile { path: PathBuf, message: String },
     #[error("cannot write {}: {message}", path.display())]
@@ -62,6 +67,14 @@ pub struct Exportable {
 struct ModelConfig<'a> {
     model_name: &'a str,
     model: &'a ModelSpec,
+}
+
+/// `e` without the backtrace candle attaches under `RUST_BACKTRACE` (its message is one line).
+fn without_backtrace(e: candle_core::Error) -> candle_core::Error {
+    match e {
+        candle_core::Error::WithBacktrace { inner, .. } => *inner,
+        e => e,
+    }
 }
 
 impl Exportable {
@@ -102,6 +115,12 @@ impl Exportable {
                 message: e.to_string(),
             })?;
         let cfg = RunConfig::from_toml(&config_path, &config_toml)?;
+        // The config the weights were trained with is the truth: the checkpoint keeps it.
+        let checkpoint_path = dir.join(CHECKPOINT_FILE);
+        if let Some(trained) = checkpoint::config_of(&checkpoint_path) {
+            check_trained_config(&config_path, &cfg, &checkpoint_path, &trained)?;
+        }
+        crate::config::check_fits(&cfg.model, 0)?;
         let not_done = |state: String| ExportError::NotDone {
             dir: dir.to_path_buf(),
             state,
@@ -132,18 +151,41 @@ impl Exportable {
             .ok_or_else(|| bad(&summary_path, "expected a number `deploy_test_top1`".into()))?;
         let model_path = dir.join(MODEL_FILE);
         if !model_path.is_file() {
-            return Err(ExportError::MissingModel { path: model_path }.into());
+            let dir = dir.to_path_buf();
+            return Err(if checkpoint_path.is_file() {
+                ExportError::MissingModel { dir }.into()
+            } else {
+                RunDirError::DeployModelLost { dir }.into()
+            });
         }
-        let (saved, _) = load_safetensors_verified(&model_path, &Device::Cpu).map_err(|e| {
-            match e.downcast::<crate::io::DamagedFile>() {
-                Ok(damaged) => anyhow::Error::new(damaged),
-                Err(e) => bad(&model_path, format!("{:#}", e.root_cause())).into(),
-            }
-        })?;
+        let (saved, metadata) =
+            load_safetensors_verified(&model_path, &Device::Cpu).map_err(|e| {
+                match e.downcast::<crate::io::DamagedFile>() {
+                    Ok(_) if checkpoint_path.is_file() => bad(
+                        &model_path,
+                        format!(
+                            "its tensor data does not match the checksum in its header (the \
+                             file is damaged); remove it and rebuild it from the run's final \
+                             checkpoint with `ablate train --resume --out {}`",
+                            dir.display()
+                        ),
+                    )
+                    .into(),
+                    Ok(damaged) => anyhow::Error::new(damaged),
+                    Err(e) => bad(&model_path, format!("{:#}", e.root_cause())).into(),
+                }
+            })?;
+        // So does the deploy model (runs since it was recorded), also without a checkpoint.
+        if let Some(trained) = model_file::config_of(&metadata) {
+            check_trained_config(&config_path, &cfg, &model_path, trained)?;
+        }
         let net = Network::from_deploy(&cfg.model, &saved, &Device::Cpu).map_err(|e| {
             bad(
                 &model_path,
-                format!("does not hold the deploy form of the model in {CONFIG_FILE}: {e}"),
+                format!(
+                    "does not hold the deploy form of the model in {CONFIG_FILE}: {}",
+                    without_backtrace(e)
+                ),
             )
         })?;
         Ok(Self {

@@ -183,6 +183,9 @@ impl ModuleT for BatchNorm {
     }
 }
 
+/// The state-name field of a BN's running variance (`{name}.running_var`).
+pub(crate) const RUNNING_VAR: &str = "running_var";
+
 impl HasState for BatchNorm {
     fn collect_state(&self, out: &mut State) {
         let n = &self.name;
@@ -196,7 +199,7 @@ impl HasState for BatchNorm {
             StateTensor::RunningStat(self.running_mean.clone()),
         ));
         out.push((
-            format!("{n}.running_var"),
+            format!("{n}.{RUNNING_VAR}"),
             StateTensor::RunningStat(self.running_var.clone()),
         ));
     }

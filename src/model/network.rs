@@ -4,7 +4,7 @@ use candle_core::{Device, Module, Result, Tensor, Var};
 use candle_nn::{ModuleT, VarBuilder};
 
 use super::activation::Act;
-use super::batch_norm::{BatchNorm, BatchNormConfig};
+use super::batch_norm::{BatchNorm, BatchNormConfig, RUNNING_VAR};
 use super::classifier::{Classifier, CondensedLinear};
 use super::conv::{Conv2d, Conv2dConfig};
 use super::dense_block;
@@ -168,12 +168,18 @@ impl Network {
     /// The deploy form of `spec` with the tensors of a deploy file (`model.safetensors`, as
     /// [`crate::analyze::write_deploy`] writes it): the structure is the spec's, every index,
     /// parameter and running statistic is the file's. Fails, naming the tensor, when the file
-    /// lacks one, holds one of another shape or one the model does not have, or an index
-    /// points outside its input.
+    /// lacks one, holds one of another shape or dtype or one the model does not have, a
+    /// parameter or running statistic that is not finite, a negative running variance, or an
+    /// index that points outside its input.
     pub fn from_deploy(spec: &ModelSpec, saved: &Saved, device: &Device) -> Result<Network> {
         let mut net = Network::seeded(spec, 0, device)?;
         net.finish_pruning()?;
         let mut net = net.condense()?;
+        for (name, entry) in net.state() {
+            if let Some(t) = saved.get(&name) {
+                check_deploy_tensor(&name, &entry, t)?;
+            }
+        }
         for (layer, plan) in net.blocks.iter_mut().flatten().zip(spec.layers()) {
             layer.restore_deploy_indices(saved, plan.cin)?;
         }
@@ -372,4 +378,29 @@ impl HasState for Network {
             Head::Deploy(c) => c.collect_state(out),
         }
     }
+}
+
+/// Checks the tensor `name` of a deploy file against the model's `entry`: the same dtype, and
+/// for parameters and running statistics finite values (a variance also non-negative).
+fn check_deploy_tensor(name: &str, entry: &StateTensor, saved: &Tensor) -> Result<()> {
+    let expected = entry.tensor().dtype();
+    if saved.dtype() != expected {
+        candle_core::bail!(
+            "tensor `{name}` is stored as {}, the model expects {}",
+            saved.dtype().as_str(),
+            expected.as_str()
+        );
+    }
+    if let StateTensor::Param(_) | StateTensor::RunningStat(_) = entry {
+        let values = super::state::host_values(saved)?;
+        if let Some(v) = values.iter().find(|v| !v.is_finite()) {
+            candle_core::bail!("tensor `{name}` holds {v}; expected finite values");
+        }
+        if name.ends_with(&format!(".{RUNNING_VAR}")) {
+            if let Some(v) = values.iter().find(|&&v| v < 0.0) {
+                candle_core::bail!("tensor `{name}` holds the negative variance {v}");
+            }
+        }
+    }
+    Ok(())
 }

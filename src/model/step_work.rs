@@ -139,10 +139,7 @@ impl Network {
         let x = Network::zeros_input(1, self.device())?;
         let (y, stem) = trace::capture(|| self.stem().forward(&x))?;
         let (_, mut channels, mut side, _) = y.dims4()?;
-        let mut other_macs: u64 = stem
-            .iter()
-            .map(|l| l.get(Convention::Executed).flops)
-            .sum();
+        let mut other_macs: u64 = stem.iter().map(|l| l.get(Convention::Executed).flops).sum();
         let mut other_elements = y.elem_count() as u64;
         let mut stages = Vec::new();
         for (b, block) in self.blocks().iter().enumerate() {
@@ -264,7 +261,10 @@ mod tests {
             assert!(w.stages.iter().all(|s| s.dropout));
             assert!(w.stages.iter().any(|s| s.kind == StageKind::Conv3x3));
         }
-        let n = net("condensenet-86", &["stages=[1,1,1]", "spatial_conv=\"dsc\""]);
+        let n = net(
+            "condensenet-86",
+            &["stages=[1,1,1]", "spatial_conv=\"dsc\""],
+        );
         let kinds: Vec<StageKind> = n
             .step_work()
             .unwrap()

@@ -19,7 +19,7 @@ use crate::io::write_atomic;
 use crate::lock::{holder_note, LockFile};
 use crate::provenance::{hostname, GIT_COMMIT};
 
-use super::{CONFIG_FILE, LOCK_FILE, LOG_FILE, STATUS_FILE};
+use super::{CHECKPOINT_FILE, CONFIG_FILE, LOCK_FILE, LOG_FILE, MODEL_FILE, STATUS_FILE};
 
 /// Where a run stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -177,29 +177,58 @@ pub enum RunDirError {
     #[error(
         "{}: holds a different run ({}); choose another --out",
         dir.display(),
-        differences.iter().map(|(k, a, b)| format!("{k} is {a} there, {b} here")).collect::<Vec<_>>().join("; ")
+        listed(differences)
     )]
     Different {
         dir: PathBuf,
-        differences: Vec<(String, String, String)>,
-    },
-    #[error(
-        "{}: trained with another config than {}: {}; put those values back, or train the \
-         changed config into another --out",
-        checkpoint.display(),
-        config.display(),
-        differences.iter().map(|(k, a, b)| format!("{k} is {a} there, {b} here")).collect::<Vec<_>>().join("; ")
-    )]
-    CheckpointDiffers {
-        checkpoint: PathBuf,
-        config: PathBuf,
-        /// `(key, the checkpoint's value, the config's value)`.
         differences: Vec<(String, String, String)>,
     },
     #[error("{}: already holds this run ({state}); pass --resume to continue it, or choose another --out", dir.display())]
     Exists { dir: PathBuf, state: String },
     #[error("{}: in use by {holder}; wait for it to stop", dir.display())]
     Busy { dir: PathBuf, holder: String },
+    #[error(
+        "{}: done, but its deploy model ({MODEL_FILE}) and final checkpoint ({CHECKPOINT_FILE}) \
+         are both gone, so nothing can rebuild the model; train the run again: {}",
+        dir.display(),
+        retrain_command(dir)
+    )]
+    DeployModelLost { dir: PathBuf },
+    #[error(
+        "{}: differs from the config the run trained with, kept in {}: {}; restore those keys \
+         (the trained weights belong to that config), or train a new run with this one",
+        config.display(),
+        kept_in.display(),
+        listed(differences)
+    )]
+    Edited {
+        config: PathBuf,
+        /// The run's own file that recorded the config it trained with.
+        kept_in: PathBuf,
+        /// Key, value in `kept_in`, value in `config`.
+        differences: Vec<(String, String, String)>,
+    },
+}
+
+/// `differences` (key, value there, value here), as a message lists them.
+fn listed(differences: &[(String, String, String)]) -> String {
+    differences
+        .iter()
+        .map(|(k, there, here)| format!("{k} is {there} there, {here} here"))
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+/// The commands that train the run in `dir` again from its config, from scratch: its status
+/// set aside (so the run is no longer done), then a resume, which finds no checkpoint.
+pub fn retrain_command(dir: &Path) -> String {
+    let status = dir.join(STATUS_FILE);
+    format!(
+        "`mv {} {}.lost && ablate train --resume --out {}`",
+        status.display(),
+        status.display(),
+        dir.display()
+    )
 }
 
 /// An open run directory, held by this process.
@@ -373,6 +402,28 @@ fn check_same_run(root: &Path, cfg: &RunConfig) -> anyhow::Result<()> {
         }
         .into())
     }
+}
+
+/// Refuses `cfg`, read from the run dir's `config`, when it differs from `trained_toml`: the
+/// config text that `source` (the run's checkpoint or deploy model) recorded when it was
+/// written, the truth about what its weights were trained with.
+pub fn check_trained_config(
+    config: &Path,
+    cfg: &RunConfig,
+    source: &Path,
+    trained_toml: &str,
+) -> anyhow::Result<()> {
+    let trained = RunConfig::from_toml(source, trained_toml)?;
+    let differences = trained.differences(cfg);
+    if differences.is_empty() {
+        return Ok(());
+    }
+    Err(RunDirError::Edited {
+        config: config.to_path_buf(),
+        kept_in: source.to_path_buf(),
+        differences,
+    }
+    .into())
 }
 
 /// Prepares `root` for `cfg` without starting it: the config snapshot, and a `queued` status

@@ -14,7 +14,8 @@ pub mod plan;
 pub mod summary;
 
 pub use dir::{
-    is_busy, mark_lost, queue, read_status, Attempt, RunDir, RunDirError, RunStatus, StatusRecord,
+    check_trained_config, is_busy, mark_lost, queue, read_status, retrain_command, Attempt, RunDir,
+    RunDirError, RunStatus, StatusRecord,
 };
 pub use metrics::{median, read_metrics, write_metrics, EpochRecord, HEADER};
 pub use plan::{OtherExperiment, Plan, PlanEntry, EXPERIMENT_FILE, PLAN_FILE};
@@ -31,3 +32,17 @@ pub const CHECKPOINT_FILE: &str = "checkpoint.safetensors";
 pub const MODEL_FILE: &str = "model.safetensors";
 /// Held by the process working in the run dir.
 pub const LOCK_FILE: &str = ".lock";
+/// A scratch file training writes and removes at its end (to measure a checkpoint's size).
+pub const SCRATCH_FILE: &str = ".checkpoint-size.safetensors";
+/// Every file of a run dir, by name: no other command may write one of them.
+pub const RUN_FILES: [&str; 9] = [
+    CONFIG_FILE,
+    STATUS_FILE,
+    LOG_FILE,
+    METRICS_FILE,
+    SUMMARY_FILE,
+    CHECKPOINT_FILE,
+    MODEL_FILE,
+    LOCK_FILE,
+    SCRATCH_FILE,
+];

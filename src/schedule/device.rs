@@ -147,7 +147,10 @@ pub fn slots(given: &str) -> Result<Vec<Slot>, DevicesError> {
             };
             let cores = cpu_count();
             let most = MAX_SLOTS_PER_CORE * cores;
-            let cpus = slots.iter().filter(|s| matches!(s, Slot::Cpu { .. })).count();
+            let cpus = slots
+                .iter()
+                .filter(|s| matches!(s, Slot::Cpu { .. }))
+                .count();
             if n > most || cpus + n > most {
                 return Err(err(format!(
                     "at most {most} CPU slots on this {cores}-core machine \
@@ -201,7 +204,15 @@ mod tests {
         assert_eq!(s[1].label(), "cuda:3");
         assert_eq!(s[1].train_device(), "cuda:0");
         let too_many = format!("cpu:{}", MAX_SLOTS_PER_CORE * cpu_count() + 1);
-        for bad in ["cuda:x", "cpu:0", "tpu", "cuda:1,cuda:1", "", "cpu:100000000", &too_many] {
+        for bad in [
+            "cuda:x",
+            "cpu:0",
+            "tpu",
+            "cuda:1,cuda:1",
+            "",
+            "cpu:100000000",
+            &too_many,
+        ] {
             assert!(slots(bad).is_err(), "{bad}");
         }
         let e = slots("cpu:100000000").unwrap_err().to_string();

@@ -11,15 +11,15 @@ use candle_core::Device;
 use serde::{Deserialize, Serialize};
 
 use super::optim::Sgd;
-use crate::io::{load_safetensors_verified, save_safetensors_checksummed};
+use crate::io::{load_safetensors_verified, safetensors_header, save_safetensors_checksummed};
 use crate::model::checkpoint_tensors;
 use crate::model::{Network, Saved};
 use crate::run_dir::EpochRecord;
 
 /// Header key of the [`TrainedSoFar`] JSON.
 const STATE_KEY: &str = "ablate.progress";
-/// Header key of the run's `config.toml` text.
-const CONFIG_KEY: &str = "ablate.config";
+/// Header key of the run's `config.toml` text (in the checkpoint and in the deploy model).
+pub const CONFIG_KEY: &str = "ablate.config";
 
 /// How far a run got.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -76,35 +76,14 @@ pub fn load(path: &Path, device: &Device) -> anyhow::Result<Loaded> {
 /// tensors; `None` when there is no readable checkpoint. The truth about how far a run got:
 /// `status.json` is a summary of it that a crash or a hand may have damaged.
 pub fn progress_of(path: &Path) -> Option<TrainedSoFar> {
-    serde_json::from_str(header_metadata(path)?.get(STATE_KEY)?.as_str()?).ok()
+    serde_json::from_str(safetensors_header(path)?.get(STATE_KEY)?).ok()
 }
 
-/// The `config.toml` text the checkpoint at `path` was trained with, read without loading its
-/// tensors; `None` when there is no readable checkpoint.
+/// The `config.toml` text recorded in the header of the checkpoint at `path` (the config the
+/// run trained with), read without loading its tensors; `None` when there is no readable
+/// checkpoint.
 pub fn config_of(path: &Path) -> Option<String> {
-    Some(
-        header_metadata(path)?
-            .get(CONFIG_KEY)?
-            .as_str()?
-            .to_string(),
-    )
-}
-
-/// The `__metadata__` of the safetensors header of `path`; `None` when it cannot be read.
-fn header_metadata(path: &Path) -> Option<serde_json::Value> {
-    use std::io::Read;
-    let mut file = std::fs::File::open(path).ok()?;
-    let mut len = [0u8; 8];
-    file.read_exact(&mut len).ok()?;
-    let len = usize::try_from(u64::from_le_bytes(len)).ok()?;
-    // A safetensors header is JSON of at most 100 MB (the format's own limit).
-    if len > 100_000_000 {
-        return None;
-    }
-    let mut header = vec![0u8; len];
-    file.read_exact(&mut header).ok()?;
-    let mut header: serde_json::Value = serde_json::from_slice(&header).ok()?;
-    Some(header.get_mut("__metadata__")?.take())
+    safetensors_header(path)?.remove(CONFIG_KEY)
 }
 
 /// Gives `sgd` the momentum buffers of `saved` for the parameters it trains.

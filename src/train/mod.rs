@@ -4,9 +4,12 @@
 pub mod checkpoint;
 mod loss;
 mod meter;
+pub mod model_file;
 mod optim;
 mod trainer;
 
 pub use loss::{class_balanced_weights, cross_entropy, focal_loss, FocalConfig};
 pub use optim::{cosine_lr, Sgd, SgdConfig};
-pub use trainer::{device_name, train, Diverged, Interrupted, TrainOptions, DIVERGED_ABOVE};
+pub use trainer::{
+    device_name, train, Diverged, Interrupted, Outcome, TrainOptions, DIVERGED_ABOVE,
+};

@@ -12,6 +12,7 @@ use candle_nn::ModuleT;
 use super::checkpoint::{self, TrainedSoFar};
 use super::loss::{class_balanced_weights, class_weight_tensor, cross_entropy, focal_loss_with};
 use super::meter::EpochMeter;
+use super::model_file;
 
 use super::optim::{cosine_lr, Sgd, SgdConfig};
 use crate::analyze::{self, trace_costs, Convention};
@@ -19,8 +20,9 @@ use crate::config::{Loss, RunConfig};
 use crate::data::{epoch_order, prepare_batch, Crop, Dataset};
 use crate::model::Network;
 use crate::run_dir::{
-    median, write_metrics, write_summary, EpochRecord, FormCounts, PruningEvent, RunDir,
-    RunDirError, RunStatus, Summary, CHECKPOINT_FILE, METRICS_FILE, MODEL_FILE, SUMMARY_FILE,
+    check_trained_config, median, write_metrics, write_summary, EpochRecord, FormCounts,
+    PruningEvent, RunDir, RunDirError, RunStatus, Summary, CHECKPOINT_FILE, CONFIG_FILE,
+    METRICS_FILE, MODEL_FILE, SCRATCH_FILE, SUMMARY_FILE,
 };
 
 /// Images per evaluation batch (evaluation is per-image in eval mode; this bounds memory).
@@ -86,10 +88,23 @@ pub struct Interrupted {
     pub epochs: usize,
 }
 
-/// Trains `cfg` into the run dir `out` and returns its summary, or `None` when the run dir
-/// holds this run already done (nothing is trained or rewritten). A diverged run returns a
-/// [`Diverged`] error, a stopped one [`Interrupted`], after recording it.
-pub fn train(cfg: &RunConfig, out: &Path, opts: &TrainOptions) -> anyhow::Result<Option<Summary>> {
+/// What [`train`] did in a run dir.
+#[derive(Debug)]
+pub enum Outcome {
+    /// Trained the run (or its remaining epochs) to the end.
+    Trained(Box<Summary>),
+    /// The run was done already; nothing was trained or rewritten.
+    AlreadyDone,
+    /// The run was done but its deploy model was gone: rebuilt from the final checkpoint
+    /// (`bytes` long), nothing else rewritten.
+    Rebuilt { bytes: u64 },
+}
+
+/// Trains `cfg` into the run dir `out`. A run dir holding this run already done is left as
+/// it is, except that a deploy model gone missing is rebuilt from the final checkpoint (or,
+/// with no checkpoint either, refused with the command that trains the run again). A diverged
+/// run returns a [`Diverged`] error, a stopped one [`Interrupted`], after recording it.
+pub fn train(cfg: &RunConfig, out: &Path, opts: &TrainOptions) -> anyhow::Result<Outcome> {
     cfg.validate()?;
     if opts.device.is_cpu() {
         crate::config::check_fits(&cfg.model, cfg.train.batch)?;
@@ -98,7 +113,12 @@ pub fn train(cfg: &RunConfig, out: &Path, opts: &TrainOptions) -> anyhow::Result
     // Before the done check and the attempt: a run whose config.toml was edited after its
     // checkpoint was written is neither done nor resumable, and its status stays as it was.
     if let Some(trained) = checkpoint::config_of(&dir.path(CHECKPOINT_FILE)) {
-        check_checkpoint_config(&dir, cfg, &trained)?;
+        check_trained_config(
+            &dir.path(CONFIG_FILE),
+            cfg,
+            &dir.path(CHECKPOINT_FILE),
+            &trained,
+        )?;
     }
     // How far the run got comes from its checkpoint, not from status.json (which a crash or a
     // hand may have emptied or edited): no checkpoint, no epoch done. A done run whose status
@@ -112,7 +132,17 @@ pub fn train(cfg: &RunConfig, out: &Path, opts: &TrainOptions) -> anyhow::Result
     let agrees =
         saved.is_none() || (epochs_done == cfg.train.epochs && status.epochs_done == epochs_done);
     if done && agrees {
-        return Ok(None);
+        if dir.path(MODEL_FILE).is_file() {
+            return Ok(Outcome::AlreadyDone);
+        }
+        if !dir.path(CHECKPOINT_FILE).is_file() {
+            return Err(RunDirError::DeployModelLost {
+                dir: out.to_path_buf(),
+            }
+            .into());
+        }
+        let bytes = rebuild_deploy_model(cfg, &mut dir, &opts.device)?;
+        return Ok(Outcome::Rebuilt { bytes });
     }
     dir.begin_attempt(&device_name(&opts.device), epochs_done)?;
     let result = Trainer::new(cfg, &mut dir, opts).and_then(|mut t| t.run());
@@ -127,23 +157,31 @@ pub fn train(cfg: &RunConfig, out: &Path, opts: &TrainOptions) -> anyhow::Result
         dir.log(&format!("{status}: {e:#}"));
         let _ = dir.update(status, Some(format!("{e:#}")));
     }
-    result.map(Some)
+    result.map(|summary| Outcome::Trained(Box::new(summary)))
 }
 
-/// Refuses `cfg` for a run dir whose checkpoint was trained with `trained` (its config text)
-/// when the two differ, naming every key: the checkpoint is the truth about the run.
-fn check_checkpoint_config(dir: &RunDir, cfg: &RunConfig, trained: &str) -> anyhow::Result<()> {
-    let checkpoint = dir.path(CHECKPOINT_FILE);
-    let differences = RunConfig::from_toml(&checkpoint, trained)?.differences(cfg);
-    if differences.is_empty() {
-        return Ok(());
+/// Writes the deploy model of the done run in `dir` again from its final checkpoint, exactly
+/// as training ended: the network restored at its last step, every schedule run to its end,
+/// the head pruned, converted. Training is deterministic from there, so the file is the one
+/// training wrote. The checkpoint must hold the run's config (the truth about the weights).
+fn rebuild_deploy_model(cfg: &RunConfig, dir: &mut RunDir, device: &Device) -> anyhow::Result<u64> {
+    let ckpt = dir.path(CHECKPOINT_FILE);
+    let loaded = checkpoint::load(&ckpt, device)?;
+    check_trained_config(&dir.path(CONFIG_FILE), cfg, &ckpt, &loaded.config_toml)?;
+    let last = loaded.progress.iterations_done;
+    if last == 0 {
+        anyhow::bail!("{}: records no training step", ckpt.display());
     }
-    Err(RunDirError::CheckpointDiffers {
-        checkpoint,
-        config: dir.path(crate::run_dir::CONFIG_FILE),
-        differences,
-    }
-    .into())
+    let mut net = Network::seeded(&cfg.model, cfg.train.seed, device)?;
+    net.restore(progress_at(last - 1, last), &loaded.tensors)
+        .with_context(|| format!("restoring {}", ckpt.display()))?;
+    net.finish_pruning()?;
+    let deploy = net.condense().context("converting to the deploy form")?;
+    let bytes = model_file::save(&dir.path(MODEL_FILE), &deploy, &cfg.to_toml())?;
+    dir.log(&format!(
+        "done run: {MODEL_FILE} was missing; rebuilt from {CHECKPOINT_FILE} ({bytes} bytes)"
+    ));
+    Ok(bytes)
 }
 
 pub fn device_name(device: &Device) -> String {
@@ -189,7 +227,12 @@ impl<'a> Trainer<'a> {
         let total = (cfg.train.epochs * iterations_per_epoch) as u64;
         if ckpt.is_file() {
             let loaded = checkpoint::load(&ckpt, &device)?;
-            check_checkpoint_config(dir, cfg, &loaded.config_toml)?;
+            check_trained_config(
+                &dir.path(CONFIG_FILE),
+                cfg,
+                &dir.path(CHECKPOINT_FILE),
+                &loaded.config_toml,
+            )?;
             progress = loaded.progress;
             if progress.iterations_done > 0 {
                 let t = progress_at(progress.iterations_done - 1, total);
@@ -467,9 +510,10 @@ impl<'a> Trainer<'a> {
             .filter(|(a, b)| a == b)
             .count();
         let deploy_agreement = agree as f64 / self.test.len() as f64;
-        let deploy_bytes = analyze::write_deploy(&deploy, &self.dir.path(MODEL_FILE))?;
+        let deploy_bytes =
+            model_file::save(&self.dir.path(MODEL_FILE), &deploy, &self.cfg.to_toml())?;
         let mut fresh = Network::seeded(&self.cfg.model, self.cfg.train.seed, &self.device)?;
-        let scratch = self.dir.path(".checkpoint-size.safetensors");
+        let scratch = self.dir.path(SCRATCH_FILE);
         let checkpoint_bytes = analyze::write_checkpoint(&fresh, &scratch)?;
         let _ = std::fs::remove_file(&scratch);
         let training = form_counts(&fresh)?;
