@@ -252,6 +252,8 @@ fn a_closed_pipe_leaves_the_scheduler_running() {
         results.to_str().unwrap(),
         "--reports",
         reports.to_str().unwrap(),
+        "--devices",
+        "cpu",
     ]);
     assert!(status.success(), "{status:?}: {err}");
     assert!(!err.contains("panicked"), "{err}");
@@ -346,9 +348,18 @@ fn status_shows_damaged_and_died_runs() {
     let (f, r) = (file.to_str().unwrap(), results.to_str().unwrap());
     let reports = dir.join("reports");
     let rep = reports.to_str().unwrap();
-    assert!(ablate(&["run", f, "--results", r, "--reports", rep])
-        .status
-        .success());
+    assert!(ablate(&[
+        "run",
+        f,
+        "--results",
+        r,
+        "--reports",
+        rep,
+        "--devices",
+        "cpu"
+    ])
+    .status
+    .success());
     let exp = ablate::experiment::Experiment::load(&file).unwrap();
     let dirs: Vec<PathBuf> = exp
         .runs
@@ -393,6 +404,11 @@ fn run_ends_with_the_report() {
     );
     assert!(
         out.contains("report: ") && out.contains("tiny: 2 trained now"),
+        "{out}"
+    );
+    // Without --devices and GPUs, the CPU split the time model finds fastest for the 2 runs.
+    assert!(
+        out.contains("slots: ") && out.contains("the split of") && out.contains("CPU slot"),
         "{out}"
     );
     let report = std::fs::read_to_string(reports.join("tiny/report.md")).unwrap();
@@ -527,5 +543,134 @@ fn a_results_root_that_is_a_file_is_a_usage_error() {
         }
     }
     assert_eq!(std::fs::read_to_string(&results).unwrap(), "not a dir");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// `--devices` asking for GPUs on a build without CUDA names only the GPUs asked for, exit 2
+/// (it listed the CPU slots too, exit 1); more CPU threads than cores is a warning; an absurd
+/// slot count is refused at once with the limit (it built 10^8 slots for 23 s and 8.8 GB).
+#[cfg(not(feature = "cuda"))]
+#[test]
+fn devices_that_cannot_run_are_refused_and_oversubscription_is_said() {
+    let (dir, file) = tiny_experiment("devices");
+    let (f, results) = (file.to_str().unwrap(), dir.join("results"));
+    let r = results.to_str().unwrap();
+    for devices in ["cuda:0", "cpu:2,cuda:0"] {
+        let o = ablate(&["run", f, "--results", r, "--devices", devices]);
+        assert_usage_error(&o, &["cuda:0", "without CUDA"]);
+        assert!(!stderr(&o).contains("cpu#"), "{}", stderr(&o));
+    }
+    assert!(!results.join("tiny").exists(), "nothing may be written");
+    let start = std::time::Instant::now();
+    let o = ablate(&["plan", f, "--results", r, "--devices", "cpu:100000000"]);
+    assert_usage_error(&o, &["cpu:100000000", "at most"]);
+    assert!(start.elapsed().as_secs() < 5, "{:?}", start.elapsed());
+    let cores = std::thread::available_parallelism().unwrap().get();
+    let many = format!("cpu:{}", cores + 1);
+    for devices in [many.as_str(), "cpu,cpu"] {
+        let o = ablate(&[
+            "plan",
+            f,
+            "--results",
+            r,
+            "--devices",
+            devices,
+            "--no-estimate",
+        ]);
+        assert!(o.status.success(), "{}", stderr(&o));
+        assert!(
+            stderr(&o).contains("warning: the CPU slots ask for"),
+            "{devices}: {}",
+            stderr(&o)
+        );
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// `ablate plan` with `ABLATE_CACHE_DIR` at `cache`.
+fn plan_with_cache(
+    file: &std::path::Path,
+    results: &std::path::Path,
+    cache: &std::path::Path,
+) -> std::process::Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_ablate"));
+    c.arg("plan")
+        .arg(file)
+        .arg("--results")
+        .arg(results)
+        .env("ABLATE_CACHE_DIR", cache);
+    c
+}
+
+/// Two plans at once on an empty cache take turns: both estimate, and the cache file holds a
+/// whole calibration (one plan's entries were lost); a calibration made while other processes
+/// load the machine is said and not cached (a speed measured under contention was kept for
+/// good); a cache dir that cannot be made is one line naming it, with no claim of caching.
+#[test]
+fn the_calibration_cache_is_shared_safely() {
+    let (dir, file) = tiny_experiment("cache");
+    let results = dir.join("results");
+    let cache = dir.join("cache");
+    let children: Vec<_> = (0..2)
+        .map(|_| {
+            plan_with_cache(&file, &results, &cache)
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    for child in children {
+        let o = child.wait_with_output().unwrap();
+        assert!(o.status.success(), "{}", stderr(&o));
+        assert!(
+            stdout(&o).contains("2 runs to train, about"),
+            "{}",
+            stdout(&o)
+        );
+    }
+    if let Ok(text) = std::fs::read_to_string(cache.join("calibration.json")) {
+        let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(v.as_object().unwrap().len(), 1, "{text}");
+    }
+
+    // Every core kept busy by other processes while it calibrates.
+    let cores = std::thread::available_parallelism().unwrap().get();
+    let busy: Vec<_> = (0..cores)
+        .map(|_| {
+            Command::new("sh")
+                .args(["-c", "while :; do :; done"])
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    let loaded = dir.join("loaded-cache");
+    let o = plan_with_cache(&file, &results, &loaded).output().unwrap();
+    for mut b in busy {
+        b.kill().unwrap();
+        b.wait().unwrap();
+    }
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(
+        stdout(&o).contains("not cached: other processes used"),
+        "{}",
+        stdout(&o)
+    );
+    assert!(!loaded.join("calibration.json").exists());
+
+    // A cache dir under a regular file.
+    let blocker = dir.join("a-file");
+    std::fs::write(&blocker, "").unwrap();
+    let bad = blocker.join("cache");
+    let o = plan_with_cache(&file, &results, &bad).output().unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    let all = format!("{}{}", stdout(&o), stderr(&o));
+    let naming: Vec<&str> = all.lines().filter(|l| l.contains("a-file")).collect();
+    assert_eq!(naming.len(), 1, "{all}");
+    assert!(
+        naming[0].contains("not cached: cannot use the cache dir"),
+        "{all}"
+    );
+    assert!(!all.contains("cached in"), "{all}");
     std::fs::remove_dir_all(&dir).unwrap();
 }

@@ -312,7 +312,7 @@ fn walk(root: &Path) -> Vec<String> {
 
 /// `ablate plan` estimates a quickstart run (condensenext as specified, 6 epochs of 320
 /// synthetic images) within a factor of 2 of the time `ablate run` then takes for it, and
-/// reads the measured speed from its cache the second time.
+/// reads the calibration from its cache the second time.
 #[test]
 fn the_plan_estimates_a_quickstart_run_within_a_factor_of_two() {
     let dir = scratch("estimate");
@@ -347,10 +347,7 @@ data.test_size = 200
         )
     };
     let (out, err) = plan();
-    assert!(
-        err.contains("measuring the training speed of condensenext"),
-        "{err}"
-    );
+    assert!(err.contains("calibrating this machine's kernels"), "{err}");
     // The run's line: id, status, epochs, estimate (`NN s` or `N min`), run.
     let line = out
         .lines()
@@ -363,9 +360,13 @@ data.test_size = 200
         _ => panic!("no estimate in {line:?}"),
     };
     assert!(out.contains("1 runs to train, about"), "{out}");
+    // Cached, unless other processes loaded the machine while it calibrated (then measured
+    // again); the estimate is the same model either way.
     let (again, err) = plan();
-    assert!(!err.contains("measuring"), "cached: {err}");
-    assert!(again.contains(line), "{again}");
+    if out.contains(", cached in ") {
+        assert!(!err.contains("calibrating"), "cached: {err}");
+        assert!(again.contains(line), "{again}");
+    }
 
     let start = std::time::Instant::now();
     let o = ablate(&[

@@ -430,7 +430,8 @@ impl Rates {
     /// Solves the coefficients from the probes' `times` ([`probes`] order). A probe's time is
     /// its stages' prices: the element and 1x1 coefficients solve the two 1x1 probes (two
     /// equations), then each other kind's multiply-add cost is what its probe's time leaves
-    /// after the element cost and the second stage (at least a tenth of the time).
+    /// after the element cost and the second stage (at least 2% of the time: noise must not
+    /// make it negative).
     pub fn solve(times: &[f64]) -> anyhow::Result<Self> {
         let probes = probes()?;
         let mut sides = Vec::new();
@@ -462,7 +463,7 @@ impl Rates {
                 let (p, time) = at(t);
                 let rest = sum(p, &|w| w.elements()) * element
                     + p.work[1..].iter().map(|w| w.macs as f64).sum::<f64>() * pointwise;
-                (time - rest).max(0.1 * time) / p.work[0].macs.max(1) as f64
+                (time - rest).max(0.02 * time) / p.work[0].macs.max(1) as f64
             };
             sides.push((
                 side,
@@ -577,7 +578,7 @@ mod tests {
     fn rates_are_solved_back_from_their_own_prices() {
         let probes = probes().unwrap();
         let truth = |side: usize| SideRates {
-            element: 2e-9 * 32.0 / side as f64,
+            element: 1e-9 * (1.0 + side as f64 / 64.0),
             dropout: 5e-10,
             pointwise: 3e-11,
             live: 4e-11,

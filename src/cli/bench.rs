@@ -177,7 +177,7 @@ fn add_estimates(rows: &mut [BenchRow], specs: &[(String, ModelSpec)]) -> anyhow
     if !rows.iter().any(|r| r.kernels == Kernels::Fast.name()) {
         return Ok(());
     }
-    let mut estimator = super::slots::Estimator::new()?;
+    let mut estimator = super::slots::Estimator::new(None)?;
     for row in rows
         .iter_mut()
         .filter(|r| r.kernels == Kernels::Fast.name())

@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 
 use super::runs_table::{Column, RunRow, RunsTable};
-use super::slots::{choose, epochs_left, Estimator};
+use super::slots::{choose, epochs_left, given, Estimator};
 use crate::bench::estimate::{cpu_model, human, makespan};
 use crate::experiment::Experiment;
 use crate::schedule::Slot;
@@ -20,9 +20,14 @@ pub struct PlanArgs {
     /// run` would use].
     #[arg(long)]
     pub devices: Option<String>,
+    /// Price the default CPU split for a machine of this CPU's kind with this many cores
+    /// (extrapolated from this machine's calibration: its threads' serial share and how much
+    /// runs slow each other per core).
+    #[arg(long, conflicts_with = "devices", value_parser = clap::value_parser!(u32).range(1..=4096))]
+    pub cores: Option<u32>,
     /// List the runs only: no wall-time estimate (which calibrates this machine's kernels
     /// once, a few seconds, then reads the calibration from a cache).
-    #[arg(long)]
+    #[arg(long, conflicts_with = "cores")]
     pub no_estimate: bool,
     #[arg(long, value_enum, default_value = "table")]
     pub format: PlanFormat,
@@ -58,13 +63,19 @@ pub fn run(args: &PlanArgs) -> anyhow::Result<()> {
 
 fn table(exp: &Experiment, args: &PlanArgs) -> anyhow::Result<()> {
     let mut estimator = None;
+    let cores = args.cores.map(|c| c as usize);
     let choice = if args.no_estimate {
+        // The devices are still checked (and oversubscription said), not priced.
+        if let Some(devices) = &args.devices {
+            given(devices)?;
+        }
         None
     } else {
         Some(choose(
             exp,
             &args.results,
             args.devices.as_deref(),
+            cores,
             &mut estimator,
         )?)
     };
@@ -79,7 +90,7 @@ fn table(exp: &Experiment, args: &PlanArgs) -> anyhow::Result<()> {
     // Every CPU slot trains with this many threads; GPU slots are not estimated.
     let cpu_threads = cpu.first().copied();
     if cpu_threads.is_some() && estimator.is_none() {
-        estimator = Some(Estimator::new()?);
+        estimator = Some(Estimator::new(cores)?);
     }
     println!(
         "{}: {} runs (retries {}), results in {}",
@@ -146,7 +157,10 @@ fn table(exp: &Experiment, args: &PlanArgs) -> anyhow::Result<()> {
                 human(makespan(&remaining, cpu_slots)),
                 if cpu_slots == 1 { "" } else { "s" },
                 if threads == 1 { "" } else { "s" },
-                cpu_model()
+                match cores {
+                    Some(n) => format!("{n} cores of {}, extrapolated", cpu_model()),
+                    None => cpu_model(),
+                }
             );
             if let Some(why) = &choice.why {
                 println!("Slots: {why}; `--devices cpu:K` picks another split.");

@@ -74,7 +74,13 @@ pub fn run(args: &RunArgs) -> anyhow::Result<()> {
     };
     match args.backend {
         Backend::Local => {
-            let choice = choose(&exp, &args.results, args.devices.as_deref(), &mut None)?;
+            let choice = choose(
+                &exp,
+                &args.results,
+                args.devices.as_deref(),
+                None,
+                &mut None,
+            )?;
             let gpus: Vec<String> = choice
                 .slots
                 .iter()

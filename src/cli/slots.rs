@@ -32,9 +32,14 @@ pub struct Estimator {
 }
 
 impl Estimator {
-    /// The time model at every core of this machine (cached, else calibrated now).
-    pub fn new() -> anyhow::Result<Self> {
+    /// The time model of this machine (cached, else calibrated now), or of one of its kind
+    /// with `cores` cores.
+    pub fn new(cores: Option<usize>) -> anyhow::Result<Self> {
         let (model, provenance) = CalibrationCache::open().model(cpu_count())?;
+        let model = match cores {
+            Some(cores) => model.with_cores(cores),
+            None => model,
+        };
         Ok(Self {
             model,
             provenance,
@@ -61,30 +66,42 @@ pub struct SlotChoice {
     pub why: Option<String>,
 }
 
-/// The slots `ablate run` uses for `exp` (results under `results`). Without `--devices` and
-/// without GPUs this prices the runs left on every split of the CPU (`estimator` is made if
-/// missing); if the time model cannot be had, one slot with every core.
+/// The slots `--devices` names, with a warning when they ask for more threads than cores.
+pub fn given(devices: &str) -> anyhow::Result<Vec<Slot>> {
+    let slots = slots(devices)?;
+    if let Some(warning) = oversubscribed(&slots) {
+        eprintln!("warning: {warning}");
+    }
+    Ok(slots)
+}
+
+/// The slots `ablate run` uses for `exp` (results under `results`): `devices` when given;
+/// else every GPU found; else the split of the CPU (of this machine, or of one of its kind
+/// with `cores` cores) that the time model finds fastest for the runs left (`estimator` is
+/// made if missing); one slot with every core where no time model can be had.
 pub fn choose(
     exp: &Experiment,
     results: &Path,
     devices: Option<&str>,
+    cores: Option<usize>,
     estimator: &mut Option<Estimator>,
 ) -> anyhow::Result<SlotChoice> {
-    if let Some(given) = devices {
-        let slots = slots(given)?;
-        if let Some(warning) = oversubscribed(&slots) {
-            eprintln!("warning: {warning}");
-        }
-        return Ok(SlotChoice { slots, why: None });
-    }
-    let gpus = discover_gpus();
-    if !gpus.is_empty() {
+    if let Some(devices) = devices {
         return Ok(SlotChoice {
-            slots: gpus,
+            slots: given(devices)?,
             why: None,
         });
     }
-    let cores = cpu_count();
+    if cores.is_none() {
+        let gpus = discover_gpus();
+        if !gpus.is_empty() {
+            return Ok(SlotChoice {
+                slots: gpus,
+                why: None,
+            });
+        }
+    }
+    let cores = cores.unwrap_or_else(cpu_count);
     let all_cores = |why: String| SlotChoice {
         slots: cpu_slots(1, cores),
         why: Some(why),
@@ -96,7 +113,7 @@ pub fn choose(
         });
     }
     if estimator.is_none() {
-        match Estimator::new() {
+        match Estimator::new(Some(cores)) {
             Ok(e) => *estimator = Some(e),
             Err(e) => {
                 return Ok(all_cores(format!(
