@@ -9,15 +9,14 @@
 //! the split of a CPU into slots that finishes an experiment first ([`best_split`]). GPU slots
 //! are not priced.
 
+use std::cell::RefCell;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::rc::Rc;
 use std::time::Instant;
 
 use anyhow::Context;
 use candle_core::Device;
-
-use std::cell::RefCell;
-use std::rc::Rc;
 
 use super::calibrate::{reference_work, Calibration, Rates, Scale};
 use super::cpu_load::OtherLoad;
@@ -284,6 +283,15 @@ impl CalibrationCache {
     /// is there, else measured now (a few seconds) and cached unless other processes loaded
     /// the machine meanwhile. Concurrent callers take turns: the second finds the first's.
     pub fn model(&self, cores: usize) -> anyhow::Result<(CostModel, Provenance)> {
+        let kernels = crate::kernels::active();
+        if kernels != crate::kernels::Kernels::Fast {
+            anyhow::bail!(
+                "the time model prices the fast CPU kernels, and this process runs the {} ones \
+                 ({})",
+                kernels.name(),
+                crate::kernels::KERNELS_ENV
+            );
+        }
         let key = key(cores);
         let Some(file) = &self.file else {
             let (cal, seconds, _) = measure(cores)?;

@@ -89,8 +89,12 @@ fn table(exp: &Experiment, args: &PlanArgs) -> anyhow::Result<()> {
         .collect();
     // Every CPU slot trains with this many threads; GPU slots are not estimated.
     let cpu_threads = cpu.first().copied();
+    let mut no_model = None;
     if cpu_threads.is_some() && estimator.is_none() {
-        estimator = Some(Estimator::new(cores)?);
+        match Estimator::new(cores) {
+            Ok(e) => estimator = Some(e),
+            Err(e) => no_model = Some(format!("{e:#}")),
+        }
     }
     println!(
         "{}: {} runs (retries {}), results in {}",
@@ -102,7 +106,7 @@ fn table(exp: &Experiment, args: &PlanArgs) -> anyhow::Result<()> {
     if let Some(d) = &exp.description {
         println!("{d}");
     }
-    let table = if cpu_threads.is_some() {
+    let table = if cpu_threads.is_some() && estimator.is_some() {
         RunsTable::new(9, &[Column::right("estimate", 9)])
     } else {
         RunsTable::new(9, &[])
@@ -186,11 +190,14 @@ fn table(exp: &Experiment, args: &PlanArgs) -> anyhow::Result<()> {
                 est.provenance
             );
         }
-        _ => println!(
-            "\nNo estimate: `ablate run` would use GPUs ({}), which this command does not \
-             measure; `--devices cpu` estimates for the CPU.",
-            slots.iter().map(Slot::label).collect::<Vec<_>>().join(", ")
-        ),
+        _ => match no_model {
+            Some(why) => println!("\nNo estimate: {why}."),
+            None => println!(
+                "\nNo estimate: `ablate run` would use GPUs ({}), which this command does not \
+                 measure; `--devices cpu` estimates for the CPU.",
+                slots.iter().map(Slot::label).collect::<Vec<_>>().join(", ")
+            ),
+        },
     }
     Ok(())
 }

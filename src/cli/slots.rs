@@ -8,7 +8,8 @@ use std::rc::Rc;
 
 use super::runs_table::RunRow;
 use crate::bench::estimate::{
-    best_split, human, CalibrationCache, CostModel, CpuSplit, PendingRun, Provenance, RunProfile,
+    best_split, human, makespan, split_seconds, CalibrationCache, CostModel, CpuSplit, PendingRun,
+    Provenance, RunProfile,
 };
 use crate::config::ModelSpec;
 use crate::experiment::Experiment;
@@ -169,10 +170,7 @@ pub fn choose(
                 slots: other,
                 threads: cores / other,
             };
-            let t = crate::bench::estimate::makespan(
-                &crate::bench::estimate::split_seconds(&est.model, &pending, s)?,
-                other,
-            );
+            let t = makespan(&split_seconds(&est.model, &pending, s)?, other);
             others.push(format!("{} x {}: {}", other, s.threads, human(t)));
         }
     }
