@@ -155,13 +155,13 @@ fn fake_gpus_get_one_run_each_at_a_time() {
     .unwrap();
     std::fs::set_permissions(&smi, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
     let path = format!("{}:{}", bin.display(), std::env::var("PATH").unwrap());
-    // Without CUDA in this build the scheduler refuses GPUs...
+    // Without CUDA in this build the scheduler refuses GPUs (a usage error: exit 2)...
     if !cfg!(feature = "cuda") {
         let refused = command(&file, &results, &[])
             .env("PATH", &path)
             .output()
             .unwrap();
-        assert_eq!(refused.status.code(), Some(1), "{}", text(&refused));
+        assert_eq!(refused.status.code(), Some(2), "{}", text(&refused));
         assert!(
             text(&refused).contains("built without CUDA"),
             "{}",
