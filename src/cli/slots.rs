@@ -79,7 +79,8 @@ pub fn given(devices: &str) -> anyhow::Result<Vec<Slot>> {
 /// The slots `ablate run` uses for `exp` (results under `results`): `devices` when given;
 /// else every GPU found; else the split of the CPU (of this machine, or of one of its kind
 /// with `cores` cores) that the time model finds fastest for the runs left (`estimator` is
-/// made if missing); one slot with every core where no time model can be had.
+/// made if missing; one run or none needs no split); one slot with every core where no time
+/// model can be had.
 pub fn choose(
     exp: &Experiment,
     results: &Path,
@@ -113,6 +114,23 @@ pub fn choose(
             why: None,
         });
     }
+    let rows: Vec<RunRow> = exp
+        .runs
+        .iter()
+        .map(|run| RunRow::read(exp, results, run))
+        .collect();
+    let todo: Vec<(&RunRow, usize)> = rows
+        .iter()
+        .map(|row| (row, epochs_left(row)))
+        .filter(|&(_, left)| left > 0)
+        .collect();
+    if todo.len() < 2 {
+        // One run or none: nothing to split.
+        return Ok(SlotChoice {
+            slots: cpu_slots(1, cores),
+            why: None,
+        });
+    }
     if estimator.is_none() {
         match Estimator::new(Some(cores)) {
             Ok(e) => *estimator = Some(e),
@@ -126,17 +144,8 @@ pub fn choose(
     let Some(est) = estimator.as_mut() else {
         return Ok(all_cores("one CPU slot with every core".into()));
     };
-    let rows: Vec<RunRow> = exp
-        .runs
-        .iter()
-        .map(|run| RunRow::read(exp, results, run))
-        .collect();
     let mut priced = Vec::new();
-    for row in &rows {
-        let left = epochs_left(row);
-        if left == 0 {
-            continue;
-        }
+    for (row, left) in todo {
         match est.profile(&row.run.config.model)? {
             Some(p) => priced.push((&row.run.config, p, left)),
             None => {
@@ -147,11 +156,6 @@ pub fn choose(
                 )))
             }
         }
-    }
-    if priced.is_empty() {
-        return Ok(all_cores(
-            "one CPU slot with every core (nothing to train)".into(),
-        ));
     }
     let pending: Vec<PendingRun> = priced
         .iter()
