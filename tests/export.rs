@@ -161,28 +161,7 @@ fn a_trained_run_exports_and_bad_input_is_one_line() {
     let root = scratch("run");
     let run = root.join("run");
     let run_s = run.to_str().unwrap();
-    let o = ablate(&[
-        "train",
-        "--model",
-        "condensenext",
-        "--set",
-        "stages=[1,1,1]",
-        "--dataset",
-        "synthetic",
-        "--subset",
-        "64",
-        "--test-subset",
-        "40",
-        "--batch",
-        "32",
-        "--epochs",
-        "1",
-        "--seed",
-        "3",
-        "--out",
-        run_s,
-    ]);
-    assert!(o.status.success(), "{}", stderr(&o));
+    train_tiny(&run, &[]);
 
     // The export's reference logits on the run's test images give the run's deploy top-1.
     let out = root.join("m.onnx");
