@@ -6,6 +6,8 @@
 //! - [`data`], [`train`]: CIFAR-10 and synthetic data; the training loop and its run dirs.
 //! - [`experiment`]: experiment files expanded to runs with stable ids.
 //! - [`export`]: the deploy form as an ONNX file (hand-written protobuf, [`proto`], no `protoc`).
+//! - [`tensorboard`]: TensorBoard event files of every run and the HParams grid of each
+//!   experiment.
 //! - [`schedule`]: running an experiment's runs locally (GPUs, CPU slots) or through Slurm.
 //! - [`report`]: tables and figures from the results; [`table`]: the one table type every
 //!   command renders (text, Markdown, CSV, LaTeX).
@@ -34,4 +36,5 @@ pub mod run_dir;
 pub mod schedule;
 pub mod signal;
 pub mod table;
+pub mod tensorboard;
 pub mod train;
