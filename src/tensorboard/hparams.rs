@@ -4,8 +4,10 @@
 //!
 //! - an `Experiment` (tag [`EXPERIMENT_TAG`]): the hyperparameters (name, type, the values the
 //!   experiment takes) and the metrics (scalar tags) of the table, written once per experiment;
-//! - a `SessionStartInfo` ([`SESSION_START_TAG`]): one run's hyperparameter values, its group
-//!   name (one row of the table per group) and start time;
+//! - a `SessionStartInfo` ([`SESSION_START_TAG`]): one run's hyperparameter values and start
+//!   time, without a group name: TensorBoard then makes the session (the run's folder) a row
+//!   of its own, so two run dirs of one config (one moved aside by `ablate run --force`) are
+//!   two rows, never one row averaging both;
 //! - a `SessionEndInfo` ([`SESSION_END_TAG`]): how and when the run ended.
 //!
 //! TensorBoard reads a session's metric values from the last value of each metric's scalar tag
@@ -121,11 +123,10 @@ pub fn experiment(
 }
 
 /// The content of a `SessionStartInfo` record: data field 3 { hparams 1 (a map: entries
-/// { key 1, value 2 }), model_uri 2, group_name 4, start_time_secs 5 }.
+/// { key 1, value 2 }), model_uri 2, start_time_secs 5 } (group_name 4 left empty).
 pub fn session_start(
     hparams: &[(String, HParamValue)],
     model_uri: &str,
-    group_name: &str,
     start_time: f64,
 ) -> Vec<u8> {
     plugin_data(3, |s| {
@@ -136,7 +137,6 @@ pub fn session_start(
             });
         }
         s.string(2, model_uri);
-        s.string(4, group_name);
         s.double(5, start_time);
     })
 }
@@ -159,7 +159,7 @@ mod tests {
     }
 
     #[test]
-    fn session_start_holds_the_map_and_group() {
+    fn session_start_holds_the_map_and_no_group() {
         let content = session_start(
             &[
                 ("model.p".into(), HParamValue::Number(2.0)),
@@ -167,7 +167,6 @@ mod tests {
                 ("model.nesterov".into(), HParamValue::Bool(false)),
             ],
             "/r/abc",
-            "abc",
             10.0,
         );
         let top = all(&content);
@@ -194,7 +193,8 @@ mod tests {
             all(entries[2][1].1.bytes().unwrap()),
             [(4, FieldValue::Varint(0))]
         );
-        assert!(info.contains(&(4, FieldValue::Bytes(b"abc"))));
+        assert!(!info.iter().any(|(f, _)| *f == 4), "no group name");
+        assert!(info.contains(&(2, FieldValue::Bytes(b"/r/abc"))));
         assert!(info.contains(&(5, FieldValue::Fixed64(10f64.to_bits()))));
     }
 

@@ -76,13 +76,13 @@ impl RunEvents {
     }
 
     /// The run's HParams session, when it is a run of a planned experiment: its axis values
-    /// and its id as the group (one row per run).
+    /// (one row per run dir).
     pub fn session_start(&mut self, start_time: f64) {
-        let Some((hparams, id)) = planned(&self.root) else {
+        let Some(hparams) = planned(&self.root) else {
             return;
         };
         let uri = self.root.display().to_string();
-        let content = session_start(&hparams, &uri, &id, start_time);
+        let content = session_start(&hparams, &uri, start_time);
         let value = Value::plugin(SESSION_START_TAG, PLUGIN_NAME, content);
         self.write(start_time, 0, vec![value]);
     }
@@ -130,12 +130,12 @@ impl RunEvents {
 }
 
 /// The hyperparameters of the run dir `root` as its experiment's plan (`plan.json` beside it)
-/// gives them, and the run's id; `None` for a run dir no plan lists.
-fn planned(root: &Path) -> Option<(Vec<(String, HParamValue)>, String)> {
-    let id = root.file_name()?.to_str()?.to_string();
+/// gives them; `None` for a run dir no plan lists.
+fn planned(root: &Path) -> Option<Vec<(String, HParamValue)>> {
+    let id = root.file_name()?.to_str()?;
     let plan = Plan::read(root.parent()?).ok()?;
     let entry = plan.runs.iter().find(|r| r.id == id)?;
-    Some((Grid::of(&plan).values(entry), id))
+    Some(Grid::of(&plan).values(entry))
 }
 
 /// What [`backfill`] did in a run dir.

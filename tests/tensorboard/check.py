@@ -14,9 +14,9 @@
         of the model's pruned family is there every epoch, in [0, 1], never rising; no tag the
         format does not name;
       - the HParams plugin (its own backend, as the dashboard asks it): the experiment's
-        hyperparameters are the plan's keys with its values, one session group per run named by
-        its id, with the run's axis values as hparams, status success and the metric values of
-        its files;
+        hyperparameters are the plan's keys with its values, one row (session group) per run,
+        named by its folder, with the run's axis values as hparams, status success and the
+        metric values of its files;
       - a resumed run has more than one event file.
       --flip copies RUN_DIR, flips one byte in the middle of its event file and requires the
       check of the copy to fail.
@@ -261,7 +261,6 @@ def check_experiment(exp):
         info = hparams_metadata.parse_session_start_info_plugin_data(start)
         got = {k: value_of(v) for k, v in info.hparams.items()}
         expect(got == expected[r["id"]], f"{run}: hparams {got}, plan {expected[r['id']]}")
-        expect(info.group_name == r["id"], f"{run}: group {info.group_name}")
         runs[r["id"]] = (run, epochs, checked)
         print(f"ok {run}: {epochs} epochs, {checked} scalars equal metrics.csv / summary.json, hparams {got}")
 
@@ -286,13 +285,15 @@ def check_experiment(exp):
         request, backend, "",
         api_pb2.ListSessionGroupsRequest(start_index=0, slice_size=1000, allowed_statuses=statuses),
     ).run().session_groups
-    expect(sorted(g.name for g in groups) == sorted(runs), f"{exp}: session groups {[g.name for g in groups]}")
+    sessions = sorted(f"{run_id}/tensorboard" for run_id in runs)
+    expect(sorted(g.name for g in groups) == sessions, f"{exp}: rows {[g.name for g in groups]}, runs {sessions}")
     for g in groups:
-        run, epochs, _ = runs[g.name]
+        run_id = g.name.removesuffix("/tensorboard")
+        run, epochs, _ = runs[run_id]
         expect(len(g.sessions) == 1, f"{exp}: group {g.name} has {len(g.sessions)} sessions")
         expect(g.sessions[0].status == api_pb2.STATUS_SUCCESS, f"{run}: session status {g.sessions[0].status}")
         got = {k: value_of(v) for k, v in g.hparams.items()}
-        expect(got == expected[g.name], f"{run}: dashboard hparams {got}")
+        expect(got == expected[run_id], f"{run}: dashboard hparams {got}")
         with open(os.path.join(run, "summary.json")) as f:
             summary = json.load(f)
         rows = read_csv(os.path.join(run, "metrics.csv"))
