@@ -5,7 +5,9 @@
 //! - [`analyze`]: FLOPs and parameters from the layers a forward pass runs; model sizes.
 //! - [`data`], [`train`]: CIFAR-10 and synthetic data; the training loop and its run dirs.
 //! - [`experiment`]: experiment files expanded to runs with stable ids.
-//! - [`export`]: the deploy form as an ONNX file (hand-written protobuf, no `protoc`).
+//! - [`export`]: the deploy form as an ONNX file (hand-written protobuf, [`proto`], no `protoc`).
+//! - [`tensorboard`]: TensorBoard event files of every run and the HParams grid of each
+//!   experiment.
 //! - [`schedule`]: running an experiment's runs locally (GPUs, CPU slots) or through Slurm.
 //! - [`report`]: tables and figures from the results; [`table`]: the one table type every
 //!   command renders (text, Markdown, CSV, LaTeX).
@@ -26,6 +28,7 @@ pub mod io;
 pub mod kernels;
 pub mod lock;
 pub mod model;
+pub mod proto;
 pub mod provenance;
 pub mod report;
 pub mod rng;
@@ -33,4 +36,5 @@ pub mod run_dir;
 pub mod schedule;
 pub mod signal;
 pub mod table;
+pub mod tensorboard;
 pub mod train;

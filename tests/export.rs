@@ -54,11 +54,11 @@ fn train_tiny(run: &Path, sets: &[&str]) {
     assert!(o.status.success(), "{}", stderr(&o));
 }
 
-/// A copy of the run dir `run` at `dest` (its files, not its lock).
+/// A copy of the run dir `run` at `dest` (its files, not its lock or its TensorBoard folder).
 fn copy_run(run: &Path, dest: &Path) -> std::path::PathBuf {
     std::fs::create_dir_all(dest).unwrap();
     for name in listing(run) {
-        if name != ".lock" {
+        if name != ".lock" && run.join(&name).is_file() {
             std::fs::copy(run.join(&name), dest.join(&name)).unwrap();
         }
     }

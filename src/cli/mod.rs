@@ -19,6 +19,11 @@ mod worker;
 /// `--features cuda` on a machine without one too). Never set it otherwise.
 pub const CUDA_ON_CPU: &str = "ABLATE_TEST_CUDA_ON_CPU";
 
+/// Set to `1` (or `true`, `yes`, `on`) to write no TensorBoard event files: the environment
+/// form of `--no-tensorboard` of `train`, `run`, `worker` and `report` (`0`, `false`, `no`,
+/// `off` keep them on).
+pub const NO_TENSORBOARD: &str = "ABLATE_NO_TENSORBOARD";
+
 use std::path::Path;
 
 use clap::{Parser, Subcommand};

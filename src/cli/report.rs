@@ -2,7 +2,11 @@
 
 use std::path::PathBuf;
 
+use std::path::Path;
+
 use crate::report::{experiment_dirs, write_report, Format, Metric};
+use crate::run_dir::Plan;
+use crate::train::{backfill, Backfilled};
 
 #[derive(Debug, clap::Args)]
 pub struct ReportArgs {
@@ -20,6 +24,11 @@ pub struct ReportArgs {
     /// Which test top-1 the tables show.
     #[arg(long, value_enum, default_value = "final")]
     pub metric: Metric,
+    /// Write no TensorBoard event files. By default the report first gives every run dir
+    /// without them (trained before they existed, or with steps missing) the files training
+    /// writes, from its metrics.csv and summary.json, and each experiment its HParams record.
+    #[arg(long, env = super::NO_TENSORBOARD, value_parser = clap::builder::BoolishValueParser::new())]
+    pub no_tensorboard: bool,
 }
 
 pub fn run(args: &ReportArgs) -> anyhow::Result<()> {
@@ -49,6 +58,9 @@ pub fn run(args: &ReportArgs) -> anyhow::Result<()> {
             .map(|n| n.to_os_string())
             .unwrap_or_default();
         let out = args.out.join(name);
+        if !args.no_tensorboard {
+            tensorboard(&dir);
+        }
         let written = write_report(&dir, &out, &formats, args.metric)?;
         println!(
             "{}: {} files in {}",
@@ -58,4 +70,42 @@ pub fn run(args: &ReportArgs) -> anyhow::Result<()> {
         );
     }
     Ok(())
+}
+
+/// Gives the experiment in `dir` its HParams record and each of its idle run dirs the event
+/// files it lacks ([`backfill`]). Every problem is a warning: the report is what was asked for.
+fn tensorboard(dir: &Path) {
+    let warn = |what: &str| eprintln!("warning: tensorboard: {what}");
+    let plan = match Plan::read(dir) {
+        Ok(plan) => plan,
+        Err(e) => return warn(&format!("{e:#}")),
+    };
+    if let Err(e) = crate::tensorboard::write_experiment(dir, &plan) {
+        warn(&format!("{e:#}"));
+    }
+    let mut filled = 0;
+    for run in &plan.runs {
+        let root = dir.join(&run.id);
+        if !root.is_dir() {
+            continue;
+        }
+        match backfill(&root) {
+            Ok((done, warnings)) => {
+                for w in warnings {
+                    warn(&w);
+                }
+                filled += usize::from(matches!(done, Backfilled::Wrote(n) if n > 0));
+            }
+            Err(e) => warn(&format!(
+                "{}: {e:#}; no event files written",
+                root.display()
+            )),
+        }
+    }
+    if filled > 0 {
+        println!(
+            "{}: TensorBoard event files written for {filled} runs that lacked them",
+            dir.display()
+        );
+    }
 }

@@ -46,6 +46,9 @@ pub struct RunArgs {
     /// Train every run from scratch; earlier run dirs move to <experiment>/.replaced/.
     #[arg(long)]
     pub force: bool,
+    /// Runs write no TensorBoard event files, and the experiment no HParams record.
+    #[arg(long, env = super::NO_TENSORBOARD, value_parser = clap::builder::BoolishValueParser::new())]
+    pub no_tensorboard: bool,
     /// Slurm partition.
     #[arg(long)]
     pub partition: Option<String>,
@@ -71,6 +74,7 @@ pub fn run(args: &RunArgs) -> anyhow::Result<()> {
         rerun_failed: args.rerun_failed,
         force: args.force,
         since: unix_seconds(),
+        tensorboard: !args.no_tensorboard,
     };
     match args.backend {
         Backend::Local => {

@@ -52,6 +52,9 @@ pub struct TrainArgs {
     /// Continue the run in --out from its last checkpoint.
     #[arg(long)]
     pub resume: bool,
+    /// Write no TensorBoard event files (<out>/tensorboard/).
+    #[arg(long, env = super::NO_TENSORBOARD, value_parser = clap::builder::BoolishValueParser::new())]
+    pub no_tensorboard: bool,
 }
 
 /// `cpu` or `cuda:N`.
@@ -171,6 +174,7 @@ pub fn run(args: &TrainArgs) -> anyhow::Result<()> {
         data_dir: args.data_dir.clone(),
         device: parse_device(&args.device)?,
         resume: args.resume,
+        tensorboard: !args.no_tensorboard,
     };
     let summary = match train(&cfg, &args.out, &opts)? {
         Outcome::Trained(summary) => summary,

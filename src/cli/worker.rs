@@ -17,6 +17,10 @@ pub struct WorkerArgs {
     /// The run to train: its index in the manifest ($SLURM_ARRAY_TASK_ID).
     #[arg(long)]
     pub index: usize,
+    /// Write no TensorBoard event files (`ablate run --no-tensorboard` sets the variable in
+    /// the job script).
+    #[arg(long, env = super::NO_TENSORBOARD, value_parser = clap::builder::BoolishValueParser::new())]
+    pub no_tensorboard: bool,
 }
 
 pub fn run(args: &WorkerArgs) -> anyhow::Result<()> {
@@ -42,6 +46,7 @@ pub fn run(args: &WorkerArgs) -> anyhow::Result<()> {
         data_dir: manifest.data_dir.clone(),
         device: super::train::parse_device(device)?,
         resume: true,
+        tensorboard: !args.no_tensorboard,
     };
     match train(&cfg, &run.dir, &opts)? {
         Outcome::AlreadyDone => crate::schedule::say(&format!(

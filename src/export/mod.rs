@@ -1,7 +1,7 @@
 //! ONNX export of the deploy form: a standard file that any ONNX runtime can execute.
 //!
-//! - [`proto`]: the protobuf wire format (write side), hand-written: no `protoc`, no codegen.
-//! - [`onnx`]: the ONNX messages the file holds, with onnx.proto's field numbers.
+//! - [`onnx`]: the ONNX messages the file holds, with onnx.proto's field numbers, encoded by
+//!   [`crate::proto`] (the protobuf wire format, hand-written: no `protoc`, no codegen).
 //! - `graph`: a graph builder (unique value names, constants from candle tensors).
 //! - `lower`: the deploy network's layer objects, one by one, as ONNX nodes.
 //! - [`source`]: what to export (a done run dir's trained model, or a preset / model file with
@@ -17,7 +17,6 @@
 mod graph;
 mod lower;
 pub mod onnx;
-pub mod proto;
 pub mod reference;
 pub mod source;
 

@@ -1,12 +1,12 @@
 //! The ONNX messages an exported model needs, with their field numbers from `onnx/onnx.proto`
 //! (ModelProto, GraphProto, NodeProto, AttributeProto, TensorProto, ValueInfoProto, TypeProto,
-//! TensorShapeProto, OperatorSetIdProto, StringStringEntryProto), encoded by [`super::proto`].
+//! TensorShapeProto, OperatorSetIdProto, StringStringEntryProto), encoded by [`crate::proto`].
 //!
 //! Only what the exporter writes is modelled: float32 and int64 tensors stored as `raw_data`
 //! (little-endian), attributes of type INT, FLOAT and INTS, tensor-typed graph inputs and
 //! outputs, the default operator-set domain.
 
-use super::proto::Writer;
+use crate::proto::Writer;
 
 /// `TensorProto.DataType` values used here.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

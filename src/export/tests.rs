@@ -215,42 +215,21 @@ fn the_training_form_is_refused() {
     assert!(e.to_string().contains("only the deploy form"), "{e}");
 }
 
-/// A reader of the protobuf wire format, enough to walk the encoded file's fields.
-fn fields(mut b: &[u8]) -> Vec<(u32, Result<u64, &[u8]>)> {
-    fn varint(b: &mut &[u8]) -> u64 {
-        let (mut v, mut shift) = (0u64, 0);
-        loop {
-            let byte = b[0];
-            *b = &b[1..];
-            v |= ((byte & 0x7f) as u64) << shift;
-            if byte < 0x80 {
-                return v;
-            }
-            shift += 7;
-        }
-    }
-    let mut out = Vec::new();
-    while !b.is_empty() {
-        let key = varint(&mut b);
-        let (field, wire) = ((key >> 3) as u32, key & 7);
-        match wire {
-            0 => out.push((field, Ok(varint(&mut b)))),
-            2 => {
-                let len = varint(&mut b) as usize;
-                out.push((field, Err(&b[..len])));
-                b = &b[len..];
-            }
-            5 => {
-                out.push((
-                    field,
-                    Ok(u32::from_le_bytes(b[..4].try_into().unwrap()) as u64),
-                ));
-                b = &b[4..];
-            }
-            w => panic!("unexpected wire type {w}"),
-        }
-    }
-    out
+/// The fields of an encoded message, read by [`crate::proto::fields`]: numbers as `Ok`, the
+/// bytes of length-delimited fields as `Err`.
+fn fields(b: &[u8]) -> Vec<(u32, Result<u64, &[u8]>)> {
+    use crate::proto::FieldValue;
+    crate::proto::fields(b)
+        .map(|f| {
+            let (n, v) = f.unwrap();
+            let v = match v {
+                FieldValue::Bytes(b) => Err(b),
+                FieldValue::Varint(v) | FieldValue::Fixed64(v) => Ok(v),
+                FieldValue::Fixed32(v) => Ok(u64::from(v)),
+            };
+            (n, v)
+        })
+        .collect()
 }
 
 #[test]

@@ -145,6 +145,12 @@ impl LearnedDscConv {
         }
     }
 
+    /// Live and all kernels of the conv (every group starts with `cardinality * in_per_group`).
+    pub fn live_kernels(&self) -> (usize, usize) {
+        let all = self.groups() * self.cfg.cardinality * self.in_per_group();
+        (self.kernels_per_group().iter().sum(), all)
+    }
+
     /// Where the schedule has this layer, e.g. `learned-dsc 3/8 drops` or `learned-dsc
     /// converted`.
     pub fn schedule_state(&self) -> String {

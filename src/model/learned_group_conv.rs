@@ -112,6 +112,13 @@ impl LearnedGroupConv {
         self.kept[0].iter().filter(|&&k| k).count()
     }
 
+    /// Live and all input connections (output, input channel) of the conv: each output reads
+    /// its group's live inputs.
+    pub fn live_connections(&self) -> (usize, usize) {
+        let width = self.width();
+        (width * self.live_per_group(), width * self.cin())
+    }
+
     /// Drops until the stage of `t` is reached; returns the number of drops done.
     pub fn advance_schedule(&mut self, t: f64) -> Result<usize> {
         let target = self.stage_at(t);

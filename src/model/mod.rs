@@ -38,7 +38,7 @@ pub use layout::{checkpoint_tensors, deploy_tensors};
 pub use learned_dsc_conv::{LearnedDscConfig, LearnedDscConv};
 pub use learned_group_conv::LearnedGroupConv;
 pub use linear::Linear;
-pub use network::{Form, Network};
+pub use network::{Form, LiveFractions, Network};
 pub use pool::AvgPool2d;
 pub use preact_conv::PreActConv;
 pub use preactivation::PreActivation;

@@ -8,13 +8,23 @@ use super::batch_norm::{BatchNorm, BatchNormConfig, RUNNING_VAR};
 use super::classifier::{Classifier, CondensedLinear};
 use super::conv::{Conv2d, Conv2dConfig};
 use super::dense_block;
-use super::dense_layer::DenseLayer;
+use super::dense_layer::{Bottleneck, DenseLayer};
 use super::dropout::NoiseClock;
 use super::init::SeededInit;
 use super::pool::AvgPool2d;
 use super::state::{saved_like, HasState, Saved, State, StateTensor};
 use super::PruneReport;
 use crate::config::{Loss, ModelSpec, INPUT_CHANNELS, INPUT_SIDE};
+
+/// The live fraction of each pruned layer family of a training-form network: depends only on
+/// where the schedule is (how many drops each layer made), never on the weights.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct LiveFractions {
+    /// Of the learned group convs' input connections; `None` without such layers.
+    pub learned_group: Option<f64>,
+    /// Of the learned-dsc convs' kernels; `None` without such layers.
+    pub learned_dsc: Option<f64>,
+}
 
 /// Which form a [`Network`] is in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, clap::ValueEnum)]
@@ -256,6 +266,27 @@ impl Network {
             "fixed".to_string()
         } else {
             states.join(", ")
+        }
+    }
+
+    /// How much of each pruned layer family is live now, over all its layers.
+    pub fn live_fractions(&self) -> LiveFractions {
+        let (mut group, mut dsc) = ((0, 0), (0, 0));
+        let add = |sum: &mut (usize, usize), (live, all): (usize, usize)| {
+            sum.0 += live;
+            sum.1 += all;
+        };
+        for layer in self.layers() {
+            match layer.bottleneck() {
+                Bottleneck::LearnedGroup(c) => add(&mut group, c.live_connections()),
+                Bottleneck::LearnedDsc(c) => add(&mut dsc, c.live_kernels()),
+                Bottleneck::CondensedGroup(_) | Bottleneck::Dense(_) => {}
+            }
+        }
+        let fraction = |(live, all): (usize, usize)| (all > 0).then(|| live as f64 / all as f64);
+        LiveFractions {
+            learned_group: fraction(group),
+            learned_dsc: fraction(dsc),
         }
     }
 

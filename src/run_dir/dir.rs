@@ -471,6 +471,15 @@ pub fn mark_lost(root: &Path, message: &str) -> anyhow::Result<Option<StatusReco
     Ok(Some(s))
 }
 
+/// The lock of the run dir `root` for a command that writes into it without training (the
+/// backfill of event files); `None` while a live process works in it.
+pub fn lock_idle(root: &Path) -> anyhow::Result<Option<LockFile>> {
+    let path = root.join(LOCK_FILE);
+    Ok(LockFile::try_acquire(&path, &holder_note())
+        .with_context(|| format!("locking {}", path.display()))?
+        .ok())
+}
+
 /// True while a live process works in the run dir.
 pub fn is_busy(root: &Path) -> bool {
     LockFile::is_held(&root.join(LOCK_FILE))

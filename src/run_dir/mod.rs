@@ -7,6 +7,9 @@
 //! - [`metrics`]: `metrics.csv`, one [`EpochRecord`] per epoch.
 //! - [`summary`]: `summary.json`, a finished run's [`Summary`].
 //! - [`plan`]: `plan.json`, an experiment's planned runs.
+//!
+//! Beside them, [`TENSORBOARD_DIR`] holds the run's TensorBoard event files, written by
+//! `crate::tensorboard` from these records.
 
 pub mod dir;
 pub mod metrics;
@@ -14,8 +17,8 @@ pub mod plan;
 pub mod summary;
 
 pub use dir::{
-    check_trained_config, is_busy, mark_lost, queue, read_status, retrain_command, Attempt, RunDir,
-    RunDirError, RunStatus, StatusRecord,
+    check_trained_config, is_busy, lock_idle, mark_lost, queue, read_status, retrain_command,
+    Attempt, RunDir, RunDirError, RunStatus, StatusRecord,
 };
 pub use metrics::{median, read_metrics, write_metrics, EpochRecord, HEADER};
 pub use plan::{OtherExperiment, Plan, PlanEntry, EXPERIMENT_FILE, PLAN_FILE};
@@ -34,8 +37,10 @@ pub const MODEL_FILE: &str = "model.safetensors";
 pub const LOCK_FILE: &str = ".lock";
 /// A scratch file training writes and removes at its end (to measure a checkpoint's size).
 pub const SCRATCH_FILE: &str = ".checkpoint-size.safetensors";
-/// Every file of a run dir, by name: no other command may write one of them.
-pub const RUN_FILES: [&str; 9] = [
+/// The folder of the run's TensorBoard event files (`crate::tensorboard`).
+pub const TENSORBOARD_DIR: &str = "tensorboard";
+/// Every file (and folder) of a run dir, by name: no other command may write one of them.
+pub const RUN_FILES: [&str; 10] = [
     CONFIG_FILE,
     STATUS_FILE,
     LOG_FILE,
@@ -45,4 +50,5 @@ pub const RUN_FILES: [&str; 9] = [
     MODEL_FILE,
     LOCK_FILE,
     SCRATCH_FILE,
+    TENSORBOARD_DIR,
 ];

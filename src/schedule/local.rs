@@ -233,7 +233,7 @@ impl<'a> Session<'a> {
             };
             let run = self.pending.remove(k).expect("index from position");
             let p = &prepared[run];
-            let child = spawn(p, &self.opts.slots[slot], &self.data_dir)?;
+            let child = spawn(p, &self.opts.slots[slot], &self.data_dir, &self.opts.policy)?;
             self.launches[run] += 1;
             let spec = &self.exp.runs[p.index];
             self.console.event(&format!(
@@ -382,7 +382,7 @@ fn last_line(file: &Path) -> Option<String> {
 }
 
 /// Starts `ablate train --resume` for the run in its dir on `slot`.
-fn spawn(p: &Prepared, slot: &Slot, data_dir: &Path) -> anyhow::Result<Child> {
+fn spawn(p: &Prepared, slot: &Slot, data_dir: &Path, policy: &Policy) -> anyhow::Result<Child> {
     let exe = std::env::current_exe().context("finding the ablate executable")?;
     let output = OpenOptions::new()
         .create(true)
@@ -398,6 +398,7 @@ fn spawn(p: &Prepared, slot: &Slot, data_dir: &Path) -> anyhow::Result<Child> {
         .arg(data_dir)
         .arg("--device")
         .arg(slot.train_device())
+        .args((!policy.tensorboard).then_some("--no-tensorboard"))
         .stdin(Stdio::null())
         .stdout(output.try_clone()?)
         .stderr(output)

@@ -23,6 +23,9 @@ pub struct Policy {
     pub force: bool,
     /// Unix seconds this scheduling session started.
     pub since: f64,
+    /// Runs write TensorBoard event files, and the experiment its HParams record
+    /// ([`crate::tensorboard`]).
+    pub tensorboard: bool,
 }
 
 /// The state of one run before scheduling.
@@ -160,6 +163,12 @@ pub fn prepare(exp: &Experiment, results: &Path, policy: &Policy) -> anyhow::Res
     plan.check_replaces(&root, &text)?;
     write_atomic(&root.join(EXPERIMENT_FILE), &text)?;
     plan.write(&root)?;
+    if policy.tensorboard {
+        // The dashboard's grid is no reason to stop a session.
+        if let Err(e) = crate::tensorboard::write_experiment(&root, &plan) {
+            eprintln!("warning: tensorboard: {e:#}; the HParams dashboard lacks its grid");
+        }
+    }
     let mut prepared = Vec::with_capacity(exp.runs.len());
     for (index, run) in exp.runs.iter().enumerate() {
         let dir = exp.run_dir(results, run);
@@ -206,6 +215,7 @@ mod tests {
             rerun_failed,
             force: false,
             since: 100.0,
+            tensorboard: true,
         }
     }
 

@@ -213,9 +213,14 @@ fn job_script(
     s += "# Written by `ablate run --backend slurm`; each task trains one run of the manifest.\n";
     s += "export RAYON_NUM_THREADS=\"${SLURM_CPUS_PER_TASK:-1}\"\n";
     s += &format!(
-        "exec {} worker --manifest {} --index \"$SLURM_ARRAY_TASK_ID\"\n",
+        "exec {} worker --manifest {} --index \"$SLURM_ARRAY_TASK_ID\"{}\n",
         shell_quote(&exe.to_string_lossy()),
-        shell_quote(&manifest.to_string_lossy())
+        shell_quote(&manifest.to_string_lossy()),
+        if opts.policy.tensorboard {
+            ""
+        } else {
+            " --no-tensorboard"
+        }
     );
     Ok(s)
 }

@@ -10,12 +10,15 @@ use candle_core::{DType, Device, Tensor};
 use candle_nn::ModuleT;
 
 use super::checkpoint::{self, TrainedSoFar};
+use super::events::RunEvents;
 use super::loss::{class_balanced_weights, class_weight_tensor, cross_entropy, focal_loss_with};
 use super::meter::EpochMeter;
 use super::model_file;
+use super::structure::progress_at;
 
 use super::optim::{cosine_lr, Sgd, SgdConfig};
 use crate::analyze::{self, trace_costs, Convention};
+use crate::clock::unix_seconds;
 use crate::config::{Loss, RunConfig};
 use crate::data::{epoch_order, prepare_batch, Crop, Dataset};
 use crate::model::Network;
@@ -24,6 +27,7 @@ use crate::run_dir::{
     PruningEvent, RunDir, RunDirError, RunStatus, Summary, CHECKPOINT_FILE, CONFIG_FILE,
     METRICS_FILE, MODEL_FILE, SCRATCH_FILE, SUMMARY_FILE,
 };
+use crate::tensorboard::hparams::SessionStatus;
 
 /// Images per evaluation batch (evaluation is per-image in eval mode; this bounds memory).
 const EVAL_BATCH: usize = 200;
@@ -36,6 +40,8 @@ pub struct TrainOptions {
     pub device: Device,
     /// Continue the run in the output dir from its checkpoint.
     pub resume: bool,
+    /// Write TensorBoard event files into the run dir's `tensorboard/`.
+    pub tensorboard: bool,
 }
 
 /// A training step's loss above this many times `ln(classes)` (the loss of a uniform guess,
@@ -73,11 +79,6 @@ fn form_counts(net: &Network) -> candle_core::Result<FormCounts> {
         paper: analyze::total(&layers, Convention::Paper),
         executed: analyze::total(&layers, Convention::Executed),
     })
-}
-
-/// Progress t in [0, 1) of iteration `i` (0-based) of `total`.
-fn progress_at(i: u64, total: u64) -> f64 {
-    i as f64 / total as f64
 }
 
 /// Stopped on request (SIGINT / SIGTERM); the run resumes from its last checkpoint.
@@ -204,6 +205,8 @@ struct Trainer<'a> {
     /// Class weights of the focal loss (unused for CE), `[C]` on the device.
     class_weights: Tensor,
     iterations_per_epoch: usize,
+    /// The run's TensorBoard events; `None` when turned off.
+    events: Option<RunEvents>,
 }
 
 /// Loss, top-1 and predicted classes of a pass over a dataset.
@@ -259,6 +262,15 @@ impl<'a> Trainer<'a> {
         // metrics.csv always agrees with the checkpoint (a kill between the two writes is
         // repaired here).
         write_metrics(&dir.path(METRICS_FILE), &progress.records)?;
+        // The events of the checkpointed epochs that the event folder lacks come first.
+        let events = opts.tensorboard.then(|| {
+            let mut events = RunEvents::open(dir.root(), cfg, Some(iterations_per_epoch));
+            let start = dir.status().started.unwrap_or_else(unix_seconds);
+            events.session_start(start);
+            events.epochs(&progress.records, start);
+            warn(dir, &mut events);
+            events
+        });
         let class_weights = class_weight_tensor(
             &class_balanced_weights(&train.class_counts(), cfg.train.focal_beta),
             &device,
@@ -274,7 +286,16 @@ impl<'a> Trainer<'a> {
             progress,
             class_weights,
             iterations_per_epoch,
+            events,
         })
+    }
+
+    /// Does `write` to the run's events, if they are on, and reports its warnings.
+    fn events(&mut self, write: impl FnOnce(&mut RunEvents)) {
+        if let Some(events) = &mut self.events {
+            write(events);
+            warn(self.dir, events);
+        }
     }
 
     /// Records the epochs done and the median epoch time so far.
@@ -291,7 +312,15 @@ impl<'a> Trainer<'a> {
     fn run(&mut self) -> anyhow::Result<Summary> {
         let epochs = self.cfg.train.epochs;
         while self.progress.epochs_done < epochs {
-            let record = self.epoch()?;
+            let record = match self.epoch() {
+                Ok(record) => record,
+                Err(e) => {
+                    if e.is::<Diverged>() {
+                        self.events(|ev| ev.end(SessionStatus::Failure, unix_seconds()));
+                    }
+                    return Err(e);
+                }
+            };
             let line = format!(
                 "epoch {}/{epochs}: train loss {:.4} top1 {:.2}% | test loss {:.4} top1 {:.2}% | lr {:.5} | {:.1}s ({:.1}s data) {:.0} img/s",
                 record.epoch,
@@ -306,7 +335,7 @@ impl<'a> Trainer<'a> {
             );
             eprintln!("{line}");
             self.dir.log(&line);
-            self.progress.records.push(record);
+            self.progress.records.push(record.clone());
             self.progress.epochs_done += 1;
             write_metrics(&self.dir.path(METRICS_FILE), &self.progress.records)?;
             checkpoint::save(
@@ -317,10 +346,14 @@ impl<'a> Trainer<'a> {
                 &self.cfg.to_toml(),
             )?;
             self.record_progress()?;
+            // Only now is the epoch durable: a kill before this line trains it again.
+            self.events(|ev| ev.epoch(&record, unix_seconds()));
         }
         let summary = self.finish()?;
         write_summary(self.dir.root(), &summary)?;
         self.dir.update(RunStatus::Done, None)?;
+        let json = serde_json::to_value(&summary)?;
+        self.events(|ev| ev.finish(&json, epochs, unix_seconds()));
         self.dir.log(&format!(
             "done: deploy test top1 {:.2}%, agreement with the training form {:.4}",
             summary.deploy_test_top1, summary.deploy_agreement
@@ -569,6 +602,15 @@ impl<'a> Trainer<'a> {
             last,
             schedule,
         })
+    }
+}
+
+/// Prints each warning of `events` (TensorBoard files are never worth stopping a run for) and
+/// logs it in the run dir.
+fn warn(dir: &mut RunDir, events: &mut RunEvents) {
+    for w in events.warnings() {
+        eprintln!("warning: tensorboard: {w}");
+        dir.log(&format!("warning: tensorboard: {w}"));
     }
 }
 

@@ -1,18 +1,11 @@
-//! The protobuf wire format, write side only: the few field kinds the ONNX messages of
-//! [`super::onnx`] use. No schema, no reflection: each message encodes its own fields by number.
+//! The write side: the field kinds the ONNX and TensorBoard messages use. No schema, no
+//! reflection: each message encodes its own fields by number.
 //!
 //! Invariants: fields are written in the order the caller writes them (any order is valid
 //! protobuf); repeated scalars are written unpacked (one key per element), which every parser
 //! must accept for proto2 and proto3 alike; a nested message is length-delimited.
 
-/// Wire types of the protobuf encoding.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[repr(u8)]
-enum WireType {
-    Varint = 0,
-    LengthDelimited = 2,
-    Fixed32 = 5,
-}
+use super::WireType;
 
 /// An encoded message under construction.
 #[derive(Debug, Default, Clone)]
@@ -63,6 +56,18 @@ impl Writer {
     pub fn float(&mut self, field: u32, v: f32) {
         self.key(field, WireType::Fixed32);
         self.buf.extend_from_slice(&v.to_le_bytes());
+    }
+
+    /// A `double` field (little-endian IEEE 754, fixed 64 bits).
+    pub fn double(&mut self, field: u32, v: f64) {
+        self.key(field, WireType::Fixed64);
+        self.buf.extend_from_slice(&v.to_le_bytes());
+    }
+
+    /// A `bool` field: a varint 0 or 1.
+    pub fn bool(&mut self, field: u32, v: bool) {
+        self.key(field, WireType::Varint);
+        self.varint(u64::from(v));
     }
 
     /// A `bytes` field.
@@ -142,6 +147,16 @@ mod tests {
             [0x12, 0x07, b't', b'e', b's', b't', b'i', b'n', b'g']
         );
         assert_eq!(encoded(|w| w.string(1, "")), [0x0a, 0x00]);
+    }
+
+    #[test]
+    fn doubles_are_fixed64_little_endian_and_bools_varints() {
+        assert_eq!(
+            encoded(|w| w.double(1, 1.0)),
+            [0x09, 0, 0, 0, 0, 0, 0, 0xf0, 0x3f]
+        );
+        assert_eq!(encoded(|w| w.bool(4, true)), [0x20, 0x01]);
+        assert_eq!(encoded(|w| w.bool(4, false)), [0x20, 0x00]);
     }
 
     #[test]
