@@ -620,6 +620,7 @@ mod tests {
                 stages: p.work.clone(),
                 other_macs: 0,
                 other_elements: 0,
+                params: 0,
             });
             assert!((e + m - priced).abs() <= 1e-6 * priced);
         }
