@@ -62,25 +62,31 @@ for run in "${runs[@]}"; do
   mutate+=(--mutate "$work/run$i.onnx")
   i=$((i + 1))
 done
+# The oldest opset the int8 form takes (13), with the normalisation in the graph.
+export_one run0-opset13-normalized "${runs[0]}" --reference-images 1000 --opset 13 --normalize-input
 "$venv/bin/python" tests/onnx/check.py "${files[@]}" "${mutate[@]}"
 
-int8_export() { # NAME RUN_DIR IMAGES: the int8 file beside the float one, with its reference
-  "$ablate" export "$2" --int8 --out "$work/$1-int8.onnx" --reference "$work/$1-int8.ref.safetensors" \
-    --reference-images "$3" >/dev/null
+int8_export() { # NAME RUN_DIR [EXPORT ARGS...]: the int8 file beside the float one, with its reference
+  local name=$1 run=$2
+  shift 2
+  "$ablate" export "$run" --int8 --out "$work/$name-int8.onnx" --reference "$work/$name-int8.ref.safetensors" "$@" >/dev/null
 }
 small=()
 i=0
 for run in "${runs[@]}"; do
-  int8_export "run$i" "$run" 1000
+  int8_export "run$i" "$run" --reference-images 1000
   small+=("$work/run$i-int8.onnx")
   i=$((i + 1))
 done
+int8_export run0-opset13-normalized "${runs[0]}" --reference-images 1000 --opset 13 --normalize-input
+small+=("$work/run0-opset13-normalized-int8.onnx")
 full=()
 for model in condensenext condensenet-86; do
   "$ablate" train --model "$model" --dataset synthetic --subset 128 --test-subset 64 --batch 32 \
-    --epochs 1 --seed 0 --out "$work/full-$model" >/dev/null
+    --epochs 1 --seed 0 --out "$work/full-$model" >"$work/train-$model.log" 2>&1 ||
+    { cat "$work/train-$model.log"; exit 1; }
   "$ablate" export "$work/full-$model" --out "$work/full-$model.onnx" >/dev/null
-  int8_export "full-$model" "$work/full-$model" 64
+  int8_export "full-$model" "$work/full-$model" --reference-images 64
   full+=("$work/full-$model-int8.onnx")
 done
 "$venv/bin/python" tests/onnx/check_int8.py --max-size-ratio 0.45 "${small[@]}" --mutate "${small[0]}"

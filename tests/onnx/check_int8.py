@@ -9,8 +9,13 @@ For every `NAME-int8.onnx` given, `NAME-int8.ref.safetensors` beside it (written
 - say in its metadata that it is int8, how it was calibrated (rule, images, set) and the float
   model's top-1;
 - in onnxruntime with graph optimisations off (every QuantizeLinear, DequantizeLinear and float
-  op run as the file states them: the same quantized arithmetic as ablate's) give ablate's int8
-  logits within --tolerance (max abs error) and exactly ablate's int8 top-1 on the test set;
+  op run as the file states them: the same quantized arithmetic as ablate's) give exactly
+  ablate's int8 top-1 on the test set, and ablate's int8 logits (within --tolerance, max abs
+  error) on all but --max-differing of the images. That allowance is for rounding ties: the two
+  runtimes sum a float conv in different orders, so a value within an ulp of a .5 quantization
+  boundary can land one uint8 step apart, and that step reaches the image's logits. Measured:
+  0 of 64 images on the CI runs, at most 9 of 500 (1.8%) on the digits runs; a wrong scale makes
+  every image differ;
 - in onnxruntime with all optimisations (what a deployment runs: QDQ groups fused into
   QLinearConv and friends, integer kernels) give a top-1 within --max-drop points of the float
   model's, as ablate's int8 top-1 must be too;
@@ -51,25 +56,23 @@ def top1(logits, labels):
     return 100.0 * float((logits.argmax(1) == labels).mean())
 
 
-def literal(model_bytes, ref):
-    """(max abs error against ablate's int8 logits, onnxruntime's top-1, images whose argmax differs)."""
-    got = session(model_bytes, optimise=False).run(["logits"], {"input": ref["test.input"]})[0]
-    want = ref["test.logits"]
-    err = float(np.abs(got - want).max())
-    differ = int((got.argmax(1) != want.argmax(1)).sum())
-    return err, top1(got, ref["test.labels"]), differ
-
-
 def judge(model_bytes, meta, ref, args):
-    """(problems, cells) of the literal comparison."""
-    err, ort_top1, differ = literal(model_bytes, ref)
-    int8_top1 = float(meta["int8_test_top1"])
+    """(problems, cells) of onnxruntime running the QDQ graph as stated against ablate's int8 logits."""
+    got = session(model_bytes, optimise=False).run(["logits"], {"input": ref["test.input"]})[0]
+    want, labels = ref["test.logits"], ref["test.labels"]
+    per_image = np.abs(got - want).max(1)
+    differing = int((per_image > args.tolerance).sum())
+    argmax = int((got.argmax(1) != want.argmax(1)).sum())
+    right = int((got.argmax(1) == labels).sum())
+    ablate_right = round(float(meta["int8_test_top1"]) * len(labels) / 100)
     problems = []
-    if err > args.tolerance:
-        problems.append(f"max abs error {err:.3g} > {args.tolerance:g} against ablate's int8 logits")
-    if ort_top1 != int8_top1:
-        problems.append(f"onnxruntime's top-1 {ort_top1:.2f}% != ablate's int8 top-1 {int8_top1:.2f}%")
-    cells = [f"QDQ as stated: max|err| {err:.2e}, top-1 {ort_top1:.2f}% ({differ} argmax differ)"]
+    if differing > args.max_differing * len(labels):
+        problems.append(f"{differing} of {len(labels)} images' logits differ from ablate's by more than {args.tolerance:g} "
+                        f"(allowed: {args.max_differing:.0%})")
+    if right != ablate_right:
+        problems.append(f"onnxruntime's top-1 {100 * right / len(labels):.2f}% != ablate's int8 top-1 {meta['int8_test_top1']}%")
+    cells = [f"QDQ as stated: top-1 {100 * right / len(labels):.2f}%, {differing} images' logits differ "
+             f"(max|err| {per_image.max():.2e}), {argmax} argmax differ"]
     return problems, cells
 
 
@@ -129,7 +132,8 @@ def wrong_scale(model):
 def main():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("files", nargs="+", help="NAME-int8.onnx files, each with NAME-int8.ref.safetensors and NAME.onnx")
-    p.add_argument("--tolerance", type=float, default=1e-3, help="max abs logit error, QDQ as stated")
+    p.add_argument("--tolerance", type=float, default=1e-4, help="max abs logit error of an agreeing image")
+    p.add_argument("--max-differing", type=float, default=0.05, help="fraction of images allowed beyond --tolerance")
     p.add_argument("--max-drop", type=float, default=5.0, help="top-1 points int8 may lose against float")
     p.add_argument("--max-size-ratio", type=float, default=0.35)
     p.add_argument("--mutate", action="append", default=[], help="also require a wrong scale in this file to fail")
