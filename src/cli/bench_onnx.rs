@@ -94,7 +94,7 @@ fn rows(
         let int8_bytes = int8_file(&item, &model)?;
         let int8_path = scratch.join(format!("model{i}-int8.onnx"));
         write_atomic(&int8_path, &int8_bytes)?;
-        let (_, int8_ms) = ort_latency_ms(&args.python, &int8_path, args.latency_runs, threads)
+        let (_, int8_ms) = ort_latency_ms(args.python, &int8_path, args.latency_runs, threads)
             .map_err(unavailable)?;
         rows.push(OnnxRow {
             model: name.clone(),

@@ -337,7 +337,7 @@ impl Env<'_> {
         }
         let known: usize = dims.iter().product();
         if let Some(i) = infer {
-            if known == 0 || total % known != 0 {
+            if known == 0 || !total.is_multiple_of(known) {
                 return Err(self.fail("cannot infer the -1 dimension"));
             }
             dims[i] = total / known;

@@ -67,7 +67,7 @@ impl QParams {
     pub fn covering(lo: f32, hi: f32) -> Self {
         let (lo, hi) = (lo.min(0.0), hi.max(0.0));
         let scale = (hi - lo) / 255.0;
-        if !(scale > 0.0) || !scale.is_finite() {
+        if scale.is_nan() || scale <= 0.0 || scale.is_infinite() {
             return Self {
                 scale: 1.0,
                 zero_point: 0,
