@@ -370,6 +370,34 @@ mod tests {
         );
     }
 
+    /// The quantized types: uint8 = 2, int8 = 3 (two's complement bytes), int32 = 6.
+    #[test]
+    fn quantized_tensors_encode_their_type_and_bytes() {
+        let encode = |data: TensorData| {
+            let mut w = Writer::new();
+            Tensor {
+                name: "q".into(),
+                dims: vec![2],
+                data,
+            }
+            .encode(&mut w);
+            w.into_bytes()
+        };
+        let head = |t: u8| vec![0x08, 0x02, 0x10, t, 0x42, 0x01, b'q', 0x4a];
+        assert_eq!(
+            encode(TensorData::U8(vec![0, 255])),
+            [head(2), vec![2, 0, 255]].concat()
+        );
+        assert_eq!(
+            encode(TensorData::I8(vec![-1, 127])),
+            [head(3), vec![2, 0xff, 0x7f]].concat()
+        );
+        assert_eq!(
+            encode(TensorData::I32(vec![-2, 1])),
+            [head(6), vec![8, 0xfe, 0xff, 0xff, 0xff, 1, 0, 0, 0]].concat()
+        );
+    }
+
     #[test]
     fn attributes_carry_their_type() {
         let mut w = Writer::new();
