@@ -636,3 +636,211 @@ fn a_lost_deploy_model_is_rebuilt_from_the_checkpoint() {
     );
     std::fs::remove_dir_all(root).unwrap();
 }
+
+/// `export --int8` of a trained run: calibrated on the run's training images, its top-1
+/// measured on the whole test set by ablate's own evaluation of the QDQ graph (what the
+/// reference's int8 logits give), kept in <out>.json and the file's metadata, byte for byte the
+/// same file again; and each bad input one line, exit 2, nothing written.
+#[test]
+fn an_int8_export_measures_its_cost_and_refuses_bad_input() {
+    let root = scratch("int8");
+    let run = root.join("run");
+    train_tiny(&run, &[]);
+    let run_s = run.to_str().unwrap();
+    let out = root.join("m-int8.onnx");
+    let reference = root.join("ref.safetensors");
+    let export = |out: &Path| {
+        ablate(&[
+            "export",
+            run_s,
+            "--int8",
+            "--calibration-images",
+            "32",
+            "--out",
+            out.to_str().unwrap(),
+            "--reference",
+            reference.to_str().unwrap(),
+            "--reference-images",
+            "40",
+        ])
+    };
+    let o = export(&out);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let text = stdout(&o);
+    assert!(text.contains("int8 QDQ"), "{text}");
+    assert!(
+        text.contains("calibration 32 of 64 train images (synthetic) drawn by seed 3; activation ranges min-max"),
+        "{text}"
+    );
+    assert!(text.contains("test top-1 (40 images): float "), "{text}");
+
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(root.join("m-int8.json")).unwrap()).unwrap();
+    let summary: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(run.join("summary.json")).unwrap()).unwrap();
+    assert_eq!(report["float_test_top1"], summary["deploy_test_top1"]);
+    assert_eq!(report["test_images"], 40);
+    assert_eq!(report["calibration"]["images"], 32);
+    assert_eq!(report["calibration"]["rule"], "min-max");
+    let (r, _) = load_safetensors(&reference, &Device::Cpu).unwrap();
+    let labels = r["test.labels"].to_vec1::<u32>().unwrap();
+    let top1 = |key: &str| {
+        let p = r[key].argmax(1).unwrap().to_vec1::<u32>().unwrap();
+        100.0 * p.iter().zip(&labels).filter(|(p, l)| p == l).count() as f64 / 40.0
+    };
+    assert_eq!(
+        report["int8_test_top1"].as_f64().unwrap(),
+        top1("test.logits")
+    );
+    assert_eq!(
+        report["float_test_top1"].as_f64().unwrap(),
+        top1("test.float_logits")
+    );
+    assert!(
+        max_abs_diff(&r["test.logits"], &r["test.float_logits"]) > 0.0,
+        "the int8 logits are not the float ones"
+    );
+    let bytes = std::fs::read(&out).unwrap();
+    assert_eq!(report["onnx_bytes"], bytes.len());
+    let text = String::from_utf8_lossy(&bytes);
+    for key in [
+        "quantization",
+        "calibration",
+        "float_test_top1",
+        "int8_test_top1",
+        "min-max",
+    ] {
+        assert!(text.contains(key), "metadata lacks {key}");
+    }
+    let float = root.join("m.onnx");
+    let o = ablate(&["export", run_s, "--out", float.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let float_bytes = std::fs::read(&float).unwrap().len();
+    assert!(
+        bytes.len() < float_bytes,
+        "{} vs {float_bytes}",
+        bytes.len()
+    );
+    // Same run, same seed: the same file.
+    let again = root.join("again.onnx");
+    assert!(export(&again).status.success());
+    assert_eq!(std::fs::read(&again).unwrap(), bytes);
+
+    // Bad input: nothing is written.
+    let before = listing(&root);
+    let t = root.join("never.onnx");
+    let t = t.to_str().unwrap();
+    let o = ablate(&["export", "condensenext", "--int8", "--out", t]);
+    assert_usage_error(
+        &o,
+        &["key `--int8`", "`condensenext` is a preset or model file"],
+    );
+    let o = ablate(&["export", run_s, "--int8", "--opset", "12", "--out", t]);
+    assert_usage_error(
+        &o,
+        &[
+            "key `--opset`",
+            "--int8 needs operator set 13 or later",
+            "got 12",
+        ],
+    );
+    let o = ablate(&[
+        "export",
+        run_s,
+        "--int8",
+        "--calibration-images",
+        "0",
+        "--out",
+        t,
+    ]);
+    assert_usage_error(&o, &["key `--calibration-images`", "positive"]);
+    let json = root.join("m.json");
+    let o = ablate(&["export", run_s, "--int8", "--out", json.to_str().unwrap()]);
+    assert_usage_error(&o, &["key `--out`", "ends in .json"]);
+    let own = run.join("summary.onnx");
+    let o = ablate(&["export", run_s, "--int8", "--out", own.to_str().unwrap()]);
+    assert_usage_error(&o, &["is the run dir's own summary.json"]);
+    let o = ablate(&["export", run_s, "--calibration-images", "8", "--out", t]);
+    assert_eq!(
+        o.status.code(),
+        Some(2),
+        "--calibration-images needs --int8"
+    );
+    assert_eq!(listing(&root), before, "nothing half-written");
+    std::fs::remove_dir_all(root).unwrap();
+}
+
+/// A CIFAR-10 run whose data is not where --data-dir points: refused (one line, exit 2,
+/// nothing written) instead of downloading or failing half-way. The CIFAR-10 files here are
+/// sparse files of the official sizes (all-zero images of class 0), enough to train on.
+#[test]
+fn an_int8_export_without_the_runs_dataset_is_refused() {
+    let root = scratch("int8-no-data");
+    let data = root.join("data");
+    let folder = data.join(ablate::data::CIFAR10_DIR);
+    std::fs::create_dir_all(&folder).unwrap();
+    let record = ablate::data::RECORD_BYTES as u64;
+    for f in ablate::data::TRAIN_FILES
+        .iter()
+        .chain([&ablate::data::TEST_FILE])
+    {
+        std::fs::File::create(folder.join(f))
+            .unwrap()
+            .set_len(10_000 * record)
+            .unwrap();
+    }
+    let run = root.join("run");
+    let o = ablate(&[
+        "train",
+        "--model",
+        "condensenext",
+        "--set",
+        "stages=[1,1,1]",
+        "--dataset",
+        "cifar10",
+        "--data-dir",
+        data.to_str().unwrap(),
+        "--subset",
+        "32",
+        "--test-subset",
+        "16",
+        "--batch",
+        "16",
+        "--epochs",
+        "1",
+        "--out",
+        run.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let out = root.join("m-int8.onnx");
+    let export = |data_dir: &Path| {
+        ablate(&[
+            "export",
+            run.to_str().unwrap(),
+            "--int8",
+            "--data-dir",
+            data_dir.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+        ])
+    };
+    let elsewhere = root.join("elsewhere");
+    let o = export(&elsewhere);
+    assert_usage_error(
+        &o,
+        &[
+            "--int8 calibrates on the run's training images",
+            "is not in",
+            "elsewhere/cifar-10-batches-bin/",
+        ],
+    );
+    assert!(!out.exists() && !root.join("m-int8.json").exists());
+    let o = export(&data);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(
+        stdout(&o).contains("calibration 32 of 32 train images (cifar10)"),
+        "{}",
+        stdout(&o)
+    );
+    std::fs::remove_dir_all(root).unwrap();
+}

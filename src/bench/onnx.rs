@@ -34,6 +34,12 @@ pub struct OnnxRow {
     pub ablate_ms: Vec<f64>,
     /// onnxruntime (CPU execution provider), median batch-1 milliseconds per thread count.
     pub onnxruntime_ms: Vec<f64>,
+    /// Bytes of the int8 QDQ file (`export --int8`'s form; calibrated on synthetic images,
+    /// as the weights are seeded: for size and latency only).
+    pub int8_bytes: u64,
+    /// The int8 file in onnxruntime (all graph optimisations: QDQ fused into integer kernels),
+    /// median batch-1 milliseconds per thread count.
+    pub int8_onnxruntime_ms: Vec<f64>,
     /// onnxruntime's version.
     pub onnxruntime: String,
 }

@@ -1,5 +1,6 @@
-//! `ablate bench --onnx`: file sizes and batch-1 latency of the exported ONNX files in
-//! onnxruntime beside ablate's own deploy form, with one thread and with every core. ablate's
+//! `ablate bench --onnx`: file sizes and batch-1 latency of the exported ONNX files (float and
+//! int8 QDQ) in onnxruntime beside ablate's own deploy form, with one thread and with every
+//! core. ablate's
 //! latency is measured in a child process per thread count (its thread pool is fixed at start).
 
 use std::process::{Command, Stdio};
@@ -10,7 +11,7 @@ use super::format::{thousands, OutputFormat};
 use crate::analyze::write_deploy;
 use crate::bench::onnx::{deploy_latency_ms, ort_latency_ms, ort_version, OnnxRow, OrtUnavailable};
 use crate::config::{ConfigError, ModelSource, ModelSpec};
-use crate::export::{to_onnx, ExportOptions, Exportable};
+use crate::export::{int8, reference, to_onnx, ExportOptions, Exportable};
 use crate::io::write_atomic;
 use crate::table::Table;
 
@@ -67,7 +68,8 @@ fn rows(
         eprintln!("bench --onnx: {name}, batch 1, threads {threads:?} ...");
         let item = Exportable::from_model(&ModelSource::parse(name), &[], 0)?;
         let opts = ExportOptions::default();
-        let bytes = to_onnx(&item.net, item.metadata(false), &opts)?.encode();
+        let model = to_onnx(&item.net, item.metadata(false), &opts)?;
+        let bytes = model.encode();
         let file = scratch.join(format!("model{i}.onnx"));
         write_atomic(&file, &bytes)?;
         let deploy_bytes = write_deploy(&item.net, &scratch.join(format!("model{i}.safetensors")))?;
@@ -89,6 +91,11 @@ fn rows(
         }
         let (version, ort_ms) =
             ort_latency_ms(&args.python, &file, args.latency_runs, threads).map_err(unavailable)?;
+        let int8_bytes = int8_file(&item, &model)?;
+        let int8_path = scratch.join(format!("model{i}-int8.onnx"));
+        write_atomic(&int8_path, &int8_bytes)?;
+        let (_, int8_ms) = ort_latency_ms(args.python, &int8_path, args.latency_runs, threads)
+            .map_err(unavailable)?;
         rows.push(OnnxRow {
             model: name.clone(),
             onnx_bytes: bytes.len() as u64,
@@ -96,10 +103,24 @@ fn rows(
             threads: threads.to_vec(),
             ablate_ms,
             onnxruntime_ms: ort_ms,
+            int8_bytes: int8_bytes.len() as u64,
+            int8_onnxruntime_ms: int8_ms,
             onnxruntime: version,
         });
     }
     Ok(rows)
+}
+
+/// Synthetic images that calibrate the int8 file of a seeded model (its size and latency do
+/// not depend on which images: only its scales do).
+const CALIBRATION_IMAGES: usize = 32;
+
+/// The int8 QDQ file of `item` (seeded weights), calibrated on synthetic training images.
+fn int8_file(item: &Exportable, float: &crate::export::onnx::Model) -> anyhow::Result<Vec<u8>> {
+    let classes = item.net.spec().classes;
+    let images = crate::data::synthetic(CALIBRATION_IMAGES, classes, 0, "train").images;
+    let (_, input) = reference::inputs(&images, false)?;
+    Ok(int8::quantize(float, &input)?.encode())
 }
 
 fn render(rows: &[OnnxRow], threads: &[usize], format: OutputFormat) -> anyhow::Result<String> {
@@ -107,9 +128,10 @@ fn render(rows: &[OnnxRow], threads: &[usize], format: OutputFormat) -> anyhow::
     let mut columns = vec![
         "model".to_string(),
         "ONNX bytes".to_string(),
+        "int8 ONNX bytes".to_string(),
         "safetensors bytes".to_string(),
     ];
-    for who in ["ablate", "onnxruntime"] {
+    for who in ["ablate", "onnxruntime", "onnxruntime int8"] {
         for &t in threads {
             columns.push(format!("{who} {t} {} ms", plural(t)));
         }
@@ -120,16 +142,19 @@ fn render(rows: &[OnnxRow], threads: &[usize], format: OutputFormat) -> anyhow::
         let mut cells = vec![
             r.model.clone(),
             thousands(r.onnx_bytes),
+            thousands(r.int8_bytes),
             thousands(r.deploy_bytes),
         ];
         cells.extend(r.ablate_ms.iter().map(|ms| format!("{ms:.2}")));
         cells.extend(r.onnxruntime_ms.iter().map(|ms| format!("{ms:.2}")));
+        cells.extend(r.int8_onnxruntime_ms.iter().map(|ms| format!("{ms:.2}")));
         table.push(cells);
     }
     let version = rows.first().map_or("", |r| r.onnxruntime.as_str());
     let table = table.note(format!(
-        "batch 1, medians; seeded weights, opset 17; onnxruntime {version} (CPU execution \
-         provider, intra-op threads as given)."
+        "batch 1, medians; seeded weights, opset 17; int8: the QDQ form of `export --int8`, \
+         calibrated on {CALIBRATION_IMAGES} synthetic images; onnxruntime {version} (CPU \
+         execution provider, all graph optimisations, intra-op threads as given)."
     ));
     Ok(match format.render(&[table]) {
         Some(text) => text,

@@ -7,6 +7,9 @@
 //! - [`source`]: what to export (a done run dir's trained model, or a preset / model file with
 //!   seeded weights), and the typed errors of bad input.
 //! - [`reference`]: images with ablate's own logits for them, to check a runtime against.
+//! - [`quantize`]: the int8 QDQ form of an exported graph; [`interpret`]: ablate's own
+//!   evaluation of a graph (the reference int8 computation); [`int8`]: calibration and the
+//!   measured accuracy cost.
 //!
 //! The file's input `input` is `[N, 3, 32, 32]` float32 with a dynamic batch `N`: RGB planes of
 //! pixels scaled to [0, 1] and normalised with the CIFAR-10 [`MEAN`] and [`STD`] (the test-time
@@ -15,8 +18,11 @@
 //! `[N, classes]`.
 
 mod graph;
+pub mod int8;
+pub mod interpret;
 mod lower;
 pub mod onnx;
+pub mod quantize;
 pub mod reference;
 pub mod source;
 
@@ -142,5 +148,7 @@ pub fn op_counts(model: &onnx::Model) -> std::collections::BTreeMap<&'static str
     counts
 }
 
+#[cfg(test)]
+mod int8_tests;
 #[cfg(test)]
 mod tests;

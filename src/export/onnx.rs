@@ -2,9 +2,9 @@
 //! (ModelProto, GraphProto, NodeProto, AttributeProto, TensorProto, ValueInfoProto, TypeProto,
 //! TensorShapeProto, OperatorSetIdProto, StringStringEntryProto), encoded by [`crate::proto`].
 //!
-//! Only what the exporter writes is modelled: float32 and int64 tensors stored as `raw_data`
-//! (little-endian), attributes of type INT, FLOAT and INTS, tensor-typed graph inputs and
-//! outputs, the default operator-set domain.
+//! Only what the exporter writes is modelled: float32, int64 and (for the int8 QDQ form) uint8,
+//! int8 and int32 tensors stored as `raw_data` (little-endian), attributes of type INT, FLOAT
+//! and INTS, tensor-typed graph inputs and outputs, the default operator-set domain.
 
 use crate::proto::Writer;
 
@@ -13,6 +13,9 @@ use crate::proto::Writer;
 #[repr(i64)]
 pub enum ElemType {
     Float = 1,
+    Uint8 = 2,
+    Int8 = 3,
+    Int32 = 6,
     Int64 = 7,
 }
 
@@ -37,6 +40,9 @@ pub fn ir_version(opset: i64) -> i64 {
 pub enum TensorData {
     F32(Vec<f32>),
     I64(Vec<i64>),
+    U8(Vec<u8>),
+    I8(Vec<i8>),
+    I32(Vec<i32>),
 }
 
 impl TensorData {
@@ -44,6 +50,9 @@ impl TensorData {
         match self {
             Self::F32(_) => ElemType::Float,
             Self::I64(_) => ElemType::Int64,
+            Self::U8(_) => ElemType::Uint8,
+            Self::I8(_) => ElemType::Int8,
+            Self::I32(_) => ElemType::Int32,
         }
     }
 
@@ -51,6 +60,32 @@ impl TensorData {
         match self {
             Self::F32(v) => v.len(),
             Self::I64(v) => v.len(),
+            Self::U8(v) => v.len(),
+            Self::I8(v) => v.len(),
+            Self::I32(v) => v.len(),
+        }
+    }
+
+    /// The elements as `f32`: exact for the 8-bit types, rounded to the nearest `f32` for
+    /// large int32 and int64 values (as `static_cast<float>` does).
+    pub fn to_f32(&self) -> Vec<f32> {
+        match self {
+            Self::F32(v) => v.clone(),
+            Self::I64(v) => v.iter().map(|&x| x as f32).collect(),
+            Self::U8(v) => v.iter().map(|&x| x as f32).collect(),
+            Self::I8(v) => v.iter().map(|&x| x as f32).collect(),
+            Self::I32(v) => v.iter().map(|&x| x as f32).collect(),
+        }
+    }
+
+    /// The elements as `i64`, for integer tensors (indices, shapes, zero points).
+    pub fn to_i64(&self) -> Option<Vec<i64>> {
+        match self {
+            Self::F32(_) => None,
+            Self::I64(v) => Some(v.clone()),
+            Self::U8(v) => Some(v.iter().map(|&x| x as i64).collect()),
+            Self::I8(v) => Some(v.iter().map(|&x| x as i64).collect()),
+            Self::I32(v) => Some(v.iter().map(|&x| x as i64).collect()),
         }
     }
 
@@ -63,6 +98,9 @@ impl TensorData {
         match self {
             Self::F32(v) => v.iter().flat_map(|x| x.to_le_bytes()).collect(),
             Self::I64(v) => v.iter().flat_map(|x| x.to_le_bytes()).collect(),
+            Self::U8(v) => v.clone(),
+            Self::I8(v) => v.iter().map(|&x| x as u8).collect(),
+            Self::I32(v) => v.iter().flat_map(|x| x.to_le_bytes()).collect(),
         }
     }
 }
@@ -167,7 +205,9 @@ impl Node {
         for output in &self.outputs {
             w.string(2, output);
         }
-        w.string(3, &self.name);
+        if !self.name.is_empty() {
+            w.string(3, &self.name);
+        }
         w.string(4, self.op_type);
         for a in &self.attributes {
             w.message(5, |m| a.encode(m));
@@ -327,6 +367,34 @@ mod tests {
                 0x10, 0x07, 0x42, 0x01, b'i', 0x4a, 0x08, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff,
                 0xff
             ]
+        );
+    }
+
+    /// The quantized types: uint8 = 2, int8 = 3 (two's complement bytes), int32 = 6.
+    #[test]
+    fn quantized_tensors_encode_their_type_and_bytes() {
+        let encode = |data: TensorData| {
+            let mut w = Writer::new();
+            Tensor {
+                name: "q".into(),
+                dims: vec![2],
+                data,
+            }
+            .encode(&mut w);
+            w.into_bytes()
+        };
+        let head = |t: u8| vec![0x08, 0x02, 0x10, t, 0x42, 0x01, b'q', 0x4a];
+        assert_eq!(
+            encode(TensorData::U8(vec![0, 255])),
+            [head(2), vec![2, 0, 255]].concat()
+        );
+        assert_eq!(
+            encode(TensorData::I8(vec![-1, 127])),
+            [head(3), vec![2, 0xff, 0x7f]].concat()
+        );
+        assert_eq!(
+            encode(TensorData::I32(vec![-2, 1])),
+            [head(6), vec![8, 0xfe, 0xff, 0xff, 0xff, 1, 0, 0, 0]].concat()
         );
     }
 

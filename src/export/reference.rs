@@ -61,14 +61,10 @@ pub fn first_images(data: &Dataset, n: usize) -> (Vec<u8>, Vec<u32>) {
     )
 }
 
-/// `(input, logits)` for `images` (channel-major bytes, image after image): `input` is what the
-/// ONNX file takes (normalised, or only scaled to [0, 1] with `normalize_input`), `logits` what
-/// `net` computes from the normalised images in eval mode, [`BATCH`] images at a time.
-pub fn reference(
-    net: &Network,
-    images: &[u8],
-    normalize_input: bool,
-) -> candle_core::Result<(Tensor, Tensor)> {
+/// `(normalised, input)` for `images` (channel-major bytes, image after image): the images as
+/// the network takes them (normalised, the test-time transform) and as the ONNX file takes
+/// them (the same, or only scaled to [0, 1] with `normalize_input`).
+pub fn inputs(images: &[u8], normalize_input: bool) -> candle_core::Result<(Tensor, Tensor)> {
     let n = images.len() / IMAGE_BYTES;
     let mut normalised = vec![0f32; images.len()];
     for (src, out) in images
@@ -79,22 +75,52 @@ pub fn reference(
     }
     let shape = (n, 3, 32, 32);
     let x = Tensor::from_vec(normalised, shape, &Device::Cpu)?;
-    let logits = in_batches(n, BATCH, |r| {
-        net.forward_t(&x.narrow(0, r.start, r.len())?, false)
-    })?;
     let input = if normalize_input {
         let scaled: Vec<f32> = images.iter().map(|&v| v as f32 / 255.0).collect();
         Tensor::from_vec(scaled, shape, &Device::Cpu)?
     } else {
-        x
+        x.clone()
     };
-    Ok((input, logits))
+    Ok((x, input))
+}
+
+/// `(input, logits)` for `images` (channel-major bytes, image after image): `input` is what the
+/// ONNX file takes ([`inputs`]), `logits` what `net` computes from the normalised images in
+/// eval mode, [`BATCH`] images at a time.
+pub fn reference(
+    net: &Network,
+    images: &[u8],
+    normalize_input: bool,
+) -> candle_core::Result<(Tensor, Tensor)> {
+    let (x, input) = inputs(images, normalize_input)?;
+    Ok((input, logits(net, &x)?))
+}
+
+/// What `net` computes from the normalised images `x` in eval mode, [`BATCH`] at a time.
+pub fn logits(net: &Network, x: &Tensor) -> candle_core::Result<Tensor> {
+    in_batches(x.dim(0)?, BATCH, |r| {
+        net.forward_t(&x.narrow(0, r.start, r.len())?, false)
+    })
+}
+
+/// Percent of the rows of `logits` whose argmax (the first, on a tie) is the row's label.
+pub fn top1(logits: &Tensor, labels: &[u32]) -> candle_core::Result<f64> {
+    let predicted = logits.argmax(1)?.to_vec1::<u32>()?;
+    if predicted.len() != labels.len() || labels.is_empty() {
+        candle_core::bail!(
+            "{} predictions for {} labels",
+            predicted.len(),
+            labels.len()
+        );
+    }
+    let right = predicted.iter().zip(labels).filter(|(p, l)| p == l).count();
+    Ok(100.0 * right as f64 / labels.len() as f64)
 }
 
 /// `f` over `0..n` in consecutive ranges of at most `batch` (> 0) items, its results
 /// concatenated along dim 0. Each result is detached from the graph that computed it, so that
 /// one batch's intermediate tensors are freed before the next batch runs.
-fn in_batches(
+pub fn in_batches(
     n: usize,
     batch: usize,
     mut f: impl FnMut(Range<usize>) -> candle_core::Result<Tensor>,

@@ -43,6 +43,17 @@ pub enum ExportError {
     BadFile { path: PathBuf, message: String },
     #[error("cannot write {}: {message}", path.display())]
     Write { path: PathBuf, message: String },
+    #[error(
+        "{}: --int8 calibrates on the run's training images and measures the cost on its test \
+         images, but its dataset (CIFAR-10) is not in {}: expected {}/ there; point --data-dir \
+         or ABLATE_DATA at the folder that holds it",
+        dir.display(),
+        data_dir.display(),
+        data_dir.join(crate::data::CIFAR10_DIR).display()
+    )]
+    NoData { dir: PathBuf, data_dir: PathBuf },
+    #[error(transparent)]
+    Data(#[from] crate::data::DataError),
 }
 
 /// A deploy-form network ready to export, with what the file's metadata says about it.

@@ -31,6 +31,7 @@ pub use channel_select::ChannelSelect;
 pub use classifier::{Classifier, CondensedLinear};
 pub use condensed_group_conv::CondensedGroupConv;
 pub use conv::{Conv2d, Conv2dConfig};
+pub(crate) use convolution::convolve;
 pub use dense_layer::{Bottleneck, DenseLayer, Spatial};
 pub use dropout::Dropout;
 pub use init::SeededInit;
