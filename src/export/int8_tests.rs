@@ -245,7 +245,28 @@ fn the_qdq_graph_quantizes_every_conv_and_moves_uint8_tensors() {
                         [q.dims[0]],
                         "a scale per output channel"
                     );
+                    // Convs leave their zero point of 0 out; the Gemm states it (onnxruntime's
+                    // QGemm needs it), all zeros.
+                    match (n.op_type, w.inputs.get(2)) {
+                        ("Conv", None) => {}
+                        ("Gemm", Some(zp)) => assert_eq!(
+                            constant(zp).unwrap().data,
+                            TensorData::I8(vec![0; q.dims[0] as usize])
+                        ),
+                        other => panic!("{model} {}: weight zero point {other:?}", n.name),
+                    }
                     if n.op_type == "Conv" {
+                        // No attribute at its default value.
+                        for a in &n.attributes {
+                            let default = match (a.name, &a.value) {
+                                ("group", AttrValue::Int(g)) => *g == 1,
+                                ("strides" | "dilations", AttrValue::Ints(v)) => {
+                                    v.iter().all(|&x| x == 1)
+                                }
+                                _ => false,
+                            };
+                            assert!(!default, "{model} {}: {a:?}", n.name);
+                        }
                         let after = consumers(&n.outputs[0]);
                         assert!(
                             after.iter().all(|c| c.op_type == "QuantizeLinear"),

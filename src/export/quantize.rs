@@ -3,8 +3,9 @@
 //! TensorRT and the vendors' converters read.
 //!
 //! - **Weights**: per output channel symmetric int8 ([`quantize_weight`]): `scale_c =
-//!   max|w_c| / 127`, zero point 0, dequantized by a per-axis DequantizeLinear (axis 0, opset
-//!   13 on: [`MIN_OPSET`]). The Gemm bias is int32 with `scale_c = scale_A * scale_W,c`.
+//!   max|w_c| / 127`, zero point 0 (left out for convs: an omitted zero point is 0),
+//!   dequantized by a per-axis DequantizeLinear (axis 0, opset 13 on: [`MIN_OPSET`]). The Gemm bias is int32
+//!   with `scale_c = scale_A * scale_W,c`.
 //! - **Activations**: per tensor asymmetric uint8 ([`QParams::covering`]) from the range
 //!   calibration saw (min/max, widened to hold 0 so that 0 is exact), at the
 //!   [`points`]: the data input of every Conv and of the Gemm (traced back through the ops
@@ -25,7 +26,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use candle_core::Tensor;
 
 use super::graph::GraphBuilder;
-use super::onnx::{Attribute, Graph, Node, Tensor as Constant, TensorData};
+use super::onnx::{AttrValue, Attribute, Graph, Node, Tensor as Constant, TensorData};
 
 /// The scheme in words, for the file's metadata and the report.
 pub const SCHEME: &str = "QDQ (QuantizeLinear/DequantizeLinear); weights int8 per output channel, \
@@ -211,8 +212,9 @@ pub fn to_qdq(graph: &Graph, ranges: &Ranges) -> Result<Graph> {
 
 /// `graph` with short value names: every node output and initializer is renamed `t<n>` (n in
 /// base 36) except the graph's inputs and outputs; a node keeps its name (the layer it belongs
-/// to) unless it is a QuantizeLinear / DequantizeLinear, whose consumer names the layer; and
-/// integer indices are stored as int32 (Gather takes either). The int8 file is about weights:
+/// to) unless it is a QuantizeLinear / DequantizeLinear, whose consumer names the layer;
+/// integer indices are stored as int32 (Gather takes either); and a Conv states no attribute
+/// at its default value. The int8 file is about weights:
 /// the float graph's long names, repeated on every Q/DQ pair, would otherwise be a third of it.
 fn compact(mut graph: Graph) -> Graph {
     let keep: BTreeSet<String> = graph
@@ -255,8 +257,20 @@ fn compact(mut graph: Graph) -> Graph {
         if matches!(n.op_type, "QuantizeLinear" | "DequantizeLinear") {
             n.name.clear();
         }
+        if n.op_type == "Conv" {
+            n.attributes.retain(|a| !is_conv_default(a));
+        }
     }
     graph
+}
+
+/// A Conv attribute that states its default: strides or dilations of all 1, or group 1.
+fn is_conv_default(a: &Attribute) -> bool {
+    match (a.name, &a.value) {
+        ("strides" | "dilations", AttrValue::Ints(v)) => v.iter().all(|&x| x == 1),
+        ("group", AttrValue::Int(g)) => *g == 1,
+        _ => false,
+    }
 }
 
 /// `n` in base 36, lower case.
@@ -272,6 +286,15 @@ fn base36(mut n: usize) -> String {
     }
     out.reverse();
     String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Whether a weight's DequantizeLinear states its zero point of 0 or leaves it out (which
+/// means 0). Convs leave it out; the Gemm states it, because onnxruntime (1.20) fuses a QDQ
+/// Gemm into a QGemm that then fails on per-channel scales without zero points of their shape.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ZeroPoint {
+    Omitted,
+    Stated,
 }
 
 struct Pass<'a> {
@@ -401,7 +424,7 @@ impl Pass<'_> {
             }
             ("Conv", _) => {
                 let x = self.float_input(node, &node.inputs[0])?;
-                let (w, _) = self.weight(node, 1)?;
+                let (w, _) = self.weight(node, 1, ZeroPoint::Omitted)?;
                 let mut inputs = vec![x, w];
                 if let Some(b) = node.inputs.get(2) {
                     inputs.push(self.float_input(node, b)?);
@@ -433,7 +456,7 @@ impl Pass<'_> {
 
     /// Input `i` of `node`, a float weight initializer, as int8 per output channel (its first
     /// axis) behind a per-axis DequantizeLinear: the float value's name and the scales.
-    fn weight(&mut self, node: &Node, i: usize) -> Result<(String, Vec<f32>)> {
+    fn weight(&mut self, node: &Node, i: usize, zp: ZeroPoint) -> Result<(String, Vec<f32>)> {
         let name = &node.inputs[i];
         let c = *self
             .constants
@@ -456,15 +479,19 @@ impl Pass<'_> {
             &[channels],
             TensorData::F32(scales.clone()),
         );
-        let zero_point = self.g.constant(
-            &format!("{name}.zero_point"),
-            &[channels],
-            TensorData::I8(vec![0; channels]),
-        );
+        let mut inputs = vec![quantized, scale];
+        if zp == ZeroPoint::Stated {
+            inputs.push(self.g.constant(
+                &format!("{name}.zero_point"),
+                &[channels],
+                TensorData::I8(vec![0; channels]),
+            ));
+        }
+        let inputs: Vec<&str> = inputs.iter().map(String::as_str).collect();
         let value = self.g.node(
             "DequantizeLinear",
             &format!("{name}.dequantized"),
-            &[&quantized, &scale, &zero_point],
+            &inputs,
             vec![Attribute::int("axis", 0)],
         );
         Ok((value, scales))
@@ -475,14 +502,14 @@ impl Pass<'_> {
         let Some(Emitted::Quant { q, .. }) = a else {
             return Err(Self::fail(node, "its input A is not quantized"));
         };
-        if node.attribute("transB") != Some(&super::onnx::AttrValue::Int(1)) {
+        if node.attribute("transB") != Some(&AttrValue::Int(1)) {
             return Err(Self::fail(
                 node,
                 "expected transB = 1 (weights [outputs, inputs])",
             ));
         }
         let a = self.float_input(node, &node.inputs[0])?;
-        let (b, scales) = self.weight(node, 1)?;
+        let (b, scales) = self.weight(node, 1, ZeroPoint::Stated)?;
         let mut inputs = vec![a, b];
         if let Some(name) = node.inputs.get(2) {
             let c = *self
@@ -514,15 +541,10 @@ impl Pass<'_> {
             let scale =
                 self.g
                     .constant(&format!("{name}.scale"), &[n], TensorData::F32(bias_scales));
-            let zero_point = self.g.constant(
-                &format!("{name}.zero_point"),
-                &[n],
-                TensorData::I32(vec![0; n]),
-            );
             inputs.push(self.g.node(
                 "DequantizeLinear",
                 &format!("{name}.dequantized"),
-                &[&qb, &scale, &zero_point],
+                &[&qb, &scale],
                 vec![Attribute::int("axis", 0)],
             ));
         }
@@ -550,7 +572,7 @@ impl Pass<'_> {
         };
         let (gamma, beta, mean, var) = (param(1)?, param(2)?, param(3)?, param(4)?);
         let eps = match node.attribute("epsilon") {
-            Some(super::onnx::AttrValue::Float(e)) => *e as f64,
+            Some(AttrValue::Float(e)) => *e as f64,
             _ => 1e-5,
         };
         let c = gamma.len();

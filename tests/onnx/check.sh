@@ -10,9 +10,11 @@
 # tests/onnx/check_int8.py: onnxruntime running the QDQ graph as stated gives ablate's int8
 # logits and exactly its int8 top-1, the optimised (integer) onnxruntime session stays within 5
 # points of the float top-1, and a wrong scale in one QuantizeLinear is caught. The size bound
-# of 0.35x the float file holds for the full-size models; the stage-[1,1,1] CI models (16K
-# parameters) are checked at 0.45x: their graph and metadata, which do not shrink with the
-# weights, are 13% of even their float file.
+# of 0.35x the float file holds for the full-size models (0.315x, 0.323x); the stage-[1,1,1] CI
+# models (16K parameters, 0.380x and 0.394x) are checked at 0.40x. Their float file's graph,
+# names and metadata, which do not shrink with the weights, are 14-15% of it: with every conv
+# and Gemm weight at one byte and nothing else changed it would be 0.41-0.43x, so 0.35x is out
+# of reach for a file that keeps the float file's description of itself.
 #
 # usage: tests/onnx/check.sh [ABLATE] [RUN_DIR ...]
 #   ABLATE   the ablate binary (default target/release/ablate)
@@ -89,5 +91,5 @@ for model in condensenext condensenet-86; do
   int8_export "full-$model" "$work/full-$model" --reference-images 64
   full+=("$work/full-$model-int8.onnx")
 done
-"$venv/bin/python" tests/onnx/check_int8.py --max-size-ratio 0.45 "${small[@]}" --mutate "${small[0]}"
+"$venv/bin/python" tests/onnx/check_int8.py --max-size-ratio 0.40 "${small[@]}" --mutate "${small[0]}"
 "$venv/bin/python" tests/onnx/check_int8.py --max-size-ratio 0.35 "${full[@]}" --mutate "${full[0]}"

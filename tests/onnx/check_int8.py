@@ -19,7 +19,9 @@ For every `NAME-int8.onnx` given, `NAME-int8.ref.safetensors` beside it (written
 - in onnxruntime with all optimisations (what a deployment runs: QDQ groups fused into
   QLinearConv and friends, integer kernels) give a top-1 within --max-drop points of the float
   model's, as ablate's int8 top-1 must be too;
-- be at most --max-size-ratio times the size of the float file.
+- be at most --max-size-ratio times the size of the float file (the line also prints what the
+  float file would be with its conv and Gemm weights at one byte, its BNs at two constants per
+  channel and nothing else changed).
 
 `--mutate NAME-int8.onnx` then gives one QuantizeLinear in the middle of the network a wrong
 scale (twice the calibrated one; its DequantizeLinear keeps the right one) and requires the
@@ -108,12 +110,27 @@ def check_file(path, args):
             problems.append(f"{who} top-1 {value:.2f}% is more than {args.max_drop:g} points below float {float_top1:.2f}%")
     float_path = path[: -len("-int8.onnx")] + ".onnx"
     ratio = os.path.getsize(path) / os.path.getsize(float_path)
-    cells.append(f"float top-1 {float_top1:.2f}%, int8 {int8_top1:.2f}%; size {ratio:.3f}x the float file")
+    cells.append(f"float top-1 {float_top1:.2f}%, int8 {int8_top1:.2f}%; size {ratio:.3f}x the float file "
+                 f"(float with weights at one byte, BN at two constants, the rest as is: {shrunk_float(float_path):.3f}x)")
     if ratio > args.max_size_ratio:
         problems.append(f"size {ratio:.3f}x the float file > {args.max_size_ratio:g}x")
     print(f"{'ok  ' if not problems else 'FAIL'} {path}: {meta.get('model')}, {len(labels)} test images; "
           + "; ".join(cells + problems))
     return not problems, model, ref, meta
+
+
+def shrunk_float(float_path):
+    """The float file's size, as a fraction of itself, with every conv and Gemm weight stored in
+    one byte instead of four, every BN as two constants per channel instead of four, and
+    everything else (graph, names, doc string, metadata, indices) unchanged: what the int8 form's
+    two savings alone reach, before it adds its scales and Q/DQ nodes."""
+    model = onnx.load(float_path)
+    arrays = {t.name: numpy_helper.to_array(t).nbytes for t in model.graph.initializer}
+    weights = {n.input[1] for n in model.graph.node if n.op_type in ("Conv", "Gemm")}
+    bn = {i for n in model.graph.node if n.op_type == "BatchNormalization" for i in n.input[1:]}
+    saved = 0.75 * sum(arrays[w] for w in weights) + 0.5 * sum(arrays[b] for b in bn)
+    size = os.path.getsize(float_path)
+    return (size - saved) / size
 
 
 def wrong_scale(model):
