@@ -4,8 +4,8 @@
 //!
 //! - **Weights**: per output channel symmetric int8 ([`quantize_weight`]): `scale_c =
 //!   max|w_c| / 127`, zero point 0 (left out for convs: an omitted zero point is 0),
-//!   dequantized by a per-axis DequantizeLinear (axis 0, opset 13 on: [`MIN_OPSET`]). The Gemm bias is int32
-//!   with `scale_c = scale_A * scale_W,c`.
+//!   dequantized by a per-axis DequantizeLinear (axis 0, opset 13 on: [`MIN_OPSET`]). The
+//!   Gemm bias is int32 with `scale_c = scale_A * scale_W,c`.
 //! - **Activations**: per tensor asymmetric uint8 ([`QParams::covering`]) from the range
 //!   calibration saw (min/max, widened to hold 0 so that 0 is exact), at the
 //!   [`points`]: the data input of every Conv and of the Gemm (traced back through the ops
@@ -214,8 +214,8 @@ pub fn to_qdq(graph: &Graph, ranges: &Ranges) -> Result<Graph> {
 /// base 36) except the graph's inputs and outputs; a node keeps its name (the layer it belongs
 /// to) unless it is a QuantizeLinear / DequantizeLinear, whose consumer names the layer;
 /// integer indices are stored as int32 (Gather takes either); and a Conv states no attribute
-/// at its default value. The int8 file is about weights:
-/// the float graph's long names, repeated on every Q/DQ pair, would otherwise be a third of it.
+/// at its default value. The int8 file is about weights: the float graph's long names,
+/// repeated on every Q/DQ pair, would otherwise be a third of it.
 fn compact(mut graph: Graph) -> Graph {
     let keep: BTreeSet<String> = graph
         .inputs

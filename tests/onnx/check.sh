@@ -12,9 +12,10 @@
 # points of the float top-1, and a wrong scale in one QuantizeLinear is caught. The size bound
 # of 0.35x the float file holds for the full-size models (0.315x, 0.323x); the stage-[1,1,1] CI
 # models (16K parameters, 0.380x and 0.394x) are checked at 0.40x. Their float file's graph,
-# names and metadata, which do not shrink with the weights, are 14-15% of it: with every conv
-# and Gemm weight at one byte and nothing else changed it would be 0.41-0.43x, so 0.35x is out
-# of reach for a file that keeps the float file's description of itself.
+# names and metadata do not shrink with the weights: with every conv and Gemm weight at one
+# byte, every BN at two constants per channel and nothing else changed it would be 0.39-0.40x
+# (check_int8.py prints it), so 0.35x is out of reach for a file that keeps the float file's
+# description of itself (docs/export.md).
 #
 # usage: tests/onnx/check.sh [ABLATE] [RUN_DIR ...]
 #   ABLATE   the ablate binary (default target/release/ablate)
