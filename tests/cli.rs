@@ -191,6 +191,7 @@ fn first_line_then_close(args: &[&str]) -> (std::process::ExitStatus, String) {
     use std::process::Stdio;
     let mut child = Command::new(env!("CARGO_BIN_EXE_ablate"))
         .args(args)
+        .env("ABLATE_CACHE_DIR", common::CACHE)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()

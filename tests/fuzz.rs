@@ -136,6 +136,11 @@ fn ablate(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_ablate"))
         .args(args)
         .env_remove("RAYON_NUM_THREADS")
+        // Never the user's calibration cache (a calibration under the tests' load spoils it).
+        .env(
+            "ABLATE_CACHE_DIR",
+            concat!(env!("CARGO_TARGET_TMPDIR"), "/ablate-cache"),
+        )
         .output()
         .unwrap()
 }

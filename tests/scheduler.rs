@@ -36,6 +36,7 @@ fn command(file: &Path, results: &Path, extra: &[&str]) -> Command {
         .arg("--reports")
         .arg(results.with_file_name("reports"))
         .args(extra)
+        .env("ABLATE_CACHE_DIR", common::CACHE)
         .env_remove("RAYON_NUM_THREADS");
     c
 }

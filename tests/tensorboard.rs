@@ -27,6 +27,7 @@ fn ablate(args: &[&str]) -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_ablate"));
     c.args(args)
         .env("RAYON_NUM_THREADS", "1")
+        .env("ABLATE_CACHE_DIR", common::CACHE)
         .env_remove("ABLATE_NO_TENSORBOARD");
     c
 }

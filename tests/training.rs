@@ -14,7 +14,13 @@ use candle_core::{DType, Device, Tensor};
 /// candle's spinning worker pool slows to a crawl when oversubscribed.
 fn ablate(args: &[&str]) -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_ablate"));
-    c.args(args).env("RAYON_NUM_THREADS", "1");
+    c.args(args)
+        .env("RAYON_NUM_THREADS", "1")
+        // Never the user's calibration cache (a calibration under the tests' load spoils it).
+        .env(
+            "ABLATE_CACHE_DIR",
+            concat!(env!("CARGO_TARGET_TMPDIR"), "/ablate-cache"),
+        );
     c
 }
 

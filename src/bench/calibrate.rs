@@ -540,27 +540,39 @@ pub struct Scale {
 }
 
 impl Scale {
+    /// Least share of element work by which two references must differ before they fix the two
+    /// factors apart: closer, the two equations are nearly the same one, and a few percent of
+    /// timing noise swings the factors 2x in opposite directions (measured: element 0.36, mac
+    /// 1.76 from one calibration, 0.71 and 0.71 from the next).
+    const MIN_SHARE_GAP: f64 = 0.2;
+
     /// The factors under which `rates` price each of `work` at its measured `seconds`: two
-    /// equations for the two factors; where they have no positive solution, one factor for
-    /// both, fitted by least squares.
+    /// equations for the two factors where the references differ enough in their mix of
+    /// element and multiply-add work ([`Self::MIN_SHARE_GAP`]) and the solution is positive;
+    /// else one factor for both, fitted by least squares on the relative error.
     pub fn fit(rates: &Rates, work: &[StepWork], seconds: &[f64]) -> Self {
         let parts: Vec<(f64, f64)> = work.iter().map(|w| rates.step_seconds(w)).collect();
         if let ([(e1, m1), (e2, m2)], [t1, t2]) = (&parts[..], seconds) {
-            let det = e1 * m2 - e2 * m1;
-            let element = (t1 * m2 - t2 * m1) / det;
-            let mac = (e1 * t2 - e2 * t1) / det;
-            if element > 0.0 && mac > 0.0 && element.is_finite() && mac.is_finite() {
-                return Self { element, mac };
+            let share = |e: f64, m: f64| e / (e + m);
+            if (share(*e1, *m1) - share(*e2, *m2)).abs() >= Self::MIN_SHARE_GAP {
+                let det = e1 * m2 - e2 * m1;
+                let element = (t1 * m2 - t2 * m1) / det;
+                let mac = (e1 * t2 - e2 * t1) / det;
+                if element > 0.0 && mac > 0.0 && element.is_finite() && mac.is_finite() {
+                    return Self { element, mac };
+                }
             }
         }
-        let predicted: Vec<f64> = parts.iter().map(|(e, m)| e + m).collect();
-        let num: f64 = predicted.iter().zip(seconds).map(|(p, t)| p * t).sum();
-        let den: f64 = predicted.iter().map(|p| p * p).sum();
-        let one = if den > 0.0 && num > 0.0 {
-            num / den
-        } else {
-            1.0
-        };
+        // Minimises the sum of (scale * predicted / measured - 1)^2.
+        let ratios: Vec<f64> = parts
+            .iter()
+            .zip(seconds)
+            .map(|((e, m), t)| (e + m) / t)
+            .filter(|r| r.is_finite() && *r > 0.0)
+            .collect();
+        let num: f64 = ratios.iter().sum();
+        let den: f64 = ratios.iter().map(|r| r * r).sum();
+        let one = if den > 0.0 { num / den } else { 1.0 };
         Self {
             element: one,
             mac: one,
@@ -656,6 +668,74 @@ mod tests {
         assert!(!bad.is_valid());
         bad.all.pop();
         assert!(!bad.is_valid());
+    }
+
+    /// References whose work mixes elements and multiply-adds alike fix one factor for both,
+    /// near the truth, where the two-equation solve would swing them apart on a few percent of
+    /// noise; references that differ fix the two factors apart.
+    #[test]
+    fn the_scale_is_one_factor_when_the_references_mix_alike() {
+        let rates = Rates {
+            sides: SIDES
+                .iter()
+                .map(|&side| {
+                    let r = SideRates {
+                        element: 1e-9,
+                        dropout: 5e-10,
+                        pointwise: 3e-11,
+                        live: 4e-11,
+                        depthwise: 2e-10,
+                        conv3x3: (9e-11, 2.5e-11),
+                        outputs: conv3x3_outputs(side),
+                    };
+                    (side, r)
+                })
+                .collect(),
+        };
+        let stage = |reads: usize, macs: u64| StageWork {
+            kind: StageKind::Pointwise,
+            cin: reads,
+            cout: 16,
+            side: 32,
+            groups: 1,
+            reads,
+            dropout: false,
+            macs,
+        };
+        let work = |reads: usize, macs: u64| StepWork {
+            stages: vec![stage(reads, macs)],
+            other_macs: 0,
+            other_elements: 0,
+        };
+        let price = |w: &StepWork| {
+            let (e, m) = rates.step_seconds(w);
+            (e, m, e + m)
+        };
+        // Element shares 0.79 and 0.76: the true factor 0.8, timed 5% off each way.
+        let alike = [work(96, 1_000_000), work(112, 1_350_000)];
+        let (e0, m0, t0) = price(&alike[0]);
+        let (e1, m1, t1) = price(&alike[1]);
+        assert!(
+            (e0 / t0 - e1 / t1).abs() < Scale::MIN_SHARE_GAP,
+            "{e0} {m0} {e1} {m1}"
+        );
+        let scale = Scale::fit(&rates, &alike, &[0.8 * t0 * 1.05, 0.8 * t1 * 0.95]);
+        assert_eq!(scale.element, scale.mac);
+        assert!((scale.element - 0.8).abs() < 0.05, "{scale:?}");
+        // Shares 0.99 and 0.03: the factors come apart, exactly.
+        let apart = [work(512, 100_000), work(16, 40_000_000)];
+        let seconds: Vec<f64> = apart
+            .iter()
+            .map(|w| {
+                let (e, m, _) = price(w);
+                0.5 * e + 2.0 * m
+            })
+            .collect();
+        let scale = Scale::fit(&rates, &apart, &seconds);
+        assert!(
+            (scale.element - 0.5).abs() < 1e-9 && (scale.mac - 2.0).abs() < 1e-9,
+            "{scale:?}"
+        );
     }
 
     /// A real calibration on this machine gives valid, positive coefficients.

@@ -85,7 +85,11 @@ pub struct CostModel {
 
 impl CostModel {
     pub fn new(calibration: Calibration) -> anyhow::Result<Self> {
-        let all = Rates::solve(&calibration.all)?;
+        // The scale is fitted on the rates the model prices a run on every core with: the
+        // `all` probes as [`Calibration::at`] reads them (its scaling law, clamped), so that
+        // the references come out at their measured times.
+        let n = calibration.cores;
+        let all = Rates::solve(&calibration.at(n, n, n))?;
         let scale = Scale::fit(&all, &reference_work()?, &calibration.references);
         Ok(Self {
             cores: calibration.cores,

@@ -110,14 +110,9 @@ impl StageWork {
 
     /// Activation values the stage passes over per image: the inputs it normalises and
     /// activates (in the forward pass, again in the backward, and their gradient; the live
-    /// 1x1 each group's apart, then its whole input's gradient), and its outputs.
+    /// 1x1 each group's apart), and its outputs.
     pub fn elements(&self) -> u64 {
-        // The live 1x1's backward also clears and passes over its whole input's gradient.
-        let inputs = match self.kind {
-            StageKind::Live => self.reads + self.cin,
-            _ => self.reads,
-        };
-        ((inputs + self.cout) * self.side * self.side) as u64
+        ((self.reads + self.cout) * self.side * self.side) as u64
     }
 }
 

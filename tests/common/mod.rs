@@ -83,10 +83,15 @@ pub fn scratch(name: &str) -> std::path::PathBuf {
     dir
 }
 
+/// The calibration cache of the tests' `ablate` processes (`ABLATE_CACHE_DIR`): never the
+/// user's, which a calibration made while other tests load the machine would spoil.
+pub const CACHE: &str = concat!(env!("CARGO_TARGET_TMPDIR"), "/ablate-cache");
+
 /// Runs the `ablate` binary with `args` and waits for it.
 pub fn ablate(args: &[&str]) -> std::process::Output {
     std::process::Command::new(env!("CARGO_BIN_EXE_ablate"))
         .args(args)
+        .env("ABLATE_CACHE_DIR", CACHE)
         .output()
         .unwrap()
 }
