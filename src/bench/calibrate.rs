@@ -584,12 +584,9 @@ impl Scale {
 mod tests {
     use super::*;
 
-    /// The solver recovers the coefficients that made a set of probe times, and prices a
-    /// 3x3 between its two probes by its outputs per group.
-    #[test]
-    fn rates_are_solved_back_from_their_own_prices() {
-        let probes = probes().unwrap();
-        let truth = |side: usize| SideRates {
+    /// Made-up coefficients at `side`, of the magnitudes a calibration gives.
+    fn sample_rates(side: usize) -> SideRates {
+        SideRates {
             element: 1e-9 * (1.0 + side as f64 / 64.0),
             dropout: 5e-10,
             pointwise: 3e-11,
@@ -597,12 +594,19 @@ mod tests {
             depthwise: 2e-10,
             conv3x3: (9e-11, 2.5e-11),
             outputs: conv3x3_outputs(side),
-        };
+        }
+    }
+
+    /// The solver recovers the coefficients that made a set of probe times, and prices a
+    /// 3x3 between its two probes by its outputs per group.
+    #[test]
+    fn rates_are_solved_back_from_their_own_prices() {
+        let probes = probes().unwrap();
         let price = |p: &Probe| {
             p.work
                 .iter()
                 .map(|w| {
-                    let (e, m) = truth(p.side).stage(w);
+                    let (e, m) = sample_rates(p.side).stage(w);
                     e + m
                 })
                 .sum::<f64>()
@@ -611,7 +615,7 @@ mod tests {
         let rates = Rates::solve(&times).unwrap();
         let close = |a: f64, b: f64| (a - b).abs() <= 1e-6 * b.abs();
         for &(side, got) in &rates.sides {
-            let want = truth(side);
+            let want = sample_rates(side);
             assert!(close(got.element, want.element), "{side}: {got:?}");
             assert!(close(got.dropout, want.dropout), "{side}: {got:?}");
             assert!(close(got.pointwise, want.pointwise), "{side}: {got:?}");
@@ -678,18 +682,7 @@ mod tests {
         let rates = Rates {
             sides: SIDES
                 .iter()
-                .map(|&side| {
-                    let r = SideRates {
-                        element: 1e-9,
-                        dropout: 5e-10,
-                        pointwise: 3e-11,
-                        live: 4e-11,
-                        depthwise: 2e-10,
-                        conv3x3: (9e-11, 2.5e-11),
-                        outputs: conv3x3_outputs(side),
-                    };
-                    (side, r)
-                })
+                .map(|&side| (side, sample_rates(side)))
                 .collect(),
         };
         let stage = |reads: usize, macs: u64| StageWork {
@@ -711,7 +704,7 @@ mod tests {
             let (e, m) = rates.step_seconds(w);
             (e, m, e + m)
         };
-        // Element shares 0.79 and 0.76: the true factor 0.8, timed 5% off each way.
+        // Element shares 0.85 and 0.83: the true factor 0.8, timed 5% off each way.
         let alike = [work(96, 1_000_000), work(112, 1_350_000)];
         let (e0, m0, t0) = price(&alike[0]);
         let (e1, m1, t1) = price(&alike[1]);
@@ -722,7 +715,7 @@ mod tests {
         let scale = Scale::fit(&rates, &alike, &[0.8 * t0 * 1.05, 0.8 * t1 * 0.95]);
         assert_eq!(scale.element, scale.mac);
         assert!((scale.element - 0.8).abs() < 0.05, "{scale:?}");
-        // Shares 0.99 and 0.03: the factors come apart, exactly.
+        // Shares 1.0 and 0.04: the factors come apart, exactly.
         let apart = [work(512, 100_000), work(16, 40_000_000)];
         let seconds: Vec<f64> = apart
             .iter()
