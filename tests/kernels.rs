@@ -22,15 +22,24 @@ struct Trace {
 }
 
 fn run(model: &str, sets: &[&str]) -> Trace {
+    run_in(model, sets, DType::F32)
+}
+
+/// [`run`] with the weights and the data in `dtype` (the same seeded values).
+fn run_in(model: &str, sets: &[&str], dtype: DType) -> Trace {
     let sets: Vec<String> = sets.iter().map(|s| s.to_string()).collect();
     let spec = ModelSource::parse(model).resolve(&sets).unwrap().spec;
-    let mut net = Network::seeded(&spec, 3, &Device::Cpu).unwrap();
+    let vb = SeededInit::new(3).var_builder(dtype, &Device::Cpu);
+    let mut net = Network::new(&spec, 3, vb).unwrap();
     let mut rng = Rng::new(8);
     let n = 8;
     let pixels: Vec<f32> = (0..n * 3 * 32 * 32)
         .map(|_| rng.uniform(-2.0, 2.0) as f32)
         .collect();
-    let x = Tensor::from_vec(pixels, (n, 3, 32, 32), &Device::Cpu).unwrap();
+    let x = Tensor::from_vec(pixels, (n, 3, 32, 32), &Device::Cpu)
+        .unwrap()
+        .to_dtype(dtype)
+        .unwrap();
     let y = Tensor::from_vec(
         (0..n as u32).map(|i| i % 10).collect::<Vec<_>>(),
         n,
@@ -43,11 +52,13 @@ fn run(model: &str, sets: &[&str]) -> Trace {
         net.advance_schedule(t).unwrap();
         let mut sgd = Sgd::new(net.trainable(), SgdConfig::default());
         let loss = cross_entropy(&net.forward_t(&x, true).unwrap(), &y).unwrap();
-        losses.push(loss.to_scalar::<f32>().unwrap());
+        losses.push(loss.to_dtype(DType::F32).unwrap().to_scalar::<f32>().unwrap());
         sgd.step(&loss.backward().unwrap(), 0.05).unwrap();
     }
     let logits = net
         .forward_t(&x, false)
+        .unwrap()
+        .to_dtype(DType::F32)
         .unwrap()
         .flatten_all()
         .unwrap()
@@ -76,15 +87,28 @@ fn run(model: &str, sets: &[&str]) -> Trace {
 /// In float64, the loss and the gradient of every trainable tensor of `model` at progress
 /// `t`, with the kernels now active.
 fn gradients_f64(model: &str, sets: &[&str], t: f64) -> (f64, Vec<(String, Vec<f64>)>) {
+    gradients_in(model, sets, t, DType::F64)
+}
+
+/// [`gradients_f64`] with the weights and the data in `dtype` (the same seeded values).
+fn gradients_in(
+    model: &str,
+    sets: &[&str],
+    t: f64,
+    dtype: DType,
+) -> (f64, Vec<(String, Vec<f64>)>) {
     let sets: Vec<String> = sets.iter().map(|s| s.to_string()).collect();
     let spec = ModelSource::parse(model).resolve(&sets).unwrap().spec;
-    let vb = SeededInit::new(5).var_builder(DType::F64, &Device::Cpu);
+    let vb = SeededInit::new(5).var_builder(dtype, &Device::Cpu);
     let mut net = Network::new(&spec, 5, vb).unwrap();
     net.advance_schedule(t).unwrap();
     let mut rng = Rng::new(6);
     let n = 5;
     let pixels: Vec<f64> = (0..n * 3 * 32 * 32).map(|_| rng.normal()).collect();
-    let x = Tensor::from_vec(pixels, (n, 3, 32, 32), &Device::Cpu).unwrap();
+    let x = Tensor::from_vec(pixels, (n, 3, 32, 32), &Device::Cpu)
+        .unwrap()
+        .to_dtype(dtype)
+        .unwrap();
     let y = Tensor::from_vec((0..n as u32).collect::<Vec<_>>(), n, &Device::Cpu).unwrap();
     let loss = cross_entropy(&net.forward_t(&x, true).unwrap(), &y).unwrap();
     let grads = loss.backward().unwrap();
@@ -95,6 +119,8 @@ fn gradients_f64(model: &str, sets: &[&str], t: f64) -> (f64, Vec<(String, Vec<f
             let g = grads
                 .get(&v)
                 .unwrap()
+                .to_dtype(DType::F64)
+                .unwrap()
                 .flatten_all()
                 .unwrap()
                 .to_vec1()
@@ -102,7 +128,8 @@ fn gradients_f64(model: &str, sets: &[&str], t: f64) -> (f64, Vec<(String, Vec<f
             (name, g)
         })
         .collect();
-    (loss.to_scalar().unwrap(), per_param)
+    let loss = loss.to_dtype(DType::F64).unwrap().to_scalar().unwrap();
+    (loss, per_param)
 }
 
 /// The skipping kernels (live inputs, kernel pairs, the fused separable conv) against the
@@ -205,7 +232,11 @@ fn max_rel_diff(a: &[f32], b: &[f32]) -> f32 {
 
 #[test]
 fn fast_kernels_match_reference_ops_and_the_device_path_and_reproduce_bit_for_bit() {
+    // ABLATE_SIMD runs the kernels at a lower SIMD level than the CPU's.
+    kernels::simd::set_from_env().unwrap();
+    println!("SIMD level: {:?}", kernels::Simd::active());
     sparse_paths_match_the_masked_reference();
+    float32_gradients_are_as_close_to_float64_as_candles();
     let variants: [(&str, &[&str]); 4] = [
         ("condensenet-86", &["stages=[2,2,2]"]),
         ("condensenext", &["stages=[1,1,1]"]),
@@ -237,7 +268,47 @@ fn fast_kernels_match_reference_ops_and_the_device_path_and_reproduce_bit_for_bi
     }
 }
 
-/// Two float32 trainings agree: losses to 1e-4, logits and every weight to 1e-3 relative.
+/// In every phase of both schedules, each trainable tensor's float32 gradient is as close to
+/// the float64 gradient (relative to its norm) with the fast kernels as with candle's ops:
+/// their summation orders round no worse (measured on CondenseNet-86: 5e-7 against 3.6e-6
+/// on average over the tensors).
+fn float32_gradients_are_as_close_to_float64_as_candles() {
+    for (model, sets, progress) in [
+        ("condensenet-86", &["stages=[2,2,2]"][..], &[0.0, 0.2, 0.4, 0.7][..]),
+        ("condensenext", &["stages=[1,2,1]", "p=8"][..], &[0.0, 0.3, 0.9][..]),
+    ] {
+        for &t in progress {
+            kernels::set(Kernels::Reference);
+            let (_, exact) = gradients_in(model, sets, t, DType::F64);
+            let (_, reference) = gradients_in(model, sets, t, DType::F32);
+            kernels::set(Kernels::Fast);
+            let (_, fast) = gradients_in(model, sets, t, DType::F32);
+            let error = |g: &[(String, Vec<f64>)]| {
+                let errors: Vec<f64> = g
+                    .iter()
+                    .zip(&exact)
+                    .map(|((_, a), (_, b))| {
+                        let norm = b.iter().map(|v| v * v).sum::<f64>().sqrt();
+                        let diff = a.iter().zip(b).map(|(x, y)| (x - y).powi(2)).sum::<f64>();
+                        // Tensors whose gradient is about zero have no relative error to speak of.
+                        diff.sqrt() / norm.max(1e-6)
+                    })
+                    .collect();
+                errors.iter().sum::<f64>() / errors.len() as f64
+            };
+            let (f, r) = (error(&fast), error(&reference));
+            println!("{model} {sets:?} at {t}: float32 gradients from float64, fast {f:.2e}, reference {r:.2e}");
+            assert!(f <= 2.0 * r + 1e-6, "{model} at {t}: fast {f:e}, reference {r:e}");
+        }
+    }
+}
+
+/// Two float32 trainings agree: losses to 1e-4, logits to 1e-3 and every weight to 3e-3
+/// relative. Five SGD steps through batch-norm on 8 images, with drops, amplify rounding: the
+/// weights of CondenseNet-86's fast and reference runs differ by up to 1.0e-3 (1.6e-4 before
+/// the fast 1x1 convs stopped sharing the reference's GEMM library and its rounding), while
+/// each step's float32 gradients are closer to float64's with the fast kernels than with
+/// candle's (checked below, [`float32_gradients_are_as_close_to_float64_as_candles`]).
 fn assert_same_training(a: &Trace, b: &Trace, case: &str) {
     let d = max_rel_diff(&a.losses, &b.losses);
     assert!(d < 1e-4, "{case}: losses {:?} vs {:?}", a.losses, b.losses);
@@ -245,6 +316,6 @@ fn assert_same_training(a: &Trace, b: &Trace, case: &str) {
     assert!(d < 1e-3, "{case}: logits differ by {d}");
     for (i, (x, y)) in a.params.iter().zip(&b.params).enumerate() {
         let d = max_rel_diff(x, y);
-        assert!(d < 1e-3, "{case}: parameter {i} differs by {d}");
+        assert!(d < 3e-3, "{case}: parameter {i} differs by {d}");
     }
 }

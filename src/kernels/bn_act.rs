@@ -157,7 +157,7 @@ pub(super) fn channel_stats<T: WithDType>(
     channels
         .into_par_iter()
         .map(|ch| {
-            super::with_avx2(|| {
+            super::simd_loops!({
                 let planes = || (0..n).map(move |i| &x[(i * per_image + ch) * plane..][..plane]);
                 let sum: f64 = planes().map(|p| lane_sum(plane, |k| p[k])).sum();
                 let mean = sum / count;
@@ -316,7 +316,7 @@ pub(super) fn bn_input_grad<T: WithDType>(
         .for_each(|(i, (d, xs))| {
             let c = i % cin;
             let [k1, k2, k3] = k[c].input_grad::<T>(totals[c], count, train);
-            super::with_avx2(|| {
+            super::simd_loops!({
                 for (o, &v) in d.iter_mut().zip(xs) {
                     *o = k1 * *o + k2 * v + k3;
                 }

@@ -182,11 +182,6 @@ impl<T> Mat<T> {
             cs: 1,
         }
     }
-    /// Row-major rows `row_stride` elements apart (every `row_stride / n`-th row of a
-    /// larger matrix, for instance).
-    pub(super) fn strided(s: &[T], row_stride: usize) -> Self {
-        Self::rows(s, row_stride)
-    }
     /// The transpose of a row-major matrix with `cols` columns.
     pub(super) fn transposed(s: &[T], cols: usize) -> Self {
         Self {
@@ -224,31 +219,6 @@ pub(super) fn matmul_into<T: WithDType>(
     unsafe { gemm_raw(dst.as_mut_ptr().cast::<T>(), dims.1, dims, a, b, false, par) }
 }
 
-/// `dst[m x n] = a[m x k] · b[k x n]` into uninitialised rows `dst_stride` elements apart
-/// (row `r` at `dst[r * dst_stride..][..n]`), all of which it writes.
-pub(super) fn matmul_strided_into<T: WithDType>(
-    dst: &mut [MaybeUninit<T>],
-    dst_stride: usize,
-    dims: (usize, usize, usize),
-    a: Mat<T>,
-    b: Mat<T>,
-    par: Parallelism,
-) {
-    let (m, n, _) = dims;
-    assert!(m == 0 || (dst_stride >= n && dst.len() >= (m - 1) * dst_stride + n));
-    // SAFETY: the rows of `dst` lie inside the slice; gemm only writes them.
-    unsafe {
-        gemm_raw(
-            dst.as_mut_ptr().cast::<T>(),
-            dst_stride,
-            dims,
-            a,
-            b,
-            false,
-            par,
-        )
-    }
-}
 
 /// # Safety
 /// `dst` points to m rows of n elements, `dst_stride` apart (initialised when `accumulate`); `a` and `b` point into

@@ -36,7 +36,7 @@ use super::direct3x3::Direct3x3;
 use super::noise::{DropoutNoise, KeepMask};
 use super::sparse_conv::Plane;
 use super::stage::{write_only, Keep, PreAct, Prepared, Scratch, StageConv};
-use super::{by_dtype, dims4, slice, sum_parts, with_avx2};
+use super::{by_dtype, dims4, simd_loops, slice, sum_parts};
 
 const OP: &str = "dense_block";
 
@@ -61,6 +61,8 @@ impl BlockStage {
             StageConv::Pointwise { groups } => self.cout * self.cin / groups,
             StageConv::Live(_) => self.cout * self.cin,
             StageConv::Conv3x3 { groups } => self.cout * self.cin / groups * 9,
+            StageConv::Live3x3(live) => self.cout * self.cin / live.groups() * 9,
+            StageConv::Separable(pairs) => pairs.len() * (9 + self.cout),
         }
     }
 
@@ -533,7 +535,7 @@ fn backward<T: Storable>(
                             );
                             // The `k1 * da` term of the BN's input gradient, added in place.
                             let dst = &mut dbc[j * d.image()..][..in_len];
-                            with_avx2(|| {
+                            simd_loops!({
                                 let rows = dst.chunks_mut(plane).zip(da.chunks(plane)).zip(&k1);
                                 for ((dc, ac), &k1c) in rows {
                                     for (o, &v) in dc.iter_mut().zip(ac) {
@@ -583,7 +585,7 @@ fn add_deferred<T: Direct3x3>(
     dbuf.par_chunks_mut(d.image())
         .zip(buf.par_chunks(d.image()))
         .for_each(|(db, b)| {
-            with_avx2(|| {
+            simd_loops!({
                 for c in range.clone() {
                     let (k2, k3) = (T::from_f64(k2s[c]), T::from_f64(k3s[c]));
                     let (dst, src) = (&mut db[c * plane..][..plane], &b[c * plane..][..plane]);
@@ -717,7 +719,7 @@ mod tests {
     use super::*;
     use crate::kernels::bn_act::tests::reference;
     use crate::kernels::testing::{max_diff, random, weighted_grads};
-    use crate::kernels::GroupInputs;
+    use crate::kernels::{GroupInputs, LiveKernels, Simd};
     use crate::rng::Rng;
     use candle_core::{DType, Device, Var};
 
@@ -737,8 +739,19 @@ mod tests {
             StageConv::Pointwise { groups } => (1, c / groups),
             StageConv::Live(_) => (1, c),
             StageConv::Conv3x3 { groups } => (3, c / groups),
+            StageConv::Live3x3(live) => (3, c / live.groups()),
+            // Flat `[dw | pw]`: made below.
+            StageConv::Separable(_) => (1, 1),
         };
         let mask = match &stage.conv {
+            StageConv::Live3x3(live) => {
+                let cin_g = c / live.groups();
+                let m: Vec<f64> = (0..stage.cout * cin_g)
+                    .map(|j| f64::from(u8::from(live.is_live(j / cin_g, j % cin_g))))
+                    .collect();
+                let m = Tensor::from_vec(m, (stage.cout, cin_g, 1, 1), &Device::Cpu).unwrap();
+                Some(m.to_dtype(dtype).unwrap())
+            }
             StageConv::Live(live) => {
                 let mut m = vec![0f64; stage.cout * c];
                 for o in 0..stage.cout {
@@ -751,6 +764,10 @@ mod tests {
             }
             _ => None,
         };
+        let w = match &stage.conv {
+            StageConv::Separable(pairs) => random(rng, &[pairs.len() * (9 + stage.cout)], dtype),
+            _ => random(rng, &[stage.cout, per_out, k, k], dtype),
+        };
         Params {
             running: (
                 random(rng, &[c], dtype),
@@ -758,7 +775,7 @@ mod tests {
             ),
             gamma: Var::from_tensor(&(random(rng, &[c], dtype) * 2.0).unwrap()).unwrap(),
             beta: Var::from_tensor(&random(rng, &[c], dtype)).unwrap(),
-            w: Var::from_tensor(&random(rng, &[stage.cout, per_out, k, k], dtype)).unwrap(),
+            w: Var::from_tensor(&w).unwrap(),
             mask,
         }
     }
@@ -799,7 +816,21 @@ mod tests {
                         a.conv2d(&p.w.as_tensor().mul(m).unwrap(), 0, 1, 1, 1)
                     }
                     (StageConv::Conv3x3 { groups }, _) => a.conv2d(&p.w, 1, 1, 1, *groups),
-                    (StageConv::Live(_), None) => unreachable!(),
+                    (StageConv::Live3x3(live), Some(m)) => {
+                        let w = p.w.as_tensor().broadcast_mul(m).unwrap();
+                        a.conv2d(&w, 1, 1, 1, live.groups())
+                    }
+                    (StageConv::Separable(pairs), _) => {
+                        let t = pairs.len();
+                        let dw = p.w.narrow(0, 0, t * 9).unwrap().reshape((t, 1, 3, 3)).unwrap();
+                        let pw = p.w.narrow(0, t * 9, stage.cout * t).unwrap();
+                        let pw = pw.reshape((stage.cout, t, 1, 1)).unwrap();
+                        let index: Vec<u32> = pairs.inp.to_vec();
+                        let index = Tensor::new(index.as_slice(), &Device::Cpu).unwrap();
+                        let sel = a.index_select(&index, 1).unwrap();
+                        sel.conv2d(&dw, 1, 1, 1, t).unwrap().conv2d(&pw, 0, 1, 1, 1)
+                    }
+                    (StageConv::Live(_) | StageConv::Live3x3(_), None) => unreachable!(),
                 }
                 .unwrap();
             }
@@ -819,9 +850,10 @@ mod tests {
         }
     }
 
-    /// A block of four layers of every stage kind the networks use (the dense 1x1, the live
-    /// 1x1, the 3x3 in one or several groups, the depthwise 3x3 then a 1x1, dropout before
-    /// the first conv), odd channel counts and a batch that is not a whole number of
+    /// A block of seven layers of every stage kind the networks use (the dense 1x1, the live
+    /// 1x1, the 3x3 in one or several groups, the depthwise 3x3 then a 1x1, the live 3x3 with
+    /// few and with most kernels dropped, the separable conv of gathered channels with
+    /// repeats, dropout before the first conv), odd channel counts and a batch that is not a whole number of
     /// weight-gradient chunks: the features, the running statistics' batch values, and the
     /// gradients of the input and of every gamma, beta and weight match candle's
     /// composition, in training and evaluation, f32 and f64.
@@ -844,6 +876,26 @@ mod tests {
             relu6,
         );
         dsc.noise = Some(DropoutNoise::new(Rng::new(21), 0.8));
+        // Live 3x3s: 40% of the kernels in one group (run over the live ones), and 95% in
+        // three groups (run dense over the masked weight).
+        let mut pick = Rng::new(8);
+        let c4 = c0 + 4 * growth;
+        let few: Vec<bool> = (0..width * c4).map(|_| pick.uniform(0.0, 1.0) < 0.4).collect();
+        let live = LiveKernels::new(c4, width, 1, &few).unwrap();
+        assert!(live.skips_dropped(Simd::Avx2) && live.skips_dropped(Simd::Avx512));
+        let mut sparse = stage(StageConv::Live3x3(live), c4, width, relu6);
+        sparse.noise = Some(DropoutNoise::new(Rng::new(22), 0.9));
+        let c5 = c0 + 5 * growth;
+        let many: Vec<bool> = (0..6 * c5 / 3).map(|j| j % 20 != 3).collect();
+        let live = LiveKernels::new(c5, 6, 3, &many).unwrap();
+        assert!(!live.skips_dropped(Simd::Avx2) && !live.skips_dropped(Simd::Avx512));
+        let most = StageConv::Live3x3(live);
+        // A separable conv over 13 gathered channels, some twice, one never.
+        let c6 = c0 + 6 * growth;
+        let index: Vec<u32> = (0..13).map(|t| ((t * 7) % (c6 - 1)) as u32).chain([3, 3]).collect();
+        let pairs = crate::kernels::KernelPairs::gathered(c6, &index).unwrap();
+        let mut separable = stage(StageConv::Separable(pairs), c6, width, relu6);
+        separable.noise = Some(DropoutNoise::new(Rng::new(23), 0.85));
         let layers: Arc<[BlockLayer]> = vec![
             BlockLayer {
                 stages: vec![
@@ -893,6 +945,24 @@ mod tests {
                         relu6,
                     ),
                     stage(StageConv::Pointwise { groups: 1 }, width - 2, growth, relu6),
+                ],
+            },
+            BlockLayer {
+                stages: vec![
+                    sparse,
+                    stage(StageConv::Conv3x3 { groups: 2 }, width, growth, relu6),
+                ],
+            },
+            BlockLayer {
+                stages: vec![
+                    stage(most, c5, 6, ActKind::Relu),
+                    stage(StageConv::Conv3x3 { groups: 2 }, 6, growth, ActKind::Relu),
+                ],
+            },
+            BlockLayer {
+                stages: vec![
+                    separable,
+                    stage(StageConv::Conv3x3 { groups: 1 }, width, growth, relu6),
                 ],
             },
         ]
@@ -1011,5 +1081,74 @@ mod tests {
             .is_err(),
             "chain"
         );
+    }
+
+    /// Forward + backward time of CondenseNet-86's three dense blocks at batch 64 on all
+    /// threads, before any drop (`cargo test --release --lib time_condensenet86_blocks --
+    /// --ignored --nocapture`; `ABLATE_SIMD` caps the level).
+    #[test]
+    #[ignore = "a timing, not a check"]
+    fn time_condensenet86_blocks() {
+        crate::kernels::simd::set_from_env().unwrap();
+        let mut rng = Rng::new(2);
+        let n: usize = std::env::var("BATCH").ok().and_then(|v| v.parse().ok()).unwrap_or(64);
+        let only: Option<usize> = std::env::var("BLOCK").ok().and_then(|v| v.parse().ok());
+        let blocks = [(16, 8, 32), (128, 16, 16), (352, 32, 8)];
+        for (b, &(c0, growth, side)) in blocks.iter().enumerate() {
+            if only.is_some_and(|o| o != b) {
+                continue;
+            }
+            let width = 4 * growth;
+            let layers: Arc<[BlockLayer]> = (0..14)
+                .map(|l| {
+                    let cin = c0 + l * growth;
+                    let keep: Vec<Vec<bool>> = vec![vec![true; cin]; 4];
+                    BlockLayer {
+                        stages: vec![
+                            stage(StageConv::Live(GroupInputs::from_kept(&keep).unwrap()), cin, width, ActKind::Relu),
+                            stage(StageConv::Conv3x3 { groups: 4 }, width, growth, ActKind::Relu),
+                        ],
+                    }
+                })
+                .collect();
+            let params: Vec<Params> = layers
+                .iter()
+                .flat_map(|l| l.stages.iter().map(|s| stage_params(&mut rng, s, DType::F32)).collect::<Vec<_>>())
+                .collect();
+            let pieces: Vec<Tensor> = params
+                .iter()
+                .flat_map(|p| {
+                    [
+                        p.running.0.clone(),
+                        p.running.1.clone(),
+                        p.gamma.as_tensor().clone(),
+                        p.beta.as_tensor().clone(),
+                        p.w.as_tensor().flatten_all().unwrap(),
+                    ]
+                })
+                .collect();
+            let flat = Var::from_tensor(&Tensor::cat(&pieces, 0).unwrap()).unwrap();
+            let x = Var::from_tensor(&random(&mut rng, &[n, c0, side, side], DType::F32)).unwrap();
+            let up = random(&mut rng, &[n, c0 + 14 * growth, side, side], DType::F32);
+            let run = || {
+                let (y, _) = dense_block(&x, &flat, &layers, true).unwrap();
+                weighted_grads(&y, &up);
+            };
+            run();
+            let mut times = Vec::new();
+            let reps: usize = std::env::var("REPS").ok().and_then(|v| v.parse().ok()).unwrap_or(5);
+            for _ in 0..reps {
+                let t = std::time::Instant::now();
+                run();
+                times.push(t.elapsed().as_secs_f64());
+            }
+            times.sort_by(f64::total_cmp);
+            let macs: usize = (0..14).map(|l| (c0 + l * growth) * width + width * growth * 9 / 4).sum::<usize>() * side * side * n;
+            println!(
+                "block {c0}+14x{growth} at {side}x{side}: {:7.1} ms forward + backward (median of 5), {:5.1} GFLOP/s",
+                times[reps / 2] * 1e3,
+                6.0 * macs as f64 / times[reps / 2] / 1e9
+            );
+        }
     }
 }

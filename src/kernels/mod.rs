@@ -19,15 +19,18 @@
 mod bn_act;
 mod conv;
 mod dense_block;
+mod direct1x1;
 mod depthwise;
 mod direct3x3;
 mod group_inputs;
+mod live_kernels;
 mod noise;
+mod pair3x3;
 mod preact_conv;
 mod select;
 mod separable;
-mod separable_kernels;
 mod sparse_conv;
+pub mod simd;
 mod stage;
 
 pub use bn_act::{bn_act, bn_stats, ActKind};
@@ -35,13 +38,15 @@ pub use conv::conv2d;
 pub use dense_block::{dense_block, BlockLayer, BlockStage, BlockStats};
 pub use depthwise::depthwise3x3;
 pub use group_inputs::GroupInputs;
+pub use live_kernels::LiveKernels;
 pub use noise::DropoutNoise;
 pub use preact_conv::preact_conv;
 pub use select::{select_channels, ChannelIndex};
 pub use separable::separable_conv;
-pub use separable_kernels::separable_kernels;
 pub use sparse_conv::{sparse_conv3x3, KernelPairs};
+pub use simd::Simd;
 pub use stage::StageConv;
+pub(crate) use simd::simd_loops;
 
 use std::mem::MaybeUninit;
 use std::sync::atomic::{AtomicU8, Ordering};
@@ -149,33 +154,6 @@ pub(crate) fn fast_for(t: &Tensor) -> bool {
 /// f64 tensors on the CPU (they have no `cuda_fwd` / `metal_fwd`).
 pub(crate) fn cpu_kernel_fits(location: &DeviceLocation, dtype: DType) -> bool {
     matches!(location, DeviceLocation::Cpu) && matches!(dtype, DType::F32 | DType::F64)
-}
-
-/// `f()`, inlined into a function compiled for AVX2 and FMA where the CPU has them (checked
-/// at run time), so that the element-wise loops it inlines run 8 floats wide; elsewhere as
-/// compiled. The arithmetic is the same either way (no operation is fused or reordered), so
-/// the results are the same bits.
-#[inline(always)]
-pub(crate) fn with_avx2<R>(f: impl FnOnce() -> R) -> R {
-    #[cfg(target_arch = "x86_64")]
-    {
-        #[target_feature(enable = "avx2,fma")]
-        unsafe fn run<R>(f: impl FnOnce() -> R) -> R {
-            f()
-        }
-        if avx2_fma() {
-            // SAFETY: the CPU has AVX2 and FMA.
-            return unsafe { run(f) };
-        }
-    }
-    f()
-}
-
-/// Whether this x86-64 CPU has AVX2 and FMA (cached by std).
-#[cfg(target_arch = "x86_64")]
-#[inline(always)]
-fn avx2_fma() -> bool {
-    is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma")
 }
 
 /// `len` values written by `fill(i, chunk)` over the `i`-th of the chunks of `chunk` values,

@@ -28,19 +28,8 @@ impl DropoutNoise {
 
     /// `out[k] = scale` if element `start + k` is kept, else 0.
     pub fn fill<T: WithDType>(&self, start: usize, out: &mut [T]) {
-        #[cfg(target_arch = "x86_64")]
-        if is_x86_feature_detected!("avx2") {
-            // SAFETY: the CPU has AVX2.
-            return unsafe { self.fill_avx2(start, out) };
-        }
-        self.fill_any(start, out)
-    }
-
-    /// [`Self::fill`] compiled for AVX2 (its 64-bit lanes draw four elements at a time).
-    #[cfg(target_arch = "x86_64")]
-    #[target_feature(enable = "avx2")]
-    unsafe fn fill_avx2<T: WithDType>(&self, start: usize, out: &mut [T]) {
-        self.fill_any(start, out)
+        // Vector lanes of 64 bits draw several elements at a time.
+        super::simd_loops!({ self.fill_any(start, out) })
     }
 
     /// The mask of `n` images of `per_image` elements each (image `img` from element
@@ -60,7 +49,7 @@ impl DropoutNoise {
 
     /// Bit `b` of `out[k]` set iff element `start + 64 k + b` (below `start + len`) is kept.
     fn bits_into(&self, start: usize, len: usize, out: &mut [u64]) {
-        super::with_avx2(|| {
+        super::simd_loops!({
             let below = self.below();
             let rng = self.rng.ahead(start as u64);
             for (k, word) in out.iter_mut().enumerate() {
@@ -110,7 +99,7 @@ impl KeepMask {
     pub(super) fn fill<T: WithDType>(&self, img: usize, out: &mut [T]) {
         let (scale, zero) = (T::from_f64(self.scale), T::from_f64(0.0));
         let words = &self.bits[img * self.words..][..self.words];
-        super::with_avx2(|| {
+        super::simd_loops!({
             for (chunk, &w) in out.chunks_mut(64).zip(words) {
                 for (b, v) in chunk.iter_mut().enumerate() {
                     *v = if (w >> b) & 1 == 1 { scale } else { zero };

@@ -42,7 +42,13 @@ pub fn preact_conv(
     noise: Option<DropoutNoise>,
 ) -> Result<Tensor> {
     let (_, cin, h, wd) = x.dims4()?;
-    let cout = w.dim(0)?;
+    let cout = match &conv {
+        // The flat `[dw (T x 9) | pw (cout x T)]`.
+        StageConv::Separable(pairs) if !pairs.is_empty() => {
+            w.elem_count().saturating_sub(9 * pairs.len()) / pairs.len()
+        }
+        _ => w.dim(0)?,
+    };
     if h == 0 || wd == 0 {
         candle_core::bail!("{OP}: empty input {:?}", x.dims());
     }
@@ -441,6 +447,9 @@ mod tests {
                     StageConv::Conv3x3 { groups } => (3, *groups),
                     StageConv::Pointwise { groups } => (1, *groups),
                     StageConv::Live(_) => (1, 1),
+                    StageConv::Live3x3(_) | StageConv::Separable(_) => {
+                        unreachable!("not among the cases")
+                    }
                 };
                 let x = Var::from_tensor(&(random(&mut rng, &dims, dtype) * 3.0).unwrap()).unwrap();
                 let gamma = Var::from_tensor(&random(&mut rng, &[c], dtype)).unwrap();

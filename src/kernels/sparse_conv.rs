@@ -40,6 +40,16 @@ pub struct KernelPairs {
     pub(super) by_in: Arc<Csr>,
 }
 
+impl PartialEq for KernelPairs {
+    fn eq(&self, other: &Self) -> bool {
+        (self.cin, self.cout) == (other.cin, other.cout)
+            && self.out == other.out
+            && self.inp == other.inp
+    }
+}
+
+impl Eq for KernelPairs {}
+
 /// Lists of pair numbers per channel: channel `c`'s are `items[start[c]..start[c + 1]]`.
 #[derive(Debug)]
 pub(super) struct Csr {

@@ -16,12 +16,16 @@ use std::mem::MaybeUninit;
 use gemm::Parallelism;
 
 use super::bn_act::{ActKind, Coefficients};
-use super::conv::{matmul, matmul_into, matmul_strided_into, Mat};
+use super::direct1x1::{conv1x1_image, dots1x1, Packed1x1};
 use super::direct3x3::{conv_image, scratch_len, weight_grad_image, Direct3x3, Packed3x3};
 use super::group_inputs::GroupInputs;
+use super::live_kernels::LiveKernels;
+use super::pair3x3::{pair_conv_image, pair_scratch_len, pair_weight_grad_image, PackedPairs};
+use super::simd::Simd;
+use super::sparse_conv::KernelPairs;
 use super::noise::{DropoutNoise, KeepMask};
 use super::sparse_conv::{pad_into, Plane};
-use super::with_avx2;
+use super::simd_loops;
 
 /// The conv of a stage.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -33,6 +37,14 @@ pub enum StageConv {
     Live(GroupInputs),
     /// 3x3, stride 1, zero padding 1, in `groups` groups; weight `[cout, cin / groups, 3, 3]`.
     Conv3x3 { groups: usize },
+    /// The same 3x3 over its live kernels only (learned-dsc): the dropped kernels are read
+    /// as zero and get a zero gradient; where enough are dropped
+    /// ([`LiveKernels::skips_dropped`]) they are not run at all.
+    Live3x3(LiveKernels),
+    /// The converted learned-dsc conv: the depthwise 3x3 of the channels its gathered pairs
+    /// `(t, index[t])` pick, then a 1x1 from those `T` channels; weight `[dw (T x 9) |
+    /// pw (cout x T)]`. The depthwise output is made in cache and recomputed in the backward.
+    Separable(KernelPairs),
 }
 
 impl StageConv {
@@ -41,6 +53,27 @@ impl StageConv {
         let (groups, inputs, taps) = match self {
             Self::Pointwise { groups } => (*groups, cin / (*groups).max(1), 1),
             Self::Conv3x3 { groups } => (*groups, cin / (*groups).max(1), 9),
+            Self::Separable(pairs) => {
+                let t = pairs.len();
+                if pairs.cin != cin || pairs.cout != t || weight_len != t * 9 + cout * t {
+                    return Err(format!(
+                        "a depthwise of {t} gathered channels of {} and a pointwise to {cout} for \
+                         {cin} -> {cout} channels and a weight of {weight_len} values",
+                        pairs.cin
+                    ));
+                }
+                return Ok(());
+            }
+            Self::Live3x3(live) => {
+                if (live.cin(), live.cout()) != (cin, cout) {
+                    return Err(format!(
+                        "live kernels of {} -> {} channels for {cin} -> {cout}",
+                        live.cin(),
+                        live.cout()
+                    ));
+                }
+                (live.groups(), cin / live.groups(), 9)
+            }
             Self::Live(live) => {
                 if live.cin() != cin {
                     return Err(format!(
@@ -171,19 +204,158 @@ pub(super) struct Prepared<T> {
     cin: usize,
     cout: usize,
     g: Plane,
-    /// The weight as given (pointwise), compact per group (live), or unused (3x3).
-    w: Vec<T>,
-    /// 3x3 only: the forward's and the input gradient's packed kernels.
+    /// 1x1 only: its packings.
+    one: Option<OneByOne<T>>,
+    /// Separable only: its packings.
+    separable: Option<SeparablePacked<T>>,
+    /// 3x3 only: the forward's and the input gradient's packed kernels, dense ...
     forward: Option<Packed3x3<T>>,
     input_grad: Option<Packed3x3<T>>,
+    /// ... or over the live kernels only (a live 3x3 with enough of them dropped).
+    live_forward: Option<PackedPairs<T>>,
+    live_input_grad: Option<PackedPairs<T>>,
+}
+
+/// A 1x1 stage's packings: the input channels it activates, the forward's and the input
+/// gradient's register blocks, and the weight gradient's groups.
+struct OneByOne<T> {
+    /// The channels activated into the scratch, ascending: every input (pointwise), or those
+    /// some group reads (live); the blocks name them by position in this list.
+    reads: Vec<u32>,
+    /// The input channels no group reads: their input gradient is zero.
+    unread: Vec<u32>,
+    forward: Packed1x1<T>,
+    input_grad: Option<Packed1x1<T>>,
+    /// Per group: its output rows, the positions in `reads` of its inputs, and where its
+    /// block of the (compact) weight gradient starts.
+    groups: Vec<(Vec<u32>, Vec<u32>, usize)>,
+}
+
+impl<T: Direct3x3> OneByOne<T> {
+    /// The 1x1 in `groups` groups of weight `w` (`[cout, cin / groups]`).
+    fn pointwise(w: &[T], (cin, cout): (usize, usize), groups: usize, backward: bool) -> Self {
+        let (cin_g, cout_g) = (cin / groups, cout / groups);
+        let (mut forward, mut input_grad) = (Packed1x1::new(), Packed1x1::new());
+        let mut parts = Vec::with_capacity(groups);
+        for grp in 0..groups {
+            let rows: Vec<u32> = (grp * cout_g..(grp + 1) * cout_g).map(|o| o as u32).collect();
+            let planes: Vec<u32> = (grp * cin_g..(grp + 1) * cin_g).map(|c| c as u32).collect();
+            let wg = &w[grp * cout_g * cin_g..];
+            forward.add(&rows, &planes, |j, k| wg[j * cin_g + k]);
+            if backward {
+                input_grad.add(&planes, &rows, |j, k| wg[k * cin_g + j]);
+            }
+            parts.push((rows, planes, grp * cout_g * cin_g));
+        }
+        Self {
+            reads: (0..cin as u32).collect(),
+            unread: Vec::new(),
+            forward,
+            input_grad: backward.then_some(input_grad),
+            groups: parts,
+        }
+    }
+
+    /// The learned-group 1x1 of the dense weight `w` (`[cout, cin]`): output `o` of group
+    /// `o mod G` reads that group's live inputs. Each input activated once, whichever groups
+    /// read it; its input gradient sums the outputs of exactly those groups.
+    fn live(w: &[T], (cin, cout): (usize, usize), live: &GroupInputs, backward: bool) -> Self {
+        let (groups, l) = (live.groups(), live.per_group());
+        let cout_g = cout / groups;
+        // The groups reading each input.
+        let mut readers: Vec<Vec<u32>> = vec![Vec::new(); cin];
+        for grp in 0..groups {
+            for &c in live.of(grp) {
+                readers[c as usize].push(grp as u32);
+            }
+        }
+        let reads: Vec<u32> = (0..cin as u32).filter(|&c| !readers[c as usize].is_empty()).collect();
+        let unread = (0..cin as u32).filter(|&c| readers[c as usize].is_empty()).collect();
+        let mut position = vec![0u32; cin];
+        for (p, &c) in reads.iter().enumerate() {
+            position[c as usize] = p as u32;
+        }
+        let mut forward = Packed1x1::new();
+        let mut parts = Vec::with_capacity(groups);
+        for grp in 0..groups {
+            let rows: Vec<u32> = (0..cout_g).map(|k| (grp + k * groups) as u32).collect();
+            let inputs = live.of(grp);
+            let planes: Vec<u32> = inputs.iter().map(|&c| position[c as usize]).collect();
+            forward.add(&rows, &planes, |j, k| w[rows[j] as usize * cin + inputs[k] as usize]);
+            parts.push((rows, planes, grp * cout_g * l));
+        }
+        let input_grad = backward.then(|| {
+            // Inputs read by the same groups form blocks that read those groups' outputs.
+            let mut classes: Vec<(Vec<u32>, Vec<u32>)> = Vec::new();
+            for &c in &reads {
+                let by = &readers[c as usize];
+                match classes.iter_mut().find(|(g, _)| g == by) {
+                    Some((_, cs)) => cs.push(c),
+                    None => classes.push((by.clone(), vec![c])),
+                }
+            }
+            let mut packed = Packed1x1::new();
+            for (by, cs) in &classes {
+                let mut outs: Vec<u32> = by
+                    .iter()
+                    .flat_map(|&grp| (0..cout_g).map(move |k| grp + (k * groups) as u32))
+                    .collect();
+                outs.sort_unstable();
+                packed.add(cs, &outs, |j, k| w[outs[k] as usize * cin + cs[j] as usize]);
+            }
+            packed
+        });
+        Self {
+            reads,
+            unread,
+            forward,
+            input_grad,
+            groups: parts,
+        }
+    }
+}
+
+/// A separable stage's packings: the depthwise over the gathered channels (and its input
+/// gradient), the pointwise (and its transpose).
+struct SeparablePacked<T> {
+    /// Depthwise channels.
+    t: usize,
+    depthwise: PackedPairs<T>,
+    depthwise_grad: Option<PackedPairs<T>>,
+    pointwise: Packed1x1<T>,
+    pointwise_grad: Option<Packed1x1<T>>,
+}
+
+impl<T: Direct3x3> SeparablePacked<T> {
+    /// From the weight `[dw (T x 9) | pw (cout x T)]`.
+    fn new(w: &[T], pairs: &KernelPairs, (cin, cout): (usize, usize), backward: bool) -> Self {
+        let t = pairs.len();
+        let (dw, pw) = w.split_at(t * 9);
+        let index = &pairs.inp[..];
+        let (rows, reads): (Vec<u32>, Vec<u32>) = ((0..cout as u32).collect(), (0..t as u32).collect());
+        let mut pointwise = Packed1x1::new();
+        pointwise.add(&rows, &reads, |o, k| pw[o * t + k]);
+        let pointwise_grad = backward.then(|| {
+            let mut p = Packed1x1::new();
+            p.add(&reads, &rows, |k, o| pw[o * t + k]);
+            p
+        });
+        Self {
+            t,
+            depthwise: PackedPairs::gathered(dw, index),
+            depthwise_grad: backward.then(|| PackedPairs::gathered_input_grad(dw, index, cin)),
+            pointwise,
+            pointwise_grad,
+        }
+    }
 }
 
 /// Per-thread buffers of a stage's loops.
 pub(super) struct Scratch<T> {
-    /// Activated input (pointwise: `cin` planes; live: one group's live planes).
+    /// 1x1: the activated input channels its packing reads; separable: the depthwise output.
     a: Vec<T>,
-    /// Live: one group's input-gradient planes.
-    da: Vec<T>,
+    /// Separable: the depthwise output's gradient.
+    b: Vec<T>,
     /// 3x3: padded input and output-gradient planes, and the microkernel's tile rows.
     xpad: Vec<T>,
     dypad: Vec<T>,
@@ -201,23 +373,45 @@ impl<T: Direct3x3> Prepared<T> {
         g: Plane,
         backward: bool,
     ) -> Self {
-        let (mut forward, mut input_grad, mut flat) = (None, None, Vec::new());
+        let (mut forward, mut input_grad, mut one, mut separable) = (None, None, None, None);
+        let (mut live_forward, mut live_input_grad) = (None, None);
         match conv {
-            StageConv::Pointwise { .. } => flat = w.to_vec(),
-            StageConv::Live(live) => {
-                let (groups, cout_g) = (live.groups(), cout / live.groups());
-                flat.reserve(cout * live.per_group());
-                for grp in 0..groups {
-                    for k in 0..cout_g {
-                        let row = &w[(grp + k * groups) * cin..][..cin];
-                        flat.extend(live.of(grp).iter().map(|&j| row[j as usize]));
-                    }
-                }
+            StageConv::Pointwise { groups } => {
+                one = Some(OneByOne::pointwise(w, (cin, cout), *groups, backward));
+            }
+            StageConv::Live(live) => one = Some(OneByOne::live(w, (cin, cout), live, backward)),
+            StageConv::Separable(pairs) => {
+                separable = Some(SeparablePacked::new(w, pairs, (cin, cout), backward));
             }
             StageConv::Conv3x3 { groups } => {
-                forward = Some(Packed3x3::forward(w, cout, cin, *groups));
+                forward = Some(Packed3x3::forward(w, cout, cin, *groups, g));
                 if backward {
-                    input_grad = Some(Packed3x3::input_grad(w, cout, cin, *groups));
+                    input_grad = Some(Packed3x3::input_grad(w, cout, cin, *groups, g));
+                }
+            }
+            StageConv::Live3x3(live) if live.skips_dropped(Simd::active()) => {
+                let (shape, is_live) = ((cout, cin, live.groups()), |o, i| live.is_live(o, i));
+                live_forward = Some(PackedPairs::forward(w, shape, &is_live));
+                if backward {
+                    live_input_grad = Some(PackedPairs::input_grad(w, shape, &is_live));
+                }
+            }
+            StageConv::Live3x3(live) => {
+                // Few dropped: the dense loops over the weight with the dropped kernels zero.
+                let cin_g = cin / live.groups();
+                let zero = T::from_f64(0.0);
+                let masked: Vec<T> = w
+                    .chunks(9)
+                    .enumerate()
+                    .flat_map(|(j, k)| {
+                        let keep = live.is_live(j / cin_g, j % cin_g);
+                        k.iter().map(move |&v| if keep { v } else { zero })
+                    })
+                    .collect();
+                forward = Some(Packed3x3::forward(&masked, cout, cin, live.groups(), g));
+                if backward {
+                    input_grad =
+                        Some(Packed3x3::input_grad(&masked, cout, cin, live.groups(), g));
                 }
             }
         }
@@ -226,9 +420,12 @@ impl<T: Direct3x3> Prepared<T> {
             cin,
             cout,
             g,
-            w: flat,
+            one,
+            separable,
             forward,
             input_grad,
+            live_forward,
+            live_input_grad,
         }
     }
 
@@ -238,24 +435,37 @@ impl<T: Direct3x3> Prepared<T> {
             StageConv::Pointwise { groups } => self.cout * self.cin / groups,
             StageConv::Live(live) => self.cout * live.per_group(),
             StageConv::Conv3x3 { groups } => self.cout * self.cin / groups * 9,
+            StageConv::Live3x3(live) => self.cout * self.cin / live.groups() * 9,
+            StageConv::Separable(pairs) => pairs.len() * (9 + self.cout),
         }
     }
 
     pub(super) fn scratch(&self, dropout: bool) -> Scratch<T> {
         let (plane, zero) = (self.g.len(), T::from_f64(0.0));
-        let (mut a, mut da, mut xpad, mut dypad, mut tile) = (0, 0, 0, 0, 0);
+        let (mut a, mut b, mut xpad, mut dypad, mut tile) = (0, 0, 0, 0, 0);
         match &self.conv {
-            StageConv::Pointwise { .. } => a = self.cin * plane,
-            StageConv::Live(live) => (a, da) = (live.per_group() * plane, live.per_group() * plane),
-            StageConv::Conv3x3 { .. } => {
+            StageConv::Pointwise { .. } | StageConv::Live(_) => {
+                a = self.one.as_ref().map_or(0, |o| o.reads.len()) * plane;
+            }
+            StageConv::Separable(pairs) => {
+                let t = pairs.len();
+                (a, b) = (t * plane, t * plane);
+                xpad = self.g.padded_buffer_len(self.cin);
+                dypad = self.g.padded_buffer_len(t);
+                tile = pair_scratch_len(t.max(self.cin));
+            }
+            StageConv::Conv3x3 { .. } | StageConv::Live3x3(_) => {
                 xpad = self.g.padded_buffer_len(self.cin);
                 dypad = self.g.padded_buffer_len(self.cout);
                 tile = scratch_len(self.g);
+                if self.live_forward.is_some() {
+                    tile = tile.max(pair_scratch_len(self.cin.max(self.cout)));
+                }
             }
         }
         Scratch {
             a: vec![zero; a],
-            da: vec![zero; da],
+            b: vec![zero; b],
             xpad: vec![zero; xpad],
             dypad: vec![zero; dypad],
             tile: vec![zero; tile],
@@ -273,7 +483,7 @@ impl<T: Direct3x3> Prepared<T> {
         s: &mut Scratch<T>,
         par: Parallelism,
     ) {
-        with_avx2(|| self.forward_body(pre, img, x, y, s, par))
+        simd_loops!({ self.forward_body(pre, img, x, y, s, par) })
     }
 
     #[inline(always)]
@@ -286,37 +496,34 @@ impl<T: Direct3x3> Prepared<T> {
         s: &mut Scratch<T>,
         par: Parallelism,
     ) {
-        let (plane, cin, cout) = (self.g.len(), self.cin, self.cout);
+        let plane = self.g.len();
         let keep = pre.keep(img, &mut s.keep);
         match &self.conv {
-            StageConv::Pointwise { groups } => {
-                pre.channels(x, 0..cin, keep, &mut s.a, plane);
-                let (cin_g, cout_g) = (cin / groups, cout / groups);
-                for grp in 0..*groups {
-                    let wa = Mat::rows(&self.w[grp * cout_g * cin_g..], cin_g);
-                    let b = Mat::rows(&s.a[grp * cin_g * plane..], plane);
-                    let dst = &mut y[grp * cout_g * plane..(grp + 1) * cout_g * plane];
-                    matmul_into(dst, (cout_g, plane, cin_g), wa, b, par);
-                }
-            }
-            StageConv::Live(live) => {
-                let (groups, l) = (live.groups(), live.per_group());
-                let cout_g = cout / groups;
-                for grp in 0..groups {
-                    let inputs = live.of(grp).iter().map(|&j| j as usize);
-                    pre.channels(x, inputs, keep, &mut s.a, plane);
-                    let wa = Mat::rows(&self.w[grp * cout_g * l..], l);
-                    // Group g's outputs are rows g, g + G, ...: `groups * plane` apart.
-                    let dst = &mut y[grp * plane..];
-                    let dims = (cout_g, plane, l);
-                    matmul_strided_into(dst, groups * plane, dims, wa, Mat::rows(&s.a, plane), par);
-                }
-            }
-            StageConv::Conv3x3 { .. } => {
-                pad_activated(pre, x, keep, self.g, &mut s.xpad);
-                let packed = self.forward.as_ref().expect("3x3 weights are packed");
+            StageConv::Pointwise { .. } | StageConv::Live(_) => {
+                let one = self.one.as_ref().expect("1x1 weights are packed");
+                let reads = one.reads.iter().map(|&c| c as usize);
+                pre.channels(x, reads, keep, &mut s.a, plane);
                 let parallel = matches!(par, Parallelism::Rayon(_));
-                conv_image(y, &s.xpad, packed, self.g, &mut s.tile, parallel);
+                conv1x1_image(y, &s.a, &one.forward, plane, parallel);
+            }
+            StageConv::Separable(_) => {
+                let sep = self.separable.as_ref().expect("separable weights are packed");
+                let parallel = matches!(par, Parallelism::Rayon(_));
+                pad_activated(pre, x, keep, self.g, &mut s.xpad);
+                // SAFETY: the conv writes values only.
+                let d = unsafe { write_only(&mut s.a[..sep.t * plane]) };
+                pair_conv_image(d, &s.xpad, &sep.depthwise, self.g, &mut s.tile, parallel);
+                conv1x1_image(y, &s.a, &sep.pointwise, plane, parallel);
+            }
+            StageConv::Conv3x3 { .. } | StageConv::Live3x3(_) => {
+                pad_activated(pre, x, keep, self.g, &mut s.xpad);
+                let parallel = matches!(par, Parallelism::Rayon(_));
+                if let Some(pairs) = &self.live_forward {
+                    pair_conv_image(y, &s.xpad, pairs, self.g, &mut s.tile, parallel);
+                } else {
+                    let packed = self.forward.as_ref().expect("3x3 weights are packed");
+                    conv_image(y, &s.xpad, packed, self.g, &mut s.tile, parallel);
+                }
             }
         }
     }
@@ -338,7 +545,7 @@ impl<T: Direct3x3> Prepared<T> {
         s: &mut Scratch<T>,
         par: Parallelism,
     ) {
-        with_avx2(|| self.backward_body(pre, img, (x, dy), da, dw, first, sums, s, par))
+        simd_loops!({ self.backward_body(pre, img, (x, dy), da, dw, first, sums, s, par) })
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -358,56 +565,85 @@ impl<T: Direct3x3> Prepared<T> {
         let (plane, cin, cout, zero) = (self.g.len(), self.cin, self.cout, T::from_f64(0.0));
         let keep = pre.keep(img, &mut s.keep);
         match &self.conv {
-            StageConv::Pointwise { groups } => {
-                pre.channels(x, 0..cin, keep, &mut s.a, plane);
-                let (cin_g, cout_g) = (cin / groups, cout / groups);
-                for grp in 0..*groups {
-                    let ag = Mat::transposed(&s.a[grp * cin_g * plane..], plane);
-                    let dyg = Mat::rows(&dy[grp * cout_g * plane..], plane);
-                    let dst = &mut dw[grp * cout_g * cin_g..(grp + 1) * cout_g * cin_g];
-                    matmul(dst, (cout_g, cin_g, plane), dyg, ag, !first, par);
-                    let wt = Mat::transposed(&self.w[grp * cout_g * cin_g..], cin_g);
-                    let dag = &mut da[grp * cin_g * plane..(grp + 1) * cin_g * plane];
-                    matmul(dag, (cin_g, plane, cout_g), wt, dyg, false, par);
-                }
-            }
-            StageConv::Live(live) => {
-                let (groups, l) = (live.groups(), live.per_group());
-                let cout_g = cout / groups;
-                da[..cin * plane].fill(zero);
-                for grp in 0..groups {
-                    let inputs = live.of(grp);
-                    let live_inputs = inputs.iter().map(|&j| j as usize);
-                    pre.channels(x, live_inputs, keep, &mut s.a, plane);
-                    let dyg = Mat::strided(&dy[grp * plane..], groups * plane);
-                    let dst = &mut dw[grp * cout_g * l..(grp + 1) * cout_g * l];
-                    let at = Mat::transposed(&s.a, plane);
-                    matmul(dst, (cout_g, l, plane), dyg, at, !first, par);
-                    let wt = Mat::transposed(&self.w[grp * cout_g * l..], l);
-                    matmul(&mut s.da, (l, plane, cout_g), wt, dyg, false, par);
-                    for (src, &c) in s.da.chunks(plane).zip(inputs) {
-                        let dst = &mut da[c as usize * plane..][..plane];
-                        for (o, &v) in dst.iter_mut().zip(src) {
-                            *o += v;
-                        }
-                    }
-                }
-            }
-            StageConv::Conv3x3 { groups } => {
-                pad_activated(pre, x, keep, self.g, &mut s.xpad);
-                pad_into(&dy[..cout * plane], self.g, &mut s.dypad);
-                let packed = self
-                    .input_grad
-                    .as_ref()
-                    .expect("backward weights are packed");
-                let parallel = matches!(par, Parallelism::Rayon(_));
-                // SAFETY: `conv_image` writes values only.
-                let dst = unsafe { write_only(da) };
-                conv_image(dst, &s.dypad, packed, self.g, &mut s.tile, parallel);
+            StageConv::Pointwise { .. } | StageConv::Live(_) => {
+                let one = self.one.as_ref().expect("1x1 weights are packed");
+                let reads = one.reads.iter().map(|&c| c as usize);
+                pre.channels(x, reads, keep, &mut s.a, plane);
                 if first {
                     dw[..self.grad_len()].fill(zero);
                 }
-                weight_grad_image(dw, &s.xpad, &s.dypad, (cout, cin, *groups), self.g);
+                // dW += dy · aᵀ, group by group (compact: each group's rows over its inputs).
+                for (rows, planes, at) in &one.groups {
+                    let dys: Vec<&[T]> = rows.iter().map(|&o| &dy[o as usize * plane..][..plane]).collect();
+                    let xs: Vec<&[T]> = planes.iter().map(|&p| &s.a[p as usize * plane..][..plane]).collect();
+                    dots1x1(&mut dw[*at..], &dys, &xs, plane);
+                }
+                // da = wᵀ · dy over the inputs some group reads; zero where none does.
+                let back = one.input_grad.as_ref().expect("backward weights are packed");
+                let parallel = matches!(par, Parallelism::Rayon(_));
+                // SAFETY: the conv writes values only.
+                conv1x1_image(unsafe { write_only(&mut da[..cin * plane]) }, dy, back, plane, parallel);
+                for &c in &one.unread {
+                    da[c as usize * plane..][..plane].fill(zero);
+                }
+            }
+            StageConv::Separable(_) => {
+                let sep = self.separable.as_ref().expect("separable weights are packed");
+                let (t, g) = (sep.t, self.g);
+                let parallel = matches!(par, Parallelism::Rayon(_));
+                if first {
+                    dw[..self.grad_len()].fill(zero);
+                }
+                // The depthwise output again.
+                pad_activated(pre, x, keep, g, &mut s.xpad);
+                // SAFETY: the convs write values only.
+                let d = unsafe { write_only(&mut s.a[..t * plane]) };
+                pair_conv_image(d, &s.xpad, &sep.depthwise, g, &mut s.tile, parallel);
+                // dP += dy · dᵀ; dd = Pᵀ · dy.
+                let dys: Vec<&[T]> = dy[..cout * plane].chunks(plane).collect();
+                let ds: Vec<&[T]> = s.a[..t * plane].chunks(plane).collect();
+                dots1x1(&mut dw[t * 9..], &dys, &ds, plane);
+                let back = sep.pointwise_grad.as_ref().expect("backward weights are packed");
+                // SAFETY: as above.
+                let dd = unsafe { write_only(&mut s.b[..t * plane]) };
+                conv1x1_image(dd, dy, back, plane, parallel);
+                pad_into(&s.b[..t * plane], g, &mut s.dypad);
+                // da = the depthwise's transpose of dd; dK from the input and dd.
+                let back = sep.depthwise_grad.as_ref().expect("backward weights are packed");
+                // SAFETY: as above.
+                let dst = unsafe { write_only(&mut da[..cin * plane]) };
+                pair_conv_image(dst, &s.dypad, back, g, &mut s.tile, parallel);
+                pair_weight_grad_image(&mut dw[..t * 9], &s.xpad, &s.dypad, &sep.depthwise, cin, g);
+            }
+            StageConv::Conv3x3 { .. } | StageConv::Live3x3(_) => {
+                let groups = match &self.conv {
+                    StageConv::Live3x3(live) => live.groups(),
+                    StageConv::Conv3x3 { groups } => *groups,
+                    _ => unreachable!("a 3x3 stage"),
+                };
+                pad_activated(pre, x, keep, self.g, &mut s.xpad);
+                pad_into(&dy[..cout * plane], self.g, &mut s.dypad);
+                let parallel = matches!(par, Parallelism::Rayon(_));
+                // SAFETY: the convs write values only.
+                let dst = unsafe { write_only(da) };
+                if first {
+                    dw[..self.grad_len()].fill(zero);
+                }
+                let shape = (cout, cin, groups);
+                match (&self.live_input_grad, &self.live_forward) {
+                    (Some(back), Some(fwd)) => {
+                        pair_conv_image(dst, &s.dypad, back, self.g, &mut s.tile, parallel);
+                        pair_weight_grad_image(dw, &s.xpad, &s.dypad, fwd, cin, self.g);
+                    }
+                    _ => {
+                        let packed = self
+                            .input_grad
+                            .as_ref()
+                            .expect("backward weights are packed");
+                        conv_image(dst, &s.dypad, packed, self.g, &mut s.tile, parallel);
+                        weight_grad_image(dw, &s.xpad, &s.dypad, shape, self.g);
+                    }
+                }
             }
         }
         pre.gate(x, keep, plane, &mut da[..cin * plane], sums);
@@ -418,7 +654,20 @@ impl<T: Direct3x3> Prepared<T> {
     /// places; its pruned entries are exactly 0).
     pub(super) fn weight_grad(&self, summed: &[T], dw: &mut [T]) {
         match &self.conv {
-            StageConv::Pointwise { .. } | StageConv::Conv3x3 { .. } => dw.copy_from_slice(summed),
+            StageConv::Pointwise { .. } | StageConv::Conv3x3 { .. } | StageConv::Separable(_) => {
+                dw.copy_from_slice(summed)
+            }
+            // The dense loops' gradient of the dropped kernels is not theirs: zero it.
+            StageConv::Live3x3(live) => {
+                let cin_g = self.cin / live.groups();
+                for (j, (d, s)) in dw.chunks_mut(9).zip(summed.chunks(9)).enumerate() {
+                    if live.is_live(j / cin_g, j % cin_g) {
+                        d.copy_from_slice(s);
+                    } else {
+                        d.fill(T::from_f64(0.0));
+                    }
+                }
+            }
             StageConv::Live(live) => {
                 let (groups, l) = (live.groups(), live.per_group());
                 let cout_g = self.cout / groups;

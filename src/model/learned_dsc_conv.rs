@@ -14,7 +14,9 @@ use super::state::{
 use super::PruneReport;
 use crate::config::Activation;
 use crate::cost::{conv_flops, trace, Cost, LayerCost};
-use crate::kernels::{self, separable_conv, separable_kernels, KernelPairs, StageConv};
+use crate::kernels::{
+    self, separable_conv, KernelPairs, LiveKernels, StageConv,
+};
 
 /// Pruning schedule and shape of a [`LearnedDscConv`].
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -341,36 +343,54 @@ impl LearnedDscConv {
 }
 
 impl LearnedDscConv {
-    /// This conv as a stage of the fused dense block: the 3x3 of the masked weight, or after
-    /// the conversion, in training, the dense 3x3 its depthwise and pointwise weights make;
-    /// `None` for the converted form in evaluation (which runs the separable op).
+    /// This conv as a stage of the fused dense block: the 3x3 of the masked weight over its
+    /// live kernels, or after the conversion the depthwise of the gathered channels then the
+    /// pointwise.
     pub fn block_stage(&self, train: bool) -> Result<Option<FusedStage<'_>>> {
         let shape = (self.cin, self.width);
-        let (w, groups) = match &self.form {
-            DscForm::Masked { weight, mask, .. } => {
-                (weight.as_tensor().broadcast_mul(mask)?, self.groups())
-            }
-            DscForm::Separable { .. } if !train => return Ok(None),
-            DscForm::Separable { pairs, dw, pw, .. } => {
-                (separable_kernels(dw.weight(), pw.weight(), pairs)?, 1)
-            }
+        let (w, conv) = match &self.form {
+            DscForm::Masked {
+                weight, mask, kept, ..
+            } => (
+                weight.as_tensor().broadcast_mul(mask)?,
+                StageConv::Live3x3(self.kernel_mask(kept)?),
+            ),
+            DscForm::Separable { pairs, dw, pw, .. } => (
+                Self::separable_weight(dw, pw)?,
+                StageConv::Separable(pairs.clone()),
+            ),
         };
-        FusedStage::new(&self.pre, StageConv::Conv3x3 { groups }, &w, shape, train).map(Some)
+        FusedStage::new(&self.pre, conv, &w, shape, train).map(Some)
+    }
+
+    /// The separable stage's weight: `[dw (T x 9) | pw (W x T)]`, flattened.
+    fn separable_weight(dw: &Conv2d, pw: &Conv2d) -> Result<Tensor> {
+        Tensor::cat(&[dw.weight().flatten_all()?, pw.weight().flatten_all()?], 0)
+    }
+
+    /// The masked form's live kernels, as the fused kernels take them.
+    fn kernel_mask(&self, kept: &[bool]) -> Result<LiveKernels> {
+        LiveKernels::new(self.cin, self.width, self.groups(), kept)
     }
 }
 
 impl ModuleT for LearnedDscConv {
     fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
         match &self.form {
-            DscForm::Masked { weight, mask, .. } => {
+            DscForm::Masked {
+                weight, mask, kept, ..
+            } => {
                 let groups = self.groups();
-                // The dense conv times the mask: with the direct 3x3 loops it trains faster
-                // than a kernel-pair loop over only the live kernels at every density the
-                // schedule reaches (down to 23% live), and the pruned kernels get no gradient.
+                // The conv of the masked weight over its live kernels: the dropped ones are
+                // not run where enough are dropped, and get no gradient.
                 let w = weight.as_tensor().broadcast_mul(mask)?;
-                let y = self
-                    .pre
-                    .convolve(x, &w, Conv2dConfig::grouped3x3(groups), train)?;
+                let live = StageConv::Live3x3(self.kernel_mask(kept)?);
+                let y = match self.pre.convolve_fused(x, &w, live, train)? {
+                    Some(y) => y,
+                    None => self
+                        .pre
+                        .convolve(x, &w, Conv2dConfig::grouped3x3(groups), train)?,
+                };
                 trace::record(|| {
                     // Both conventions count the masked conv at its full (executed) size: the spec
                     // defines the /C rule for learned-group only, and measure_model counts a conv by
@@ -395,21 +415,21 @@ impl ModuleT for LearnedDscConv {
                 dw,
                 pw,
             } => {
-                if train && kernels::fast_for(x) {
-                    // Training runs the dense 3x3 these weights make (the same function and
-                    // gradients): on the CPU it trains faster than the separable pair.
-                    let w = separable_kernels(dw.weight(), pw.weight(), pairs)?;
-                    let y = self
-                        .pre
-                        .convolve(x, &w, Conv2dConfig::grouped3x3(1), train)?;
-                    trace::record(|| {
-                        let name = format!("{}.index", self.name);
-                        LayerCost::same(&name, "index-select", Cost::ZERO)
-                    });
-                    let (taps, side) = (pairs.len(), (y.dim(2)?, y.dim(3)?));
-                    dw.record_shape(taps, taps, side);
-                    pw.record_shape(taps, self.width, side);
-                    return Ok(y);
+                if kernels::fast_for(x) {
+                    // One fused kernel: BN, activation and dropout, the depthwise of the
+                    // gathered channels made in cache, the pointwise.
+                    let w = Self::separable_weight(dw, pw)?;
+                    let stage = StageConv::Separable(pairs.clone());
+                    if let Some(y) = self.pre.convolve_fused(x, &w, stage, train)? {
+                        trace::record(|| {
+                            let name = format!("{}.index", self.name);
+                            LayerCost::same(&name, "index-select", Cost::ZERO)
+                        });
+                        let (taps, side) = (pairs.len(), (y.dim(2)?, y.dim(3)?));
+                        dw.record_shape(taps, taps, side);
+                        pw.record_shape(taps, self.width, side);
+                        return Ok(y);
+                    }
                 }
                 let a = self.pre.forward_t(x, train)?;
                 trace::record(|| {

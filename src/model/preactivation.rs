@@ -111,11 +111,23 @@ impl PreActivation {
         live: &GroupInputs,
         train: bool,
     ) -> Result<Option<Tensor>> {
+        self.convolve_fused(x, w, StageConv::Live(live.clone()), train)
+    }
+
+    /// `conv(self(x), w)` for the fused stage `stage` as one kernel, or `None` where the fast
+    /// kernels do not run (reference kernels, other devices): the caller then runs the
+    /// masked dense conv.
+    pub fn convolve_fused(
+        &self,
+        x: &Tensor,
+        w: &Tensor,
+        stage: StageConv,
+        train: bool,
+    ) -> Result<Option<Tensor>> {
         if !kernels::fast_for(x) {
             return Ok(None);
         }
-        self.fused(x, w, StageConv::Live(live.clone()), train)
-            .map(Some)
+        self.fused(x, w, stage, train).map(Some)
     }
 
     fn fused(&self, x: &Tensor, w: &Tensor, stage: StageConv, train: bool) -> Result<Tensor> {

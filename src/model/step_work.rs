@@ -9,7 +9,7 @@ use candle_core::{Module, Result, Tensor};
 use super::dense_layer::DenseLayer;
 use super::network::Network;
 use crate::cost::{trace, Convention};
-use crate::kernels::StageConv;
+use crate::kernels::{Simd, StageConv};
 
 /// The kind of loop a fused stage's conv runs, which sets its speed per multiply-add.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -90,6 +90,21 @@ impl StageWork {
                 };
                 (kind, groups, (9 * inputs * cout) as u64 * plane, cin)
             }
+            // The depthwise and the pointwise, priced as the dense 3x3 loops (they run at
+            // about their rate per multiply-add).
+            StageConv::Separable(pairs) => (
+                StageKind::Conv3x3,
+                1,
+                (pairs.len() * (9 + cout)) as u64 * plane,
+                cin,
+            ),
+            // Priced as the 3x3 it is, over the kernels it runs.
+            StageConv::Live3x3(live) => (
+                StageKind::Conv3x3,
+                live.groups(),
+                live.macs_per_position(Simd::active()) as u64 * plane,
+                cin,
+            ),
         };
         Self {
             kind,

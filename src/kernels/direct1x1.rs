@@ -1,0 +1,898 @@
+//! 1x1 convolution (a product of the weight with the planes, over their positions) as
+//! register-blocked direct loops over planes wherever they lie: the forward and the input
+//! gradient of one image are the same loop (rows of the destination from planes of the
+//! source), the weight gradient a block of dot products.
+//!
+//! A GEMM library packs both operands into panels on every call; the products here are thin
+//! (8 to 32 outputs per group, or a transposed product summing over 8 to 32 output planes)
+//! and the planes are already rows of contiguous positions, which is the layout the
+//! microkernel streams: a block of up to [`MR`] destination rows times a tile of positions
+//! stays in registers while the source planes pass through, each plane one vector load per
+//! tile column and one broadcast weight per row. Blocks name their rows and their planes
+//! (any rows of the destination, any planes of the source), so the interleaved groups of a
+//! learned-group conv and the inputs only some groups read need no copy: rows that read the
+//! same planes form blocks together, and a block reads only its planes.
+//!
+//! The f32 loops run at the process's SIMD level (AVX-512: tiles of up to 8 rows x 48
+//! positions, the weight gradient 4 x 6 dot products; AVX2 + FMA: 6 rows x 16 positions,
+//! 3 x 3 dot products; portable loops in the same order, and for f64). Every output sums
+//! its planes in the block's order, so the forward and the input gradient give the same bits
+//! at every level; the weight gradient sums positions in fixed lanes (16 at AVX-512, 8
+//! below), the same bits on every run at one level.
+
+use std::mem::MaybeUninit;
+
+use rayon::prelude::*;
+
+use super::simd::Simd;
+use super::sparse_conv::Float;
+
+/// Rows of a register block, at most.
+pub(super) const MR: usize = 8;
+
+/// Rows of a register block at `simd`.
+fn max_rows(simd: Simd) -> usize {
+    if simd >= Simd::Avx512 {
+        8
+    } else {
+        6
+    }
+}
+
+/// One register block: destination rows `writes[..rows]`, reading the source planes
+/// `reads[first..end]` of the packing; its weights are `data[offset..]` as `[plane][row]`.
+#[derive(Debug, Clone, Copy)]
+struct Block {
+    rows: usize,
+    writes: [u32; MR],
+    first: usize,
+    end: usize,
+    offset: usize,
+}
+
+/// A 1x1 conv's weights in the order the microkernel reads them.
+#[derive(Debug, Clone)]
+pub(super) struct Packed1x1<T> {
+    blocks: Vec<Block>,
+    reads: Vec<u32>,
+    data: Vec<T>,
+    /// One past the largest destination row and source plane.
+    rows_end: usize,
+    planes_end: usize,
+    simd: Simd,
+}
+
+impl<T: Float> Packed1x1<T> {
+    /// An empty packing for the active level.
+    pub(super) fn new() -> Self {
+        Self::at(Simd::active())
+    }
+
+    /// An empty packing for the level `simd`.
+    pub(super) fn at(simd: Simd) -> Self {
+        Self {
+            blocks: Vec::new(),
+            reads: Vec::new(),
+            data: Vec::new(),
+            rows_end: 0,
+            planes_end: 0,
+            simd,
+        }
+    }
+
+    /// Adds destination rows `rows` that each read the source planes `reads` (in this order,
+    /// which is the order each row sums them in), row `rows[j]` weighting plane `reads[k]`
+    /// by `w(j, k)`. No row may be named twice in one packing.
+    pub(super) fn add(&mut self, rows: &[u32], reads: &[u32], w: impl Fn(usize, usize) -> T) {
+        if rows.is_empty() {
+            return;
+        }
+        let first = self.reads.len();
+        self.reads.extend_from_slice(reads);
+        let end = self.reads.len();
+        let per = max_rows(self.simd);
+        // As even a split into blocks as the registers allow.
+        let blocks = rows.len().div_ceil(per);
+        let mut j0 = 0;
+        for b in 0..blocks {
+            let j1 = (b + 1) * rows.len() / blocks;
+            let mut writes = [0u32; MR];
+            writes[..j1 - j0].copy_from_slice(&rows[j0..j1]);
+            self.blocks.push(Block {
+                rows: j1 - j0,
+                writes,
+                first,
+                end,
+                offset: self.data.len(),
+            });
+            for k in 0..reads.len() {
+                for j in j0..j1 {
+                    self.data.push(w(j, k));
+                }
+            }
+            j0 = j1;
+        }
+        let max = |s: &[u32]| s.iter().map(|&v| v as usize + 1).max().unwrap_or(0);
+        self.rows_end = self.rows_end.max(max(rows));
+        self.planes_end = self.planes_end.max(max(reads));
+    }
+}
+
+/// One image's 1x1 conv: the rows of `dst` (planes of `plane` positions) that the packing
+/// names, each written once, from the planes of `src`. A row no block names is left as it
+/// is; a block with no planes writes zeros. `parallel`: the blocks in parallel (for a batch
+/// too small to keep every thread busy with images).
+pub(super) fn conv1x1_image<T: Direct1x1>(
+    dst: &mut [MaybeUninit<T>],
+    src: &[T],
+    packed: &Packed1x1<T>,
+    plane: usize,
+    parallel: bool,
+) {
+    assert!(
+        dst.len() >= packed.rows_end * plane && src.len() >= packed.planes_end * plane,
+        "conv1x1_image: short planes"
+    );
+    let d = Shared(dst.as_mut_ptr().cast::<T>());
+    let run = |b: &Block| {
+        let s = src.as_ptr();
+        let reads = &packed.reads[b.first..b.end];
+        let w = &packed.data[b.offset..b.offset + reads.len() * b.rows];
+        // SAFETY: the rows and planes a block names are below `rows_end` and `planes_end`
+        // (checked above), its weights are `reads.len() * rows` values, and no two blocks
+        // name the same row (`Packed1x1::add`'s callers name each row once).
+        unsafe { T::rows_block(packed.simd, d.get(), s, &b.writes[..b.rows], reads, w, plane) };
+    };
+    if parallel {
+        packed.blocks.par_iter().for_each(run);
+    } else {
+        packed.blocks.iter().for_each(run);
+    }
+}
+
+/// The destination shared by the blocks of a parallel conv, which write disjoint rows.
+#[derive(Clone, Copy)]
+struct Shared<T>(*mut T);
+// SAFETY: the blocks that share it write disjoint rows.
+unsafe impl<T> Send for Shared<T> {}
+// SAFETY: as above.
+unsafe impl<T> Sync for Shared<T> {}
+
+impl<T> Shared<T> {
+    /// The pointer (a method, so that closures capture the whole `Shared`).
+    fn get(self) -> *mut T {
+        self.0
+    }
+}
+
+/// `dw[j * cols + k] += sum over the positions of dy[row j] * x[plane k]` for the rows `dy`
+/// and the planes `x` (each `plane` long; `cols = x.len()`), in register blocks of dot
+/// products.
+pub(super) fn dots1x1<T: Direct1x1>(dw: &mut [T], dy: &[&[T]], x: &[&[T]], plane: usize) {
+    let cols = x.len();
+    assert!(dw.len() >= dy.len() * cols);
+    assert!(dy.iter().chain(x).all(|r| r.len() >= plane), "dots1x1: short planes");
+    let simd = Simd::active();
+    let rows = T::dot_rows(simd);
+    for (j0, block) in dy.chunks(rows).enumerate() {
+        T::dots(simd, &mut dw[j0 * rows * cols..], block, x, plane);
+    }
+}
+
+/// The microkernels, per float type.
+pub(super) trait Direct1x1: Float {
+    /// `dst[writes[r] * plane + q] = sum over k of w[k * rows + r] * src[reads[k] * plane + q]`
+    /// for every position `q < plane`, at the level `simd` (which the CPU has).
+    ///
+    /// # Safety
+    /// `dst` writable and `src` readable for the rows and planes named.
+    unsafe fn rows_block(
+        simd: Simd,
+        dst: *mut Self,
+        src: *const Self,
+        writes: &[u32],
+        reads: &[u32],
+        w: &[Self],
+        plane: usize,
+    );
+    /// Rows of one call of [`Self::dots`] at `simd`, at most.
+    fn dot_rows(simd: Simd) -> usize;
+    /// `dw[j * x.len() + k] += sum over q < plane of dy[j][q] * x[k][q]` for the rows `dy`
+    /// (at most [`Self::dot_rows`]) and every plane of `x`.
+    fn dots(simd: Simd, dw: &mut [Self], dy: &[&[Self]], x: &[&[Self]], plane: usize);
+}
+
+impl Direct1x1 for f64 {
+    unsafe fn rows_block(
+        _: Simd,
+        dst: *mut Self,
+        src: *const Self,
+        writes: &[u32],
+        reads: &[u32],
+        w: &[Self],
+        plane: usize,
+    ) {
+        // SAFETY: as the caller guarantees.
+        unsafe { portable::rows_block(dst, src, writes, reads, w, plane) }
+    }
+    fn dot_rows(_: Simd) -> usize {
+        4
+    }
+    fn dots(_: Simd, dw: &mut [Self], dy: &[&[Self]], x: &[&[Self]], plane: usize) {
+        portable::dots(dw, dy, x, plane)
+    }
+}
+
+impl Direct1x1 for f32 {
+    unsafe fn rows_block(
+        simd: Simd,
+        dst: *mut Self,
+        src: *const Self,
+        writes: &[u32],
+        reads: &[u32],
+        w: &[Self],
+        plane: usize,
+    ) {
+        #[cfg(target_arch = "x86_64")]
+        match simd.min(Simd::detected()) {
+            // SAFETY: the CPU has the level; the rest as the caller guarantees.
+            Simd::Avx512 => return unsafe { avx512::rows_block(dst, src, writes, reads, w, plane) },
+            // SAFETY: as above.
+            Simd::Avx2 => return unsafe { avx2::rows_block(dst, src, writes, reads, w, plane) },
+            Simd::Portable => {}
+        }
+        let _ = simd;
+        // SAFETY: as the caller guarantees.
+        unsafe { portable::rows_block(dst, src, writes, reads, w, plane) }
+    }
+    fn dot_rows(simd: Simd) -> usize {
+        match simd {
+            Simd::Avx512 => 4,
+            Simd::Avx2 => 3,
+            Simd::Portable => 4,
+        }
+    }
+    fn dots(simd: Simd, dw: &mut [Self], dy: &[&[Self]], x: &[&[Self]], plane: usize) {
+        assert!(dw.len() >= dy.len() * x.len());
+        #[cfg(target_arch = "x86_64")]
+        match simd.min(Simd::detected()) {
+            // SAFETY: the CPU has the level; `dots1x1` checked the lengths.
+            Simd::Avx512 => return unsafe { avx512::dots(dw, dy, x, plane) },
+            // SAFETY: as above.
+            Simd::Avx2 => return unsafe { avx2::dots(dw, dy, x, plane) },
+            Simd::Portable => {}
+        }
+        let _ = simd;
+        portable::dots(dw, dy, x, plane)
+    }
+}
+
+mod portable {
+    //! The loops in plain Rust, in the vector loops' order (the dot products in 8 lanes).
+    use super::*;
+
+    /// # Safety
+    /// As [`Direct1x1::block`].
+    pub(super) unsafe fn rows_block<T: Float>(
+        dst: *mut T,
+        src: *const T,
+        writes: &[u32],
+        reads: &[u32],
+        w: &[T],
+        plane: usize,
+    ) {
+        let rows = writes.len();
+        for (r, &row) in writes.iter().enumerate() {
+            // SAFETY: as the caller guarantees.
+            let out = unsafe { std::slice::from_raw_parts_mut(dst.add(row as usize * plane), plane) };
+            out.fill(T::from_f64(0.0));
+            for (k, &p) in reads.iter().enumerate() {
+                // SAFETY: as the caller guarantees.
+                let s = unsafe { std::slice::from_raw_parts(src.add(p as usize * plane), plane) };
+                let wk = w[k * rows + r];
+                for (a, &v) in out.iter_mut().zip(s) {
+                    *a = wk.fma(v, *a);
+                }
+            }
+        }
+    }
+
+    pub(super) fn dots<T: Float>(dw: &mut [T], dy: &[&[T]], x: &[&[T]], plane: usize) {
+        const LANES: usize = 8;
+        for (row, d) in dw.chunks_mut(x.len()).zip(dy) {
+            for (o, s) in row.iter_mut().zip(x) {
+                let mut lanes = [T::from_f64(0.0); LANES];
+                for (dc, sc) in d[..plane].chunks(LANES).zip(s[..plane].chunks(LANES)) {
+                    for l in 0..dc.len() {
+                        lanes[l] = dc[l].fma(sc[l], lanes[l]);
+                    }
+                }
+                *o += lanes.iter().fold(T::from_f64(0.0), |a, &b| a + b);
+            }
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod avx2 {
+    //! f32 microkernels in AVX2 + FMA intrinsics.
+    use std::arch::x86_64::*;
+
+    /// Lanes of `mask` that are set: the first `n` of 8.
+    #[inline(always)]
+    unsafe fn first(n: usize) -> __m256i {
+        // SAFETY: AVX is enabled by the caller.
+        unsafe {
+            let idx = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+            _mm256_cmpgt_epi32(_mm256_set1_epi32(n as i32), idx)
+        }
+    }
+
+    /// `R` rows times `V` vectors from position `q`; the last vector masked to `tail`
+    /// positions when `MASK`.
+    #[inline(always)]
+    #[allow(clippy::too_many_arguments)]
+    unsafe fn tile<const R: usize, const V: usize, const MASK: bool>(
+        dst: &[*mut f32; R],
+        src: *const f32,
+        reads: &[u32],
+        w: *const f32,
+        plane: usize,
+        q: usize,
+        tail: usize,
+    ) {
+        // SAFETY: as `block`'s caller guarantees; masked lanes are not touched.
+        unsafe {
+            let m = first(tail);
+            let mut acc = [[_mm256_setzero_ps(); V]; R];
+            for (k, &p) in reads.iter().enumerate() {
+                let s = src.add(p as usize * plane + q);
+                let x: [__m256; V] = std::array::from_fn(|v| {
+                    if MASK && v == V - 1 {
+                        _mm256_maskload_ps(s.add(8 * v), m)
+                    } else {
+                        _mm256_loadu_ps(s.add(8 * v))
+                    }
+                });
+                let wk = w.add(k * R);
+                for (r, row) in acc.iter_mut().enumerate() {
+                    let kr = _mm256_broadcast_ss(&*wk.add(r));
+                    for (a, xv) in row.iter_mut().zip(x) {
+                        *a = _mm256_fmadd_ps(kr, xv, *a);
+                    }
+                }
+            }
+            for (row, d) in acc.iter().zip(dst) {
+                for (v, a) in row.iter().enumerate() {
+                    if MASK && v == V - 1 {
+                        _mm256_maskstore_ps(d.add(q + 8 * v), m, *a);
+                    } else {
+                        _mm256_storeu_ps(d.add(q + 8 * v), *a);
+                    }
+                }
+            }
+        }
+    }
+
+    #[target_feature(enable = "avx2,fma")]
+    #[inline(never)]
+    unsafe fn rows<const R: usize>(
+        dst: *mut f32,
+        src: *const f32,
+        writes: &[u32],
+        reads: &[u32],
+        w: *const f32,
+        plane: usize,
+    ) {
+        let d: [*mut f32; R] = std::array::from_fn(|r| {
+            // SAFETY: the rows are inside `dst` (the caller's promise).
+            unsafe { dst.add(writes[r] as usize * plane) }
+        });
+        let full = plane / 16 * 16;
+        // SAFETY: every tile lies inside the rows and planes; the tail is masked.
+        unsafe {
+            for q in (0..full).step_by(16) {
+                tile::<R, 2, false>(&d, src, reads, w, plane, q, 8);
+            }
+            let mut q = full;
+            while plane - q >= 8 {
+                tile::<R, 1, false>(&d, src, reads, w, plane, q, 8);
+                q += 8;
+            }
+            if q < plane {
+                tile::<R, 1, true>(&d, src, reads, w, plane, q, plane - q);
+            }
+        }
+    }
+
+    /// # Safety
+    /// AVX2 and FMA; as [`Direct1x1::block`].
+    #[target_feature(enable = "avx2,fma")]
+    pub(super) unsafe fn rows_block(
+        dst: *mut f32,
+        src: *const f32,
+        writes: &[u32],
+        reads: &[u32],
+        w: &[f32],
+        plane: usize,
+    ) {
+        let w = w.as_ptr();
+        // SAFETY: as the caller guarantees.
+        unsafe {
+            match writes.len() {
+                6 => rows::<6>(dst, src, writes, reads, w, plane),
+                5 => rows::<5>(dst, src, writes, reads, w, plane),
+                4 => rows::<4>(dst, src, writes, reads, w, plane),
+                3 => rows::<3>(dst, src, writes, reads, w, plane),
+                2 => rows::<2>(dst, src, writes, reads, w, plane),
+                1 => rows::<1>(dst, src, writes, reads, w, plane),
+                n => panic!("conv1x1_image: {n} rows in an AVX2 register block"),
+            }
+        }
+    }
+
+    /// `J x K` dot products of the rows `d` with the planes `x`, 8 positions at a time (the
+    /// last vector masked), added into `dw` (rows of `cols`, from column `k0`).
+    #[inline(always)]
+    unsafe fn dot_tile<const J: usize, const K: usize>(
+        dw: &mut [f32],
+        cols: usize,
+        d: &[*const f32; J],
+        x: &[&[f32]],
+        k0: usize,
+        plane: usize,
+    ) {
+        // SAFETY: the rows hold `plane` values (checked by `dots1x1`); masked lanes are not
+        // read.
+        unsafe {
+            let s: [*const f32; K] = std::array::from_fn(|k| x[k0 + k].as_ptr());
+            let mut acc = [[_mm256_setzero_ps(); K]; J];
+            let step = |acc: &mut [[__m256; K]; J], q: usize, m: Option<__m256i>| {
+                let load = |p: *const f32| match m {
+                    Some(m) => _mm256_maskload_ps(p.add(q), m),
+                    None => _mm256_loadu_ps(p.add(q)),
+                };
+                let xs: [__m256; K] = std::array::from_fn(|k| load(s[k]));
+                for (row, &dp) in acc.iter_mut().zip(d) {
+                    let dv = load(dp);
+                    for (a, xv) in row.iter_mut().zip(xs) {
+                        *a = _mm256_fmadd_ps(dv, xv, *a);
+                    }
+                }
+            };
+            let full = plane / 8 * 8;
+            for q in (0..full).step_by(8) {
+                step(&mut acc, q, None);
+            }
+            if full < plane {
+                step(&mut acc, full, Some(first(plane - full)));
+            }
+            for (j, row) in acc.iter().enumerate() {
+                for (k, a) in row.iter().enumerate() {
+                    dw[j * cols + k0 + k] += super::super::direct3x3::hsum256(*a);
+                }
+            }
+        }
+    }
+
+    #[target_feature(enable = "avx2,fma")]
+    #[inline(never)]
+    unsafe fn dot_rows<const J: usize>(dw: &mut [f32], dy: &[&[f32]], x: &[&[f32]], plane: usize) {
+        let (cols, d) = (x.len(), std::array::from_fn(|j| dy[j].as_ptr()));
+        let mut k0 = 0;
+        // SAFETY: as `dots`' caller guarantees.
+        unsafe {
+            while k0 + 3 <= cols {
+                dot_tile::<J, 3>(dw, cols, &d, x, k0, plane);
+                k0 += 3;
+            }
+            match cols - k0 {
+                2 => dot_tile::<J, 2>(dw, cols, &d, x, k0, plane),
+                1 => dot_tile::<J, 1>(dw, cols, &d, x, k0, plane),
+                _ => {}
+            }
+        }
+    }
+
+    /// # Safety
+    /// AVX2 and FMA.
+    #[target_feature(enable = "avx2,fma")]
+    pub(super) unsafe fn dots(dw: &mut [f32], dy: &[&[f32]], x: &[&[f32]], plane: usize) {
+        // SAFETY: as the caller guarantees.
+        unsafe {
+            match dy.len() {
+                3 => dot_rows::<3>(dw, dy, x, plane),
+                2 => dot_rows::<2>(dw, dy, x, plane),
+                1 => dot_rows::<1>(dw, dy, x, plane),
+                j => panic!("dots1x1: {j} rows at AVX2"),
+            }
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod avx512 {
+    //! f32 microkernels in AVX-512 intrinsics.
+    use std::arch::x86_64::*;
+
+    /// The first `n` of 16 lanes.
+    #[inline(always)]
+    fn first(n: usize) -> __mmask16 {
+        if n >= 16 {
+            0xffff
+        } else {
+            (1u16 << n) - 1
+        }
+    }
+
+    /// `R` rows times `V` vectors from position `q`; the last vector masked to `tail`
+    /// positions when `MASK`.
+    #[inline(always)]
+    #[allow(clippy::too_many_arguments)]
+    unsafe fn tile<const R: usize, const V: usize, const MASK: bool>(
+        dst: &[*mut f32; R],
+        src: *const f32,
+        reads: &[u32],
+        w: *const f32,
+        plane: usize,
+        q: usize,
+        tail: usize,
+    ) {
+        // SAFETY: as `block`'s caller guarantees; masked lanes are not touched.
+        unsafe {
+            let m = first(tail);
+            let mut acc = [[_mm512_setzero_ps(); V]; R];
+            for (k, &p) in reads.iter().enumerate() {
+                let s = src.add(p as usize * plane + q);
+                let x: [__m512; V] = std::array::from_fn(|v| {
+                    if MASK && v == V - 1 {
+                        _mm512_maskz_loadu_ps(m, s.add(16 * v))
+                    } else {
+                        _mm512_loadu_ps(s.add(16 * v))
+                    }
+                });
+                let wk = w.add(k * R);
+                for (r, row) in acc.iter_mut().enumerate() {
+                    let kr = _mm512_set1_ps(*wk.add(r));
+                    for (a, xv) in row.iter_mut().zip(x) {
+                        *a = _mm512_fmadd_ps(kr, xv, *a);
+                    }
+                }
+            }
+            for (row, d) in acc.iter().zip(dst) {
+                for (v, a) in row.iter().enumerate() {
+                    if MASK && v == V - 1 {
+                        _mm512_mask_storeu_ps(d.add(q + 16 * v), m, *a);
+                    } else {
+                        _mm512_storeu_ps(d.add(q + 16 * v), *a);
+                    }
+                }
+            }
+        }
+    }
+
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx2,fma")]
+    #[inline(never)]
+    unsafe fn rows<const R: usize, const V: usize>(
+        dst: *mut f32,
+        src: *const f32,
+        writes: &[u32],
+        reads: &[u32],
+        w: *const f32,
+        plane: usize,
+    ) {
+        let d: [*mut f32; R] = std::array::from_fn(|r| {
+            // SAFETY: the rows are inside `dst` (the caller's promise).
+            unsafe { dst.add(writes[r] as usize * plane) }
+        });
+        let width = 16 * V;
+        let full = plane / width * width;
+        // SAFETY: every tile lies inside the rows and planes; the tail is masked.
+        unsafe {
+            for q in (0..full).step_by(width) {
+                tile::<R, V, false>(&d, src, reads, w, plane, q, 16);
+            }
+            let mut q = full;
+            while plane - q >= 16 {
+                tile::<R, 1, false>(&d, src, reads, w, plane, q, 16);
+                q += 16;
+            }
+            if q < plane {
+                tile::<R, 1, true>(&d, src, reads, w, plane, q, plane - q);
+            }
+        }
+    }
+
+    /// # Safety
+    /// AVX-512 (F, BW, VL, DQ) and FMA; as [`Direct1x1::block`].
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx2,fma")]
+    pub(super) unsafe fn rows_block(
+        dst: *mut f32,
+        src: *const f32,
+        writes: &[u32],
+        reads: &[u32],
+        w: &[f32],
+        plane: usize,
+    ) {
+        let w = w.as_ptr();
+        // Tiles of 64 positions where 4 vectors fit beside the rows' accumulators, else 48.
+        // SAFETY: as the caller guarantees.
+        unsafe {
+            match writes.len() {
+                8 => rows::<8, 3>(dst, src, writes, reads, w, plane),
+                7 => rows::<7, 3>(dst, src, writes, reads, w, plane),
+                6 => rows::<6, 4>(dst, src, writes, reads, w, plane),
+                5 => rows::<5, 4>(dst, src, writes, reads, w, plane),
+                4 => rows::<4, 4>(dst, src, writes, reads, w, plane),
+                3 => rows::<3, 4>(dst, src, writes, reads, w, plane),
+                2 => rows::<2, 4>(dst, src, writes, reads, w, plane),
+                1 => rows::<1, 4>(dst, src, writes, reads, w, plane),
+                n => panic!("conv1x1_image: {n} rows in an AVX-512 register block"),
+            }
+        }
+    }
+
+    /// The sum of the 16 lanes of each of the 16 vectors `a`, lane `i` holding `a[i]`'s: a
+    /// tree of 15 vector adds (about 3 instructions a vector, against 8 for one sum at a
+    /// time), the same additions in the same order on every call.
+    #[inline(always)]
+    unsafe fn reduce16(a: &[__m512; 16]) -> __m512 {
+        // SAFETY: AVX-512F is enabled by the caller.
+        unsafe {
+            // 16 -> 8: B[i] holds a[i]'s and a[i + 8]'s 256-bit halves added (8 lanes each).
+            let b: [__m512; 8] = std::array::from_fn(|i| {
+                let t = _mm512_shuffle_f32x4::<0x44>(a[i], a[i + 8]);
+                let u = _mm512_shuffle_f32x4::<0xEE>(a[i], a[i + 8]);
+                _mm512_add_ps(t, u)
+            });
+            // 8 -> 4: C[i]'s 128-bit chunks hold 4-lane partials of a[i], a[i + 8], a[i + 4],
+            // a[i + 12].
+            let c: [__m512; 4] = std::array::from_fn(|i| {
+                let t = _mm512_shuffle_f32x4::<0x88>(b[i], b[i + 4]);
+                let u = _mm512_shuffle_f32x4::<0xDD>(b[i], b[i + 4]);
+                _mm512_add_ps(t, u)
+            });
+            // 4 -> 2 -> 1, within the chunks.
+            let d: [__m512; 2] = std::array::from_fn(|i| {
+                let t = _mm512_shuffle_ps::<0x88>(c[i], c[i + 2]);
+                let u = _mm512_shuffle_ps::<0xDD>(c[i], c[i + 2]);
+                _mm512_add_ps(t, u)
+            });
+            let e = _mm512_add_ps(
+                _mm512_shuffle_ps::<0x88>(d[0], d[1]),
+                _mm512_shuffle_ps::<0xDD>(d[0], d[1]),
+            );
+            // Lane 4k + m of `e` holds C[[0, 2, 1, 3][m]]'s chunk k, chunk k of C[i] being
+            // a[i + [0, 8, 4, 12][k]]: put lane `i` in place `i`.
+            let order = _mm512_setr_epi32(0, 2, 1, 3, 8, 10, 9, 11, 4, 6, 5, 7, 12, 14, 13, 15);
+            _mm512_permutexvar_ps(order, e)
+        }
+    }
+
+    /// `J x K` dot products of the rows `d` with the planes `x`, 16 positions at a time (the
+    /// last vector masked), added into `dw` (rows of `cols`, from column `k0`).
+    #[inline(always)]
+    unsafe fn dot_tile<const J: usize, const K: usize>(
+        dw: &mut [f32],
+        cols: usize,
+        d: &[*const f32; J],
+        x: &[&[f32]],
+        k0: usize,
+        plane: usize,
+    ) {
+        // SAFETY: the rows hold `plane` values (checked by `dots1x1`); masked lanes are not
+        // read.
+        unsafe {
+            let s: [*const f32; K] = std::array::from_fn(|k| x[k0 + k].as_ptr());
+            let mut acc = [[_mm512_setzero_ps(); K]; J];
+            let full = plane / 16 * 16;
+            for q in (0..full).step_by(16) {
+                let xs: [__m512; K] = std::array::from_fn(|k| _mm512_loadu_ps(s[k].add(q)));
+                for (row, &dp) in acc.iter_mut().zip(d) {
+                    let dv = _mm512_loadu_ps(dp.add(q));
+                    for (a, xv) in row.iter_mut().zip(xs) {
+                        *a = _mm512_fmadd_ps(dv, xv, *a);
+                    }
+                }
+            }
+            if full < plane {
+                let m = first(plane - full);
+                let xs: [__m512; K] =
+                    std::array::from_fn(|k| _mm512_maskz_loadu_ps(m, s[k].add(full)));
+                for (row, &dp) in acc.iter_mut().zip(d) {
+                    let dv = _mm512_maskz_loadu_ps(m, dp.add(full));
+                    for (a, xv) in row.iter_mut().zip(xs) {
+                        *a = _mm512_fmadd_ps(dv, xv, *a);
+                    }
+                }
+            }
+            // The lanes of every accumulator summed together, 16 accumulators at a time.
+            let mut flat = [_mm512_setzero_ps(); 32];
+            for (j, row) in acc.iter().enumerate() {
+                flat[j * K..(j + 1) * K].copy_from_slice(row);
+            }
+            let mut sums = [0f32; 32];
+            for batch in 0..(J * K).div_ceil(16) {
+                let v: [__m512; 16] = std::array::from_fn(|i| flat[batch * 16 + i]);
+                _mm512_storeu_ps(sums.as_mut_ptr().add(batch * 16), reduce16(&v));
+            }
+            for (a, &s) in sums.iter().enumerate().take(J * K) {
+                dw[(a / K) * cols + k0 + a % K] += s;
+            }
+        }
+    }
+
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx2,fma")]
+    #[inline(never)]
+    unsafe fn dot_rows<const J: usize>(dw: &mut [f32], dy: &[&[f32]], x: &[&[f32]], plane: usize) {
+        let (cols, d) = (x.len(), std::array::from_fn(|j| dy[j].as_ptr()));
+        let mut k0 = 0;
+        // SAFETY: as `dots`' caller guarantees.
+        unsafe {
+            while k0 + 6 <= cols {
+                dot_tile::<J, 6>(dw, cols, &d, x, k0, plane);
+                k0 += 6;
+            }
+            match cols - k0 {
+                5 => dot_tile::<J, 5>(dw, cols, &d, x, k0, plane),
+                4 => dot_tile::<J, 4>(dw, cols, &d, x, k0, plane),
+                3 => dot_tile::<J, 3>(dw, cols, &d, x, k0, plane),
+                2 => dot_tile::<J, 2>(dw, cols, &d, x, k0, plane),
+                1 => dot_tile::<J, 1>(dw, cols, &d, x, k0, plane),
+                _ => {}
+            }
+        }
+    }
+
+    /// # Safety
+    /// AVX-512 (F, BW, VL, DQ) and FMA.
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx2,fma")]
+    pub(super) unsafe fn dots(dw: &mut [f32], dy: &[&[f32]], x: &[&[f32]], plane: usize) {
+        // SAFETY: as the caller guarantees.
+        unsafe {
+            match dy.len() {
+                4 => dot_rows::<4>(dw, dy, x, plane),
+                3 => dot_rows::<3>(dw, dy, x, plane),
+                2 => dot_rows::<2>(dw, dy, x, plane),
+                1 => dot_rows::<1>(dw, dy, x, plane),
+                j => panic!("dots1x1: {j} rows at AVX-512"),
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::rng::Rng;
+
+    fn random(rng: &mut Rng, n: usize) -> Vec<f32> {
+        (0..n).map(|_| rng.uniform(-1.0, 1.0) as f32).collect()
+    }
+
+    fn levels() -> Vec<Simd> {
+        let l: Vec<Simd> = [Simd::Portable, Simd::Avx2, Simd::Avx512]
+            .into_iter()
+            .filter(|&l| l <= Simd::detected())
+            .collect();
+        println!("1x1 loops tested at {l:?}");
+        l
+    }
+
+    /// Every level against a plain triple loop in the same order (the same bits): rows and
+    /// planes in any order, blocks of every size, planes whose length ends inside a vector;
+    /// and the dot products within rounding.
+    #[test]
+    fn the_loops_match_a_plain_product() {
+        let mut rng = Rng::new(17);
+        for simd in levels() {
+            for plane in [1, 7, 16, 31, 64, 100, 1024] {
+                for (nrows, nreads) in [(1, 1), (3, 5), (8, 2), (13, 9), (24, 40)] {
+                    let src = random(&mut rng, 50 * plane);
+                    let writes: Vec<u32> = (0..nrows as u32).map(|r| (r * 7 + 3) % 29).collect();
+                    let mut uniq = writes.clone();
+                    uniq.sort_unstable();
+                    uniq.dedup();
+                    let writes = uniq;
+                    let reads: Vec<u32> = (0..nreads as u32).map(|k| (k * 11 + 1) % 50).collect();
+                    let w = random(&mut rng, writes.len() * reads.len());
+                    let mut packed = Packed1x1::at(simd);
+                    packed.add(&writes, &reads, |j, k| w[j * reads.len() + k]);
+                    let mut dst = vec![MaybeUninit::new(f32::NAN); 29 * plane];
+                    conv1x1_image(&mut dst, &src, &packed, plane, plane % 2 == 0);
+                    for (j, &row) in writes.iter().enumerate() {
+                        for q in 0..plane {
+                            let mut a = 0f32;
+                            for (k, &p) in reads.iter().enumerate() {
+                                a = w[j * reads.len() + k].mul_add(src[p as usize * plane + q], a);
+                            }
+                            // SAFETY: every named row is written.
+                            let got = unsafe { dst[row as usize * plane + q].assume_init() };
+                            assert_eq!(a.to_bits(), got.to_bits(), "{simd:?} plane {plane} row {row}");
+                        }
+                    }
+                }
+            }
+        }
+        // The dot products (at the active level: they read it), against float64 sums within
+        // float32 rounding of the sum of the terms' magnitudes.
+        for plane in [1, 9, 16, 17, 64, 100, 1024] {
+            for (rows, cols) in [(7, 10), (1, 1), (4, 6), (3, 13), (5, 5), (8, 12)] {
+                let a = random(&mut rng, rows * plane);
+                let b = random(&mut rng, cols * plane);
+                let dy: Vec<&[f32]> = a.chunks(plane).collect();
+                let x: Vec<&[f32]> = b.chunks(plane).collect();
+                let mut dw = vec![1f32; rows * cols];
+                dots1x1(&mut dw, &dy, &x, plane);
+                for j in 0..rows {
+                    for k in 0..cols {
+                        let terms = (0..plane).map(|q| dy[j][q] as f64 * x[k][q] as f64);
+                        let (e, mag) = terms.fold((1.0, 1.0), |(s, m), t| (s + t, m + t.abs()));
+                        let got = dw[j * cols + k] as f64;
+                        assert!((e - got).abs() < 4e-7 * mag, "dots {plane} {rows}x{cols} at {j} {k}: {got} vs {e}");
+                    }
+                }
+            }
+        }
+    }
+
+    /// Single-thread speed against the GEMM library on CondenseNet-86's 1x1 shapes
+    /// (`cargo test --release --lib direct1x1 -- --ignored --nocapture`).
+    #[test]
+    #[ignore = "a timing, not a check"]
+    fn time_against_the_gemm_library() {
+        use super::super::conv::{matmul, matmul_into, Mat};
+        use gemm::Parallelism;
+        // Run alone: the level is the process's (ABLATE_SIMD caps it).
+        crate::kernels::simd::set_from_env().unwrap();
+        println!("at {:?}", Simd::active());
+        let mut rng = Rng::new(3);
+        let time = |f: &mut dyn FnMut()| {
+            f();
+            let mut best = f64::MAX;
+            for _ in 0..5 {
+                let t = std::time::Instant::now();
+                for _ in 0..10 {
+                    f();
+                }
+                best = best.min(t.elapsed().as_secs_f64() / 10.0);
+            }
+            best
+        };
+        // (outputs, inputs, plane)
+        for (m, k, plane) in [(8, 128, 1024), (32, 128, 1024), (16, 300, 256), (32, 600, 64), (32, 160, 1024)] {
+            let a = random(&mut rng, k * plane);
+            let dy = random(&mut rng, m * plane);
+            let w = random(&mut rng, m * k);
+            let flops = 2.0 * (m * k * plane) as f64 / 1e9;
+            let rows: Vec<u32> = (0..m as u32).collect();
+            let reads: Vec<u32> = (0..k as u32).collect();
+            let mut packed = Packed1x1::new();
+            packed.add(&rows, &reads, |j, kk| w[j * k + kk]);
+            let mut back = Packed1x1::new();
+            back.add(&reads, &rows, |c, o| w[o * k + c]);
+            let mut y = vec![MaybeUninit::new(0f32); m * plane];
+            let mut da = vec![MaybeUninit::new(0f32); k * plane];
+            let ours = time(&mut || conv1x1_image(&mut y, &a, &packed, plane, false));
+            let ours_b = time(&mut || conv1x1_image(&mut da, &dy, &back, plane, false));
+            let (dys, xs): (Vec<&[f32]>, Vec<&[f32]>) = (dy.chunks(plane).collect(), a.chunks(plane).collect());
+            let mut dw = vec![0f32; m * k];
+            let ours_w = time(&mut || dots1x1(&mut dw, &dys, &xs, plane));
+            let p = Parallelism::None;
+            let theirs = time(&mut || {
+                matmul_into(&mut y, (m, plane, k), Mat::rows(&w, k), Mat::rows(&a, plane), p)
+            });
+            let mut dab = vec![0f32; k * plane];
+            let theirs_b = time(&mut || {
+                matmul(&mut dab, (k, plane, m), Mat::transposed(&w, k), Mat::rows(&dy, plane), false, p)
+            });
+            let theirs_w = time(&mut || {
+                matmul(&mut dw, (m, k, plane), Mat::rows(&dy, plane), Mat::transposed(&a, plane), true, p)
+            });
+            println!(
+                "{m:3} x {k:3} x {plane:4}: forward {:5.1} vs gemm {:5.1} GFLOP/s, input gradient {:5.1} vs {:5.1}, weight gradient {:5.1} vs {:5.1}",
+                flops / ours, flops / theirs, flops / ours_b, flops / theirs_b, flops / ours_w, flops / theirs_w
+            );
+        }
+    }
+}
