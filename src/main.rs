@@ -67,7 +67,9 @@ fn configure_runtime() {
         // SAFETY: setting an option is allowed at any time; -1 disables purging.
         unsafe { mi_option_set(MI_OPTION_PURGE_DELAY, -1) };
     }
-    if let Err(e) = ablate::kernels::set_from_env().and_then(|()| ablate::kernels::simd::set_from_env()) {
+    if let Err(e) =
+        ablate::kernels::set_from_env().and_then(|()| ablate::kernels::simd::set_from_env())
+    {
         eprintln!("error: {e}");
         std::process::exit(2);
     }

@@ -52,7 +52,12 @@ fn run_in(model: &str, sets: &[&str], dtype: DType) -> Trace {
         net.advance_schedule(t).unwrap();
         let mut sgd = Sgd::new(net.trainable(), SgdConfig::default());
         let loss = cross_entropy(&net.forward_t(&x, true).unwrap(), &y).unwrap();
-        losses.push(loss.to_dtype(DType::F32).unwrap().to_scalar::<f32>().unwrap());
+        losses.push(
+            loss.to_dtype(DType::F32)
+                .unwrap()
+                .to_scalar::<f32>()
+                .unwrap(),
+        );
         sgd.step(&loss.backward().unwrap(), 0.05).unwrap();
     }
     let logits = net
@@ -274,8 +279,16 @@ fn fast_kernels_match_reference_ops_and_the_device_path_and_reproduce_bit_for_bi
 /// on average over the tensors).
 fn float32_gradients_are_as_close_to_float64_as_candles() {
     for (model, sets, progress) in [
-        ("condensenet-86", &["stages=[2,2,2]"][..], &[0.0, 0.2, 0.4, 0.7][..]),
-        ("condensenext", &["stages=[1,2,1]", "p=8"][..], &[0.0, 0.3, 0.9][..]),
+        (
+            "condensenet-86",
+            &["stages=[2,2,2]"][..],
+            &[0.0, 0.2, 0.4, 0.7][..],
+        ),
+        (
+            "condensenext",
+            &["stages=[1,2,1]", "p=8"][..],
+            &[0.0, 0.3, 0.9][..],
+        ),
     ] {
         for &t in progress {
             kernels::set(Kernels::Reference);
@@ -298,7 +311,10 @@ fn float32_gradients_are_as_close_to_float64_as_candles() {
             };
             let (f, r) = (error(&fast), error(&reference));
             println!("{model} {sets:?} at {t}: float32 gradients from float64, fast {f:.2e}, reference {r:.2e}");
-            assert!(f <= 2.0 * r + 1e-6, "{model} at {t}: fast {f:e}, reference {r:e}");
+            assert!(
+                f <= 2.0 * r + 1e-6,
+                "{model} at {t}: fast {f:e}, reference {r:e}"
+            );
         }
     }
 }

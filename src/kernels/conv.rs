@@ -219,7 +219,6 @@ pub(super) fn matmul_into<T: WithDType>(
     unsafe { gemm_raw(dst.as_mut_ptr().cast::<T>(), dims.1, dims, a, b, false, par) }
 }
 
-
 /// # Safety
 /// `dst` points to m rows of n elements, `dst_stride` apart (initialised when `accumulate`); `a` and `b` point into
 /// live slices holding the (m x k) and (k x n) elements their strides address.

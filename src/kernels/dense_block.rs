@@ -478,25 +478,31 @@ fn backward<T: Storable>(
                     .zip(sums.par_chunks_mut(CHUNK * stage.cin))
                     .zip(parts.par_chunks_mut(part_len))
                     .enumerate()
-                    .for_each(|(chunk, ((dac, sc), part))| {
-                        let mut scr = prepared.scratch(dropout);
-                        for (j, img) in (chunk * CHUNK..((chunk + 1) * CHUNK).min(n)).enumerate() {
-                            let io = (&x[img * in_len..][..in_len], dys[img]);
-                            let dai = &mut dac[j * in_len..(j + 1) * in_len];
-                            let si = &mut sc[j * stage.cin..(j + 1) * stage.cin];
-                            prepared.backward_image(
-                                &pre,
-                                img,
-                                io,
-                                dai,
-                                part,
-                                j == 0,
-                                si,
-                                &mut scr,
-                                par,
-                            );
-                        }
-                    });
+                    // One scratch per piece of work, reused by its chunks (each image
+                    // overwrites what it reads of it).
+                    .for_each_init(
+                        || prepared.scratch(dropout),
+                        |scr, (chunk, ((dac, sc), part))| {
+                            for (j, img) in
+                                (chunk * CHUNK..((chunk + 1) * CHUNK).min(n)).enumerate()
+                            {
+                                let io = (&x[img * in_len..][..in_len], dys[img]);
+                                let dai = &mut dac[j * in_len..(j + 1) * in_len];
+                                let si = &mut sc[j * stage.cin..(j + 1) * stage.cin];
+                                prepared.backward_image(
+                                    &pre,
+                                    img,
+                                    io,
+                                    dai,
+                                    part,
+                                    j == 0,
+                                    si,
+                                    scr,
+                                    par,
+                                );
+                            }
+                        },
+                    );
                 // The gradient at this stage's input, and its BN's dgamma and dbeta.
                 bn_input_grad(
                     &mut da,
@@ -515,36 +521,45 @@ fn backward<T: Storable>(
                     .zip(sums.par_chunks_mut(CHUNK * stage.cin))
                     .zip(parts.par_chunks_mut(part_len))
                     .enumerate()
-                    .for_each(|(chunk, ((dbc, sc), part))| {
-                        let mut scr = prepared.scratch(dropout);
-                        let mut da = vec![zero; in_len];
-                        for (j, img) in (chunk * CHUNK..((chunk + 1) * CHUNK).min(n)).enumerate() {
-                            let xi = &buf[img * d.image()..][..in_len];
-                            let io = (xi, &dz[img * out_len..][..out_len]);
-                            let si = &mut sc[j * stage.cin..(j + 1) * stage.cin];
-                            prepared.backward_image(
-                                &pre,
-                                img,
-                                io,
-                                &mut da,
-                                part,
-                                j == 0,
-                                si,
-                                &mut scr,
-                                par,
-                            );
-                            // The `k1 * da` term of the BN's input gradient, added in place.
-                            let dst = &mut dbc[j * d.image()..][..in_len];
-                            simd_loops!({
-                                let rows = dst.chunks_mut(plane).zip(da.chunks(plane)).zip(&k1);
-                                for ((dc, ac), &k1c) in rows {
-                                    for (o, &v) in dc.iter_mut().zip(ac) {
-                                        *o += k1c * v;
+                    .for_each_init(
+                        || (prepared.scratch(dropout), vec![zero; in_len]),
+                        |(scr, da), (chunk, ((dbc, sc), part))| {
+                            for (j, img) in
+                                (chunk * CHUNK..((chunk + 1) * CHUNK).min(n)).enumerate()
+                            {
+                                let xi = &buf[img * d.image()..][..in_len];
+                                let io = (xi, &dz[img * out_len..][..out_len]);
+                                let si = &mut sc[j * stage.cin..(j + 1) * stage.cin];
+                                prepared.backward_image(
+                                    &pre,
+                                    img,
+                                    io,
+                                    da,
+                                    part,
+                                    j == 0,
+                                    si,
+                                    scr,
+                                    par,
+                                );
+                                // The `k1 * da` term of the BN's input gradient, added in place
+                                // (where `da` can be nonzero).
+                                let dst = &mut dbc[j * d.image()..][..in_len];
+                                simd_loops!({
+                                    let mut add = |c: usize| {
+                                        let dc = &mut dst[c * plane..][..plane];
+                                        let ac = &da[c * plane..][..plane];
+                                        for (o, &v) in dc.iter_mut().zip(ac) {
+                                            *o += k1[c] * v;
+                                        }
+                                    };
+                                    match prepared.read_channels() {
+                                        Some(read) => read.iter().for_each(|&c| add(c as usize)),
+                                        None => (0..stage.cin).for_each(add),
                                     }
-                                }
-                            });
-                        }
-                    });
+                                });
+                            }
+                        },
+                    );
                 // dgamma, dbeta, and the channel terms left for later.
                 for (c, kc) in k.iter().enumerate() {
                     let (mut total, mut total_x) = (0f64, 0f64);
@@ -822,7 +837,11 @@ mod tests {
                     }
                     (StageConv::Separable(pairs), _) => {
                         let t = pairs.len();
-                        let dw = p.w.narrow(0, 0, t * 9).unwrap().reshape((t, 1, 3, 3)).unwrap();
+                        let dw =
+                            p.w.narrow(0, 0, t * 9)
+                                .unwrap()
+                                .reshape((t, 1, 3, 3))
+                                .unwrap();
                         let pw = p.w.narrow(0, t * 9, stage.cout * t).unwrap();
                         let pw = pw.reshape((stage.cout, t, 1, 1)).unwrap();
                         let index: Vec<u32> = pairs.inp.to_vec();
@@ -861,11 +880,11 @@ mod tests {
     fn matches_the_composition_of_candle_ops() {
         let (c0, growth, width) = (7, 4, 8);
         let relu6 = ActKind::Relu6;
-        // Two groups of 6 live inputs each over 11 channels.
+        // Two groups of 4 live inputs each over 11 channels, 3 of which neither reads.
         let kept: Vec<Vec<bool>> = (0..2)
             .map(|g| {
                 let mut k = vec![false; c0 + growth];
-                (0..6).for_each(|i| k[(g + 2 * i) % (c0 + growth)] = true);
+                (0..4).for_each(|i| k[(g + 2 * i) % (c0 + growth)] = true);
                 k
             })
             .collect();
@@ -880,7 +899,9 @@ mod tests {
         // three groups (run dense over the masked weight).
         let mut pick = Rng::new(8);
         let c4 = c0 + 4 * growth;
-        let few: Vec<bool> = (0..width * c4).map(|_| pick.uniform(0.0, 1.0) < 0.4).collect();
+        let few: Vec<bool> = (0..width * c4)
+            .map(|_| pick.uniform(0.0, 1.0) < 0.4)
+            .collect();
         let live = LiveKernels::new(c4, width, 1, &few).unwrap();
         assert!(live.skips_dropped(Simd::Avx2) && live.skips_dropped(Simd::Avx512));
         let mut sparse = stage(StageConv::Live3x3(live), c4, width, relu6);
@@ -892,7 +913,10 @@ mod tests {
         let most = StageConv::Live3x3(live);
         // A separable conv over 13 gathered channels, some twice, one never.
         let c6 = c0 + 6 * growth;
-        let index: Vec<u32> = (0..13).map(|t| ((t * 7) % (c6 - 1)) as u32).chain([3, 3]).collect();
+        let index: Vec<u32> = (0..13)
+            .map(|t| ((t * 7) % (c6 - 1)) as u32)
+            .chain([3, 3])
+            .collect();
         let pairs = crate::kernels::KernelPairs::gathered(c6, &index).unwrap();
         let mut separable = stage(StageConv::Separable(pairs), c6, width, relu6);
         separable.noise = Some(DropoutNoise::new(Rng::new(23), 0.85));
@@ -1091,7 +1115,10 @@ mod tests {
     fn time_condensenet86_blocks() {
         crate::kernels::simd::set_from_env().unwrap();
         let mut rng = Rng::new(2);
-        let n: usize = std::env::var("BATCH").ok().and_then(|v| v.parse().ok()).unwrap_or(64);
+        let n: usize = std::env::var("BATCH")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(64);
         let only: Option<usize> = std::env::var("BLOCK").ok().and_then(|v| v.parse().ok());
         let blocks = [(16, 8, 32), (128, 16, 16), (352, 32, 8)];
         for (b, &(c0, growth, side)) in blocks.iter().enumerate() {
@@ -1105,15 +1132,30 @@ mod tests {
                     let keep: Vec<Vec<bool>> = vec![vec![true; cin]; 4];
                     BlockLayer {
                         stages: vec![
-                            stage(StageConv::Live(GroupInputs::from_kept(&keep).unwrap()), cin, width, ActKind::Relu),
-                            stage(StageConv::Conv3x3 { groups: 4 }, width, growth, ActKind::Relu),
+                            stage(
+                                StageConv::Live(GroupInputs::from_kept(&keep).unwrap()),
+                                cin,
+                                width,
+                                ActKind::Relu,
+                            ),
+                            stage(
+                                StageConv::Conv3x3 { groups: 4 },
+                                width,
+                                growth,
+                                ActKind::Relu,
+                            ),
                         ],
                     }
                 })
                 .collect();
             let params: Vec<Params> = layers
                 .iter()
-                .flat_map(|l| l.stages.iter().map(|s| stage_params(&mut rng, s, DType::F32)).collect::<Vec<_>>())
+                .flat_map(|l| {
+                    l.stages
+                        .iter()
+                        .map(|s| stage_params(&mut rng, s, DType::F32))
+                        .collect::<Vec<_>>()
+                })
                 .collect();
             let pieces: Vec<Tensor> = params
                 .iter()
@@ -1136,14 +1178,22 @@ mod tests {
             };
             run();
             let mut times = Vec::new();
-            let reps: usize = std::env::var("REPS").ok().and_then(|v| v.parse().ok()).unwrap_or(5);
+            let reps: usize = std::env::var("REPS")
+                .ok()
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(5);
             for _ in 0..reps {
                 let t = std::time::Instant::now();
                 run();
                 times.push(t.elapsed().as_secs_f64());
             }
             times.sort_by(f64::total_cmp);
-            let macs: usize = (0..14).map(|l| (c0 + l * growth) * width + width * growth * 9 / 4).sum::<usize>() * side * side * n;
+            let macs: usize = (0..14)
+                .map(|l| (c0 + l * growth) * width + width * growth * 9 / 4)
+                .sum::<usize>()
+                * side
+                * side
+                * n;
             println!(
                 "block {c0}+14x{growth} at {side}x{side}: {:7.1} ms forward + backward (median of 5), {:5.1} GFLOP/s",
                 times[reps / 2] * 1e3,

@@ -141,10 +141,34 @@ pub(super) fn conv1x1_image<T: Direct1x1>(
         // SAFETY: the rows and planes a block names are below `rows_end` and `planes_end`
         // (checked above), its weights are `reads.len() * rows` values, and no two blocks
         // name the same row (`Packed1x1::add`'s callers name each row once).
-        unsafe { T::rows_block(packed.simd, d.get(), s, &b.writes[..b.rows], reads, w, plane) };
+        unsafe {
+            T::rows_block(
+                packed.simd,
+                d.get(),
+                s,
+                &b.writes[..b.rows],
+                reads,
+                w,
+                plane,
+            )
+        };
     };
-    if parallel {
-        packed.blocks.par_iter().for_each(run);
+    let macs: usize = packed
+        .blocks
+        .iter()
+        .map(|b| b.rows * (b.end - b.first))
+        .sum::<usize>()
+        * plane;
+    if parallel && macs >= super::PARALLEL_MIN_MACS {
+        // As many pieces as threads, of whole blocks.
+        let per = packed
+            .blocks
+            .len()
+            .div_ceil(rayon::current_num_threads().max(1));
+        packed
+            .blocks
+            .par_chunks(per.max(1))
+            .for_each(|bs| bs.iter().for_each(run));
     } else {
         packed.blocks.iter().for_each(run);
     }
@@ -167,15 +191,20 @@ impl<T> Shared<T> {
 
 /// `dw[j * cols + k] += sum over the positions of dy[row j] * x[plane k]` for the rows `dy`
 /// and the planes `x` (each `plane` long; `cols = x.len()`), in register blocks of dot
-/// products.
+/// products, a block of rows against every plane. (Blocking the positions as well, to read
+/// each plane from L2 once per block of rows, measured no faster inside a training step and
+/// 10-25% slower alone: more reductions.)
 pub(super) fn dots1x1<T: Direct1x1>(dw: &mut [T], dy: &[&[T]], x: &[&[T]], plane: usize) {
     let cols = x.len();
     assert!(dw.len() >= dy.len() * cols);
-    assert!(dy.iter().chain(x).all(|r| r.len() >= plane), "dots1x1: short planes");
+    assert!(
+        dy.iter().chain(x).all(|r| r.len() >= plane),
+        "dots1x1: short planes"
+    );
     let simd = Simd::active();
     let rows = T::dot_rows(simd);
-    for (j0, block) in dy.chunks(rows).enumerate() {
-        T::dots(simd, &mut dw[j0 * rows * cols..], block, x, plane);
+    for (j0, ys) in dy.chunks(rows).enumerate() {
+        T::dots(simd, &mut dw[j0 * rows * cols..], cols, ys, x, 0..plane);
     }
 }
 
@@ -197,9 +226,16 @@ pub(super) trait Direct1x1: Float {
     );
     /// Rows of one call of [`Self::dots`] at `simd`, at most.
     fn dot_rows(simd: Simd) -> usize;
-    /// `dw[j * x.len() + k] += sum over q < plane of dy[j][q] * x[k][q]` for the rows `dy`
+    /// `dw[j * cols + k] += sum over q in positions of dy[j][q] * x[k][q]` for the rows `dy`
     /// (at most [`Self::dot_rows`]) and every plane of `x`.
-    fn dots(simd: Simd, dw: &mut [Self], dy: &[&[Self]], x: &[&[Self]], plane: usize);
+    fn dots(
+        simd: Simd,
+        dw: &mut [Self],
+        cols: usize,
+        dy: &[&[Self]],
+        x: &[&[Self]],
+        positions: std::ops::Range<usize>,
+    );
 }
 
 impl Direct1x1 for f64 {
@@ -218,8 +254,15 @@ impl Direct1x1 for f64 {
     fn dot_rows(_: Simd) -> usize {
         4
     }
-    fn dots(_: Simd, dw: &mut [Self], dy: &[&[Self]], x: &[&[Self]], plane: usize) {
-        portable::dots(dw, dy, x, plane)
+    fn dots(
+        _: Simd,
+        dw: &mut [Self],
+        cols: usize,
+        dy: &[&[Self]],
+        x: &[&[Self]],
+        positions: std::ops::Range<usize>,
+    ) {
+        portable::dots(dw, cols, dy, x, positions)
     }
 }
 
@@ -236,7 +279,9 @@ impl Direct1x1 for f32 {
         #[cfg(target_arch = "x86_64")]
         match simd.min(Simd::detected()) {
             // SAFETY: the CPU has the level; the rest as the caller guarantees.
-            Simd::Avx512 => return unsafe { avx512::rows_block(dst, src, writes, reads, w, plane) },
+            Simd::Avx512 => {
+                return unsafe { avx512::rows_block(dst, src, writes, reads, w, plane) }
+            }
             // SAFETY: as above.
             Simd::Avx2 => return unsafe { avx2::rows_block(dst, src, writes, reads, w, plane) },
             Simd::Portable => {}
@@ -252,18 +297,26 @@ impl Direct1x1 for f32 {
             Simd::Portable => 4,
         }
     }
-    fn dots(simd: Simd, dw: &mut [Self], dy: &[&[Self]], x: &[&[Self]], plane: usize) {
-        assert!(dw.len() >= dy.len() * x.len());
+    fn dots(
+        simd: Simd,
+        dw: &mut [Self],
+        cols: usize,
+        dy: &[&[Self]],
+        x: &[&[Self]],
+        positions: std::ops::Range<usize>,
+    ) {
+        assert!(dy.is_empty() || dw.len() >= (dy.len() - 1) * cols + x.len());
+        assert!(dy.iter().chain(x).all(|r| r.len() >= positions.end));
         #[cfg(target_arch = "x86_64")]
         match simd.min(Simd::detected()) {
-            // SAFETY: the CPU has the level; `dots1x1` checked the lengths.
-            Simd::Avx512 => return unsafe { avx512::dots(dw, dy, x, plane) },
+            // SAFETY: the CPU has the level; the lengths are checked above.
+            Simd::Avx512 => return unsafe { avx512::dots(dw, cols, dy, x, positions) },
             // SAFETY: as above.
-            Simd::Avx2 => return unsafe { avx2::dots(dw, dy, x, plane) },
+            Simd::Avx2 => return unsafe { avx2::dots(dw, cols, dy, x, positions) },
             Simd::Portable => {}
         }
         let _ = simd;
-        portable::dots(dw, dy, x, plane)
+        portable::dots(dw, cols, dy, x, positions)
     }
 }
 
@@ -284,7 +337,8 @@ mod portable {
         let rows = writes.len();
         for (r, &row) in writes.iter().enumerate() {
             // SAFETY: as the caller guarantees.
-            let out = unsafe { std::slice::from_raw_parts_mut(dst.add(row as usize * plane), plane) };
+            let out =
+                unsafe { std::slice::from_raw_parts_mut(dst.add(row as usize * plane), plane) };
             out.fill(T::from_f64(0.0));
             for (k, &p) in reads.iter().enumerate() {
                 // SAFETY: as the caller guarantees.
@@ -297,17 +351,24 @@ mod portable {
         }
     }
 
-    pub(super) fn dots<T: Float>(dw: &mut [T], dy: &[&[T]], x: &[&[T]], plane: usize) {
+    pub(super) fn dots<T: Float>(
+        dw: &mut [T],
+        cols: usize,
+        dy: &[&[T]],
+        x: &[&[T]],
+        positions: std::ops::Range<usize>,
+    ) {
         const LANES: usize = 8;
-        for (row, d) in dw.chunks_mut(x.len()).zip(dy) {
-            for (o, s) in row.iter_mut().zip(x) {
+        for (j, d) in dy.iter().enumerate() {
+            for (k, s) in x.iter().enumerate() {
                 let mut lanes = [T::from_f64(0.0); LANES];
-                for (dc, sc) in d[..plane].chunks(LANES).zip(s[..plane].chunks(LANES)) {
+                let (d, s) = (&d[positions.clone()], &s[positions.clone()]);
+                for (dc, sc) in d.chunks(LANES).zip(s.chunks(LANES)) {
                     for l in 0..dc.len() {
                         lanes[l] = dc[l].fma(sc[l], lanes[l]);
                     }
                 }
-                *o += lanes.iter().fold(T::from_f64(0.0), |a, &b| a + b);
+                dw[j * cols + k] += lanes.iter().fold(T::from_f64(0.0), |a, &b| a + b);
             }
         }
     }
@@ -440,12 +501,12 @@ mod avx2 {
         d: &[*const f32; J],
         x: &[&[f32]],
         k0: usize,
-        plane: usize,
+        (p0, plane): (usize, usize),
     ) {
         // SAFETY: the rows hold `plane` values (checked by `dots1x1`); masked lanes are not
         // read.
         unsafe {
-            let s: [*const f32; K] = std::array::from_fn(|k| x[k0 + k].as_ptr());
+            let s: [*const f32; K] = std::array::from_fn(|k| x[k0 + k][p0..].as_ptr());
             let mut acc = [[_mm256_setzero_ps(); K]; J];
             let step = |acc: &mut [[__m256; K]; J], q: usize, m: Option<__m256i>| {
                 let load = |p: *const f32| match m {
@@ -477,18 +538,26 @@ mod avx2 {
 
     #[target_feature(enable = "avx2,fma")]
     #[inline(never)]
-    unsafe fn dot_rows<const J: usize>(dw: &mut [f32], dy: &[&[f32]], x: &[&[f32]], plane: usize) {
-        let (cols, d) = (x.len(), std::array::from_fn(|j| dy[j].as_ptr()));
+    unsafe fn dot_rows<const J: usize>(
+        dw: &mut [f32],
+        cols: usize,
+        dy: &[&[f32]],
+        x: &[&[f32]],
+        positions: std::ops::Range<usize>,
+    ) {
+        let d = std::array::from_fn(|j| dy[j][positions.start..].as_ptr());
+        let span = (positions.start, positions.len());
+        let n = x.len();
         let mut k0 = 0;
         // SAFETY: as `dots`' caller guarantees.
         unsafe {
-            while k0 + 3 <= cols {
-                dot_tile::<J, 3>(dw, cols, &d, x, k0, plane);
+            while k0 + 3 <= n {
+                dot_tile::<J, 3>(dw, cols, &d, x, k0, span);
                 k0 += 3;
             }
-            match cols - k0 {
-                2 => dot_tile::<J, 2>(dw, cols, &d, x, k0, plane),
-                1 => dot_tile::<J, 1>(dw, cols, &d, x, k0, plane),
+            match n - k0 {
+                2 => dot_tile::<J, 2>(dw, cols, &d, x, k0, span),
+                1 => dot_tile::<J, 1>(dw, cols, &d, x, k0, span),
                 _ => {}
             }
         }
@@ -497,13 +566,19 @@ mod avx2 {
     /// # Safety
     /// AVX2 and FMA.
     #[target_feature(enable = "avx2,fma")]
-    pub(super) unsafe fn dots(dw: &mut [f32], dy: &[&[f32]], x: &[&[f32]], plane: usize) {
+    pub(super) unsafe fn dots(
+        dw: &mut [f32],
+        cols: usize,
+        dy: &[&[f32]],
+        x: &[&[f32]],
+        positions: std::ops::Range<usize>,
+    ) {
         // SAFETY: as the caller guarantees.
         unsafe {
             match dy.len() {
-                3 => dot_rows::<3>(dw, dy, x, plane),
-                2 => dot_rows::<2>(dw, dy, x, plane),
-                1 => dot_rows::<1>(dw, dy, x, plane),
+                3 => dot_rows::<3>(dw, cols, dy, x, positions),
+                2 => dot_rows::<2>(dw, cols, dy, x, positions),
+                1 => dot_rows::<1>(dw, cols, dy, x, positions),
                 j => panic!("dots1x1: {j} rows at AVX2"),
             }
         }
@@ -678,12 +753,12 @@ mod avx512 {
         d: &[*const f32; J],
         x: &[&[f32]],
         k0: usize,
-        plane: usize,
+        (p0, plane): (usize, usize),
     ) {
         // SAFETY: the rows hold `plane` values (checked by `dots1x1`); masked lanes are not
         // read.
         unsafe {
-            let s: [*const f32; K] = std::array::from_fn(|k| x[k0 + k].as_ptr());
+            let s: [*const f32; K] = std::array::from_fn(|k| x[k0 + k][p0..].as_ptr());
             let mut acc = [[_mm512_setzero_ps(); K]; J];
             let full = plane / 16 * 16;
             for q in (0..full).step_by(16) {
@@ -724,21 +799,29 @@ mod avx512 {
 
     #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx2,fma")]
     #[inline(never)]
-    unsafe fn dot_rows<const J: usize>(dw: &mut [f32], dy: &[&[f32]], x: &[&[f32]], plane: usize) {
-        let (cols, d) = (x.len(), std::array::from_fn(|j| dy[j].as_ptr()));
+    unsafe fn dot_rows<const J: usize>(
+        dw: &mut [f32],
+        cols: usize,
+        dy: &[&[f32]],
+        x: &[&[f32]],
+        positions: std::ops::Range<usize>,
+    ) {
+        let d = std::array::from_fn(|j| dy[j][positions.start..].as_ptr());
+        let span = (positions.start, positions.len());
+        let n = x.len();
         let mut k0 = 0;
         // SAFETY: as `dots`' caller guarantees.
         unsafe {
-            while k0 + 6 <= cols {
-                dot_tile::<J, 6>(dw, cols, &d, x, k0, plane);
+            while k0 + 6 <= n {
+                dot_tile::<J, 6>(dw, cols, &d, x, k0, span);
                 k0 += 6;
             }
-            match cols - k0 {
-                5 => dot_tile::<J, 5>(dw, cols, &d, x, k0, plane),
-                4 => dot_tile::<J, 4>(dw, cols, &d, x, k0, plane),
-                3 => dot_tile::<J, 3>(dw, cols, &d, x, k0, plane),
-                2 => dot_tile::<J, 2>(dw, cols, &d, x, k0, plane),
-                1 => dot_tile::<J, 1>(dw, cols, &d, x, k0, plane),
+            match n - k0 {
+                5 => dot_tile::<J, 5>(dw, cols, &d, x, k0, span),
+                4 => dot_tile::<J, 4>(dw, cols, &d, x, k0, span),
+                3 => dot_tile::<J, 3>(dw, cols, &d, x, k0, span),
+                2 => dot_tile::<J, 2>(dw, cols, &d, x, k0, span),
+                1 => dot_tile::<J, 1>(dw, cols, &d, x, k0, span),
                 _ => {}
             }
         }
@@ -747,14 +830,20 @@ mod avx512 {
     /// # Safety
     /// AVX-512 (F, BW, VL, DQ) and FMA.
     #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx2,fma")]
-    pub(super) unsafe fn dots(dw: &mut [f32], dy: &[&[f32]], x: &[&[f32]], plane: usize) {
+    pub(super) unsafe fn dots(
+        dw: &mut [f32],
+        cols: usize,
+        dy: &[&[f32]],
+        x: &[&[f32]],
+        positions: std::ops::Range<usize>,
+    ) {
         // SAFETY: as the caller guarantees.
         unsafe {
             match dy.len() {
-                4 => dot_rows::<4>(dw, dy, x, plane),
-                3 => dot_rows::<3>(dw, dy, x, plane),
-                2 => dot_rows::<2>(dw, dy, x, plane),
-                1 => dot_rows::<1>(dw, dy, x, plane),
+                4 => dot_rows::<4>(dw, cols, dy, x, positions),
+                3 => dot_rows::<3>(dw, cols, dy, x, positions),
+                2 => dot_rows::<2>(dw, cols, dy, x, positions),
+                1 => dot_rows::<1>(dw, cols, dy, x, positions),
                 j => panic!("dots1x1: {j} rows at AVX-512"),
             }
         }
@@ -787,8 +876,9 @@ mod tests {
         let mut rng = Rng::new(17);
         for simd in levels() {
             for plane in [1, 7, 16, 31, 64, 100, 1024] {
-                for (nrows, nreads) in [(1, 1), (3, 5), (8, 2), (13, 9), (24, 40)] {
+                for (nrows, nreads) in [(1, 1), (3, 5), (8, 2), (13, 9), (24, 45)] {
                     let src = random(&mut rng, 50 * plane);
+                    // (24 x 45 at 1024 positions is split among threads when asked to.)
                     let writes: Vec<u32> = (0..nrows as u32).map(|r| (r * 7 + 3) % 29).collect();
                     let mut uniq = writes.clone();
                     uniq.sort_unstable();
@@ -808,7 +898,11 @@ mod tests {
                             }
                             // SAFETY: every named row is written.
                             let got = unsafe { dst[row as usize * plane + q].assume_init() };
-                            assert_eq!(a.to_bits(), got.to_bits(), "{simd:?} plane {plane} row {row}");
+                            assert_eq!(
+                                a.to_bits(),
+                                got.to_bits(),
+                                "{simd:?} plane {plane} row {row}"
+                            );
                         }
                     }
                 }
@@ -817,7 +911,7 @@ mod tests {
         // The dot products (at the active level: they read it), against float64 sums within
         // float32 rounding of the sum of the terms' magnitudes.
         for plane in [1, 9, 16, 17, 64, 100, 1024] {
-            for (rows, cols) in [(7, 10), (1, 1), (4, 6), (3, 13), (5, 5), (8, 12)] {
+            for (rows, cols) in [(7, 10), (1, 1), (4, 6), (3, 13), (5, 5), (8, 12), (9, 50)] {
                 let a = random(&mut rng, rows * plane);
                 let b = random(&mut rng, cols * plane);
                 let dy: Vec<&[f32]> = a.chunks(plane).collect();
@@ -829,7 +923,10 @@ mod tests {
                         let terms = (0..plane).map(|q| dy[j][q] as f64 * x[k][q] as f64);
                         let (e, mag) = terms.fold((1.0, 1.0), |(s, m), t| (s + t, m + t.abs()));
                         let got = dw[j * cols + k] as f64;
-                        assert!((e - got).abs() < 4e-7 * mag, "dots {plane} {rows}x{cols} at {j} {k}: {got} vs {e}");
+                        assert!(
+                            (e - got).abs() < 4e-7 * mag,
+                            "dots {plane} {rows}x{cols} at {j} {k}: {got} vs {e}"
+                        );
                     }
                 }
             }
@@ -860,7 +957,13 @@ mod tests {
             best
         };
         // (outputs, inputs, plane)
-        for (m, k, plane) in [(8, 128, 1024), (32, 128, 1024), (16, 300, 256), (32, 600, 64), (32, 160, 1024)] {
+        for (m, k, plane) in [
+            (8, 128, 1024),
+            (32, 128, 1024),
+            (16, 300, 256),
+            (32, 600, 64),
+            (32, 160, 1024),
+        ] {
             let a = random(&mut rng, k * plane);
             let dy = random(&mut rng, m * plane);
             let w = random(&mut rng, m * k);
@@ -875,19 +978,40 @@ mod tests {
             let mut da = vec![MaybeUninit::new(0f32); k * plane];
             let ours = time(&mut || conv1x1_image(&mut y, &a, &packed, plane, false));
             let ours_b = time(&mut || conv1x1_image(&mut da, &dy, &back, plane, false));
-            let (dys, xs): (Vec<&[f32]>, Vec<&[f32]>) = (dy.chunks(plane).collect(), a.chunks(plane).collect());
+            let (dys, xs): (Vec<&[f32]>, Vec<&[f32]>) =
+                (dy.chunks(plane).collect(), a.chunks(plane).collect());
             let mut dw = vec![0f32; m * k];
             let ours_w = time(&mut || dots1x1(&mut dw, &dys, &xs, plane));
             let p = Parallelism::None;
             let theirs = time(&mut || {
-                matmul_into(&mut y, (m, plane, k), Mat::rows(&w, k), Mat::rows(&a, plane), p)
+                matmul_into(
+                    &mut y,
+                    (m, plane, k),
+                    Mat::rows(&w, k),
+                    Mat::rows(&a, plane),
+                    p,
+                )
             });
             let mut dab = vec![0f32; k * plane];
             let theirs_b = time(&mut || {
-                matmul(&mut dab, (k, plane, m), Mat::transposed(&w, k), Mat::rows(&dy, plane), false, p)
+                matmul(
+                    &mut dab,
+                    (k, plane, m),
+                    Mat::transposed(&w, k),
+                    Mat::rows(&dy, plane),
+                    false,
+                    p,
+                )
             });
             let theirs_w = time(&mut || {
-                matmul(&mut dw, (m, k, plane), Mat::rows(&dy, plane), Mat::transposed(&a, plane), true, p)
+                matmul(
+                    &mut dw,
+                    (m, k, plane),
+                    Mat::rows(&dy, plane),
+                    Mat::transposed(&a, plane),
+                    true,
+                    p,
+                )
             });
             println!(
                 "{m:3} x {k:3} x {plane:4}: forward {:5.1} vs gemm {:5.1} GFLOP/s, input gradient {:5.1} vs {:5.1}, weight gradient {:5.1} vs {:5.1}",

@@ -154,9 +154,18 @@ impl<T: Float> Packed3x3<T> {
     }
 
     /// [`Self::forward`] for the level `simd`.
-    pub(super) fn forward_at(simd: Simd, w: &[T], cout: usize, cin: usize, groups: usize, g: Plane) -> Self {
+    pub(super) fn forward_at(
+        simd: Simd,
+        w: &[T],
+        cout: usize,
+        cin: usize,
+        groups: usize,
+        g: Plane,
+    ) -> Self {
         let cin_g = cin / groups;
-        Self::pack(simd, g, cout, cin_g, groups, |o, i, t| w[(o * cin_g + i) * 9 + t])
+        Self::pack(simd, g, cout, cin_g, groups, |o, i, t| {
+            w[(o * cin_g + i) * 9 + t]
+        })
     }
 
     /// The input gradient of the same weights: input channel `c` of group `g` sums the output
@@ -166,7 +175,14 @@ impl<T: Float> Packed3x3<T> {
     }
 
     /// [`Self::input_grad`] for the level `simd`.
-    pub(super) fn input_grad_at(simd: Simd, w: &[T], cout: usize, cin: usize, groups: usize, g: Plane) -> Self {
+    pub(super) fn input_grad_at(
+        simd: Simd,
+        w: &[T],
+        cout: usize,
+        cin: usize,
+        groups: usize,
+        g: Plane,
+    ) -> Self {
         let (cin_g, cout_g) = (cin / groups, cout / groups);
         Self::pack(simd, g, cin, cout_g, groups, |c, j, t| {
             let o = (c / cin_g) * cout_g + j;
@@ -313,7 +329,9 @@ pub(super) fn dy_row<T>(dypad: &[T], o: usize, g: Plane) -> &[T] {
 }
 
 /// The microkernels, per float type.
-pub(super) trait Direct3x3: Float + super::pair3x3::PairTiles + super::direct1x1::Direct1x1 {
+pub(super) trait Direct3x3:
+    Float + super::pair3x3::PairTiles + super::direct1x1::Direct1x1
+{
     /// `out[r * tiled + q] = sum over inputs c and taps t of w[(c * 9 + t) * rows + r] *
     /// src[c * pl + q + offset(t)]` for every `q < h (w + 2)` (and, past it, up to the end of
     /// the last tile, values that are dropped), at the level `simd` (which the CPU has).
@@ -423,12 +441,7 @@ mod portable {
     }
 
     /// In 8 fixed lanes, as the AVX2 loops.
-    pub(super) fn tap_dots<T: Float>(
-        taps: &mut [[T; 9]; MR],
-        dy: &[&[T]],
-        x: &[T],
-        g: Plane,
-    ) {
+    pub(super) fn tap_dots<T: Float>(taps: &mut [[T; 9]; MR], dy: &[&[T]], x: &[T], g: Plane) {
         const LANES: usize = 8;
         let off = offsets(g.wp());
         for (tr, d) in taps.iter_mut().zip(dy) {
@@ -699,7 +712,8 @@ mod avx512 {
                         }
                     } else {
                         // Tall tiles: V input vectors in registers, one weight at a time.
-                        let x: [__m512; V] = std::array::from_fn(|v| _mm512_loadu_ps(p.add(16 * v)));
+                        let x: [__m512; V] =
+                            std::array::from_fn(|v| _mm512_loadu_ps(p.add(16 * v)));
                         for (r, row) in acc.iter_mut().enumerate() {
                             let k = _mm512_set1_ps(*wk.add(r));
                             for (a, xv) in row.iter_mut().zip(x) {

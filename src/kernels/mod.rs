@@ -19,8 +19,8 @@
 mod bn_act;
 mod conv;
 mod dense_block;
-mod direct1x1;
 mod depthwise;
+mod direct1x1;
 mod direct3x3;
 mod group_inputs;
 mod live_kernels;
@@ -29,8 +29,8 @@ mod pair3x3;
 mod preact_conv;
 mod select;
 mod separable;
-mod sparse_conv;
 pub mod simd;
+mod sparse_conv;
 mod stage;
 
 pub use bn_act::{bn_act, bn_stats, ActKind};
@@ -43,10 +43,10 @@ pub use noise::DropoutNoise;
 pub use preact_conv::preact_conv;
 pub use select::{select_channels, ChannelIndex};
 pub use separable::separable_conv;
-pub use sparse_conv::{sparse_conv3x3, KernelPairs};
-pub use simd::Simd;
-pub use stage::StageConv;
 pub(crate) use simd::simd_loops;
+pub use simd::Simd;
+pub use sparse_conv::{sparse_conv3x3, KernelPairs};
+pub use stage::StageConv;
 
 use std::mem::MaybeUninit;
 use std::sync::atomic::{AtomicU8, Ordering};
@@ -155,6 +155,11 @@ pub(crate) fn fast_for(t: &Tensor) -> bool {
 pub(crate) fn cpu_kernel_fits(location: &DeviceLocation, dtype: DType) -> bool {
     matches!(location, DeviceLocation::Cpu) && matches!(dtype, DType::F32 | DType::F64)
 }
+
+/// Multiply-adds below which one image's conv is not split among threads (a batch smaller
+/// than the thread count): about 10 µs of work, less than handing pieces to other threads
+/// and waiting for them costs.
+const PARALLEL_MIN_MACS: usize = 1 << 20;
 
 /// `len` values written by `fill(i, chunk)` over the `i`-th of the chunks of `chunk` values,
 /// in parallel when `parallel`, with no zeroing pass first (for outputs of many MB, that pass

@@ -46,8 +46,12 @@ pub(super) type LiveFn<'a> = &'a dyn Fn(usize, usize) -> bool;
 
 impl<T: Float> PackedPairs<T> {
     /// From `(read, write, slot, taps)` in ascending read order, then write order.
-    fn collect(outputs: usize, kernels: impl Iterator<Item = (usize, usize, usize, [T; 9])>) -> Self {
-        let (mut reads, mut writes, mut slots, mut taps) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    fn collect(
+        outputs: usize,
+        kernels: impl Iterator<Item = (usize, usize, usize, [T; 9])>,
+    ) -> Self {
+        let (mut reads, mut writes, mut slots, mut taps) =
+            (Vec::new(), Vec::new(), Vec::new(), Vec::new());
         for (read, write, slot, k) in kernels {
             match reads.last_mut() {
                 Some((r, end)) if *r as usize == read => *end += 1,
@@ -75,7 +79,11 @@ impl<T: Float> PackedPairs<T> {
     }
 
     /// The forward of weights `w` (`[cout, cin / groups, 3, 3]`) over their live kernels.
-    pub(super) fn forward(w: &[T], (cout, cin, groups): (usize, usize, usize), live: LiveFn) -> Self {
+    pub(super) fn forward(
+        w: &[T],
+        (cout, cin, groups): (usize, usize, usize),
+        live: LiveFn,
+    ) -> Self {
         let (cin_g, cout_g) = (cin / groups, cout / groups);
         let kernels = (0..cin).flat_map(move |c| {
             let (grp, i) = (c / cin_g, c % cin_g);
@@ -113,11 +121,17 @@ impl<T: Float> PackedPairs<T> {
     /// The depthwise 3x3 of the channels `index` gathers (repeats allowed), weights `dw`
     /// (`[T, 1, 3, 3]`): output `t` is channel `index[t]` through kernel `t`.
     pub(super) fn gathered(dw: &[T], index: &[u32]) -> Self {
-        let mut kernels: Vec<(usize, usize)> =
-            index.iter().enumerate().map(|(t, &c)| (c as usize, t)).collect();
+        let mut kernels: Vec<(usize, usize)> = index
+            .iter()
+            .enumerate()
+            .map(|(t, &c)| (c as usize, t))
+            .collect();
         kernels.sort_unstable();
         let taps = |t: usize| std::array::from_fn(|j| dw[t * 9 + j]);
-        Self::collect(index.len(), kernels.into_iter().map(|(c, t)| (c, t, t, taps(t))))
+        Self::collect(
+            index.len(),
+            kernels.into_iter().map(|(c, t)| (c, t, t, taps(t))),
+        )
     }
 
     /// The input gradient of [`Self::gathered`] over `cin` channels: channel `c` sums the
@@ -139,10 +153,9 @@ impl<T: Float> PackedPairs<T> {
     /// `(plane read, the rows written)` of every read, in order.
     fn read_lists(&self) -> impl Iterator<Item = (usize, &[u32])> + '_ {
         let starts = std::iter::once(0).chain(self.reads.iter().map(|&(_, end)| end));
-        self.reads
-            .iter()
-            .zip(starts)
-            .map(|(&(read, end), start)| (read as usize, &self.writes[start as usize..end as usize]))
+        self.reads.iter().zip(starts).map(|(&(read, end), start)| {
+            (read as usize, &self.writes[start as usize..end as usize])
+        })
     }
 }
 
@@ -229,7 +242,8 @@ pub(super) fn pair_conv_image<T: PairTiles>(
             }
         }
     };
-    if parallel {
+    let macs = 9 * packed.writes.len() * g.acc_len();
+    if parallel && macs >= super::PARALLEL_MIN_MACS {
         let threads = rayon::current_num_threads().max(1);
         let per = tiles.div_ceil(threads);
         let zero = T::from_f64(0.0);
@@ -286,23 +300,46 @@ pub(super) trait PairTiles: Float {
     /// # Safety
     /// `out` is writable for `packed.outputs` rows of `len`, and `src` reaches every read of
     /// the tile (as [`pair_conv_image`] checks).
-    unsafe fn tile(packed: &PackedPairs<Self>, src: &[Self], g: Plane, q0: usize, len: usize, out: *mut Self);
+    unsafe fn tile(
+        packed: &PackedPairs<Self>,
+        src: &[Self],
+        g: Plane,
+        q0: usize,
+        len: usize,
+        out: *mut Self,
+    );
 }
 
 impl PairTiles for f64 {
-    unsafe fn tile(packed: &PackedPairs<Self>, src: &[Self], g: Plane, q0: usize, len: usize, out: *mut Self) {
+    unsafe fn tile(
+        packed: &PackedPairs<Self>,
+        src: &[Self],
+        g: Plane,
+        q0: usize,
+        len: usize,
+        out: *mut Self,
+    ) {
         // SAFETY: as the caller guarantees.
         unsafe { portable::tile(packed, src, g, q0, len, out) }
     }
 }
 
 impl PairTiles for f32 {
-    unsafe fn tile(packed: &PackedPairs<Self>, src: &[Self], g: Plane, q0: usize, len: usize, out: *mut Self) {
+    unsafe fn tile(
+        packed: &PackedPairs<Self>,
+        src: &[Self],
+        g: Plane,
+        q0: usize,
+        len: usize,
+        out: *mut Self,
+    ) {
         #[cfg(target_arch = "x86_64")]
         match packed.simd.min(Simd::detected()) {
             // SAFETY: the CPU has the level; the rest as the caller guarantees (a tile of
             // 16 or 32 positions at AVX-512, 8 at AVX2: `tile_len`).
-            Simd::Avx512 if len == 32 => return unsafe { avx512::tile::<2>(packed, src, g, q0, out) },
+            Simd::Avx512 if len == 32 => {
+                return unsafe { avx512::tile::<2>(packed, src, g, q0, out) }
+            }
             // SAFETY: as above.
             Simd::Avx512 => return unsafe { avx512::tile::<1>(packed, src, g, q0, out) },
             // SAFETY: as above.
@@ -366,7 +403,13 @@ mod avx2 {
     /// # Safety
     /// AVX2 and FMA; as [`PairTiles::tile`], with a tile of 8 positions.
     #[target_feature(enable = "avx2,fma")]
-    pub(super) unsafe fn tile(packed: &PackedPairs<f32>, src: &[f32], g: Plane, q0: usize, out: *mut f32) {
+    pub(super) unsafe fn tile(
+        packed: &PackedPairs<f32>,
+        src: &[f32],
+        g: Plane,
+        q0: usize,
+        out: *mut f32,
+    ) {
         let (pl, off) = (g.padded_len(), offsets(g.wp()));
         // SAFETY: as the caller guarantees.
         unsafe {
@@ -424,7 +467,8 @@ mod avx512 {
                 });
                 for &o in writes {
                     let a = out.add(o as usize * 16 * V);
-                    let mut acc: [__m512; V] = std::array::from_fn(|v| _mm512_loadu_ps(a.add(16 * v)));
+                    let mut acc: [__m512; V] =
+                        std::array::from_fn(|v| _mm512_loadu_ps(a.add(16 * v)));
                     for (t, xt) in x.iter().enumerate() {
                         let kt = _mm512_set1_ps(*k.add(t));
                         for (av, xv) in acc.iter_mut().zip(xt) {
@@ -463,6 +507,8 @@ mod tests {
             .collect();
         println!("pair tiles tested at {levels:?}");
         for (h, w, cin, cout, groups) in [
+            // Large enough to be split among threads when asked to.
+            (32, 32, 24, 16, 1),
             (32, 32, 12, 8, 1),
             (16, 16, 8, 12, 4),
             (8, 8, 6, 6, 1),
@@ -472,7 +518,9 @@ mod tests {
             let g = Plane { h, w };
             let cin_g = cin / groups;
             for density in [1.0, 0.6, 0.25, 0.0] {
-                let kept: Vec<bool> = (0..cout * cin_g).map(|_| rng.uniform(0.0, 1.0) < density).collect();
+                let kept: Vec<bool> = (0..cout * cin_g)
+                    .map(|_| rng.uniform(0.0, 1.0) < density)
+                    .collect();
                 let live = |o: usize, i: usize| kept[o * cin_g + i];
                 let wts = random(&mut rng, cout * cin_g * 9);
                 let masked: Vec<f32> = wts
@@ -485,7 +533,10 @@ mod tests {
                 // Zero borders, as the callers pad.
                 let zero_borders = |v: &mut Vec<f32>, planes: usize| {
                     for p in 0..planes {
-                        for (q, e) in v[p * g.padded_len()..(p + 1) * g.padded_len()].iter_mut().enumerate() {
+                        for (q, e) in v[p * g.padded_len()..(p + 1) * g.padded_len()]
+                            .iter_mut()
+                            .enumerate()
+                        {
                             let (r, col) = (q / g.wp(), q % g.wp());
                             if r == 0 || r > h || col == 0 || col > w {
                                 *e = 0.0;
@@ -521,7 +572,14 @@ mod tests {
                     assert_eq!(pairs.len(), expect_kernels);
                     let mut a = vec![MaybeUninit::uninit(); outputs * g.len()];
                     let mut b = vec![MaybeUninit::uninit(); outputs * g.len()];
-                    conv_image(&mut a, src, &dense, g, &mut vec![0.0; scratch_len(g)], false);
+                    conv_image(
+                        &mut a,
+                        src,
+                        &dense,
+                        g,
+                        &mut vec![0.0; scratch_len(g)],
+                        false,
+                    );
                     for parallel in [false, true] {
                         let mut s = vec![f32::NAN; pair_scratch_len(outputs)];
                         pair_conv_image(&mut b, src, &pairs, g, &mut s, parallel);
@@ -593,7 +651,9 @@ mod tests {
                 "{side}x{side} {cin}->{cout} dense: forward {df:7.1} us, input gradient {db:7.1} us, weight gradient {dwg:7.1} us"
             );
             for density in [1.0, 0.78, 0.56, 0.34, 0.23, 0.125] {
-                let kept: Vec<bool> = (0..cout * cin).map(|_| rng.uniform(0.0, 1.0) < density).collect();
+                let kept: Vec<bool> = (0..cout * cin)
+                    .map(|_| rng.uniform(0.0, 1.0) < density)
+                    .collect();
                 let live = |o: usize, i: usize| kept[o * cin + i];
                 let pf = PackedPairs::forward(&wts, shape, &live).at(simd);
                 let pb = PackedPairs::input_grad(&wts, shape, &live).at(simd);

@@ -135,18 +135,20 @@ fn backward<T: Direct3x3>(
         .zip(sums.par_chunks_mut(CHUNK * cin))
         .zip(parts.par_chunks_mut(part_len))
         .enumerate()
-        .for_each(|(chunk, ((dxc, sc), part))| {
-            let mut s = stage.scratch(op.noise.is_some());
-            for (j, img) in (chunk * CHUNK..((chunk + 1) * CHUNK).min(n)).enumerate() {
-                let io = (
-                    &x[img * in_len..][..in_len],
-                    &dy[img * out_len..][..out_len],
-                );
-                let dai = &mut dxc[j * in_len..(j + 1) * in_len];
-                let sums = &mut sc[j * cin..(j + 1) * cin];
-                stage.backward_image(&pre, img, io, dai, part, j == 0, sums, &mut s, par);
-            }
-        });
+        .for_each_init(
+            || stage.scratch(op.noise.is_some()),
+            |s, (chunk, ((dxc, sc), part))| {
+                for (j, img) in (chunk * CHUNK..((chunk + 1) * CHUNK).min(n)).enumerate() {
+                    let io = (
+                        &x[img * in_len..][..in_len],
+                        &dy[img * out_len..][..out_len],
+                    );
+                    let dai = &mut dxc[j * in_len..(j + 1) * in_len];
+                    let sums = &mut sc[j * cin..(j + 1) * cin];
+                    stage.backward_image(&pre, img, io, dai, part, j == 0, sums, s, par);
+                }
+            },
+        );
     bn_input_grad(dx, x, &sums, &k, plane, op.bn.train, dp);
     let mut summed = vec![zero; part_len];
     sum_parts(&parts, &mut summed);

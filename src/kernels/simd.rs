@@ -185,7 +185,9 @@ mod tests {
     /// The same loops at every level the CPU runs give the same bits.
     #[test]
     fn element_wise_loops_give_the_same_bits_at_every_level() {
-        let x: Vec<f32> = (0..1000).map(|i| ((i * 37 % 101) as f32 - 50.0) / 7.0).collect();
+        let x: Vec<f32> = (0..1000)
+            .map(|i| ((i * 37 % 101) as f32 - 50.0) / 7.0)
+            .collect();
         let run = |level: Simd| {
             at_level(
                 level,
@@ -200,7 +202,12 @@ mod tests {
         let base = run(Simd::Portable);
         for level in Simd::ALL.into_iter().filter(|&l| l <= Simd::detected()) {
             let got = run(level);
-            assert!(base.iter().zip(&got).all(|(a, b)| a.to_bits() == b.to_bits()), "{level:?}");
+            assert!(
+                base.iter()
+                    .zip(&got)
+                    .all(|(a, b)| a.to_bits() == b.to_bits()),
+                "{level:?}"
+            );
             println!("element-wise loops at {}: same bits", level.name());
         }
     }

@@ -20,12 +20,12 @@ use super::direct1x1::{conv1x1_image, dots1x1, Packed1x1};
 use super::direct3x3::{conv_image, scratch_len, weight_grad_image, Direct3x3, Packed3x3};
 use super::group_inputs::GroupInputs;
 use super::live_kernels::LiveKernels;
+use super::noise::{DropoutNoise, KeepMask};
 use super::pair3x3::{pair_conv_image, pair_scratch_len, pair_weight_grad_image, PackedPairs};
 use super::simd::Simd;
-use super::sparse_conv::KernelPairs;
-use super::noise::{DropoutNoise, KeepMask};
-use super::sparse_conv::{pad_into, Plane};
 use super::simd_loops;
+use super::sparse_conv::KernelPairs;
+use super::sparse_conv::{pad_into, Plane};
 
 /// The conv of a stage.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -196,6 +196,48 @@ impl PreAct<'_> {
         }
         super::bn_act::gate_image(x, da, self.k, plane, self.act, sums);
     }
+
+    /// [`Self::gate`] over the channels `channels` only; the others' `da` must be zero, and
+    /// their sums are zero.
+    #[inline(always)]
+    fn gate_channels<T: Direct3x3>(
+        &self,
+        x: &[T],
+        keep: Option<&[T]>,
+        plane: usize,
+        da: &mut [T],
+        sums: &mut [(f64, f64)],
+        channels: &[u32],
+    ) {
+        sums.fill((0.0, 0.0));
+        for &c in channels {
+            let c = c as usize;
+            let at = c * plane..(c + 1) * plane;
+            if let Some(keep) = keep {
+                for (d, &f) in da[at.clone()].iter_mut().zip(&keep[at.clone()]) {
+                    *d = *d * f;
+                }
+            }
+            let k = &self.k[c];
+            let (scale, shift) = (T::from_f64(k.scale), T::from_f64(k.shift));
+            sums[c] = match self.act {
+                ActKind::Relu => super::bn_act::gate_plane(
+                    &x[at.clone()],
+                    &mut da[at],
+                    scale,
+                    shift,
+                    ActKind::Relu,
+                ),
+                ActKind::Relu6 => super::bn_act::gate_plane(
+                    &x[at.clone()],
+                    &mut da[at],
+                    scale,
+                    shift,
+                    ActKind::Relu6,
+                ),
+            };
+        }
+    }
 }
 
 /// A stage's weights in the layout its loops read, for one call.
@@ -238,7 +280,9 @@ impl<T: Direct3x3> OneByOne<T> {
         let (mut forward, mut input_grad) = (Packed1x1::new(), Packed1x1::new());
         let mut parts = Vec::with_capacity(groups);
         for grp in 0..groups {
-            let rows: Vec<u32> = (grp * cout_g..(grp + 1) * cout_g).map(|o| o as u32).collect();
+            let rows: Vec<u32> = (grp * cout_g..(grp + 1) * cout_g)
+                .map(|o| o as u32)
+                .collect();
             let planes: Vec<u32> = (grp * cin_g..(grp + 1) * cin_g).map(|c| c as u32).collect();
             let wg = &w[grp * cout_g * cin_g..];
             forward.add(&rows, &planes, |j, k| wg[j * cin_g + k]);
@@ -269,8 +313,12 @@ impl<T: Direct3x3> OneByOne<T> {
                 readers[c as usize].push(grp as u32);
             }
         }
-        let reads: Vec<u32> = (0..cin as u32).filter(|&c| !readers[c as usize].is_empty()).collect();
-        let unread = (0..cin as u32).filter(|&c| readers[c as usize].is_empty()).collect();
+        let reads: Vec<u32> = (0..cin as u32)
+            .filter(|&c| !readers[c as usize].is_empty())
+            .collect();
+        let unread = (0..cin as u32)
+            .filter(|&c| readers[c as usize].is_empty())
+            .collect();
         let mut position = vec![0u32; cin];
         for (p, &c) in reads.iter().enumerate() {
             position[c as usize] = p as u32;
@@ -281,7 +329,9 @@ impl<T: Direct3x3> OneByOne<T> {
             let rows: Vec<u32> = (0..cout_g).map(|k| (grp + k * groups) as u32).collect();
             let inputs = live.of(grp);
             let planes: Vec<u32> = inputs.iter().map(|&c| position[c as usize]).collect();
-            forward.add(&rows, &planes, |j, k| w[rows[j] as usize * cin + inputs[k] as usize]);
+            forward.add(&rows, &planes, |j, k| {
+                w[rows[j] as usize * cin + inputs[k] as usize]
+            });
             parts.push((rows, planes, grp * cout_g * l));
         }
         let input_grad = backward.then(|| {
@@ -332,7 +382,8 @@ impl<T: Direct3x3> SeparablePacked<T> {
         let t = pairs.len();
         let (dw, pw) = w.split_at(t * 9);
         let index = &pairs.inp[..];
-        let (rows, reads): (Vec<u32>, Vec<u32>) = ((0..cout as u32).collect(), (0..t as u32).collect());
+        let (rows, reads): (Vec<u32>, Vec<u32>) =
+            ((0..cout as u32).collect(), (0..t as u32).collect());
         let mut pointwise = Packed1x1::new();
         pointwise.add(&rows, &reads, |o, k| pw[o * t + k]);
         let pointwise_grad = backward.then(|| {
@@ -410,8 +461,7 @@ impl<T: Direct3x3> Prepared<T> {
                     .collect();
                 forward = Some(Packed3x3::forward(&masked, cout, cin, live.groups(), g));
                 if backward {
-                    input_grad =
-                        Some(Packed3x3::input_grad(&masked, cout, cin, live.groups(), g));
+                    input_grad = Some(Packed3x3::input_grad(&masked, cout, cin, live.groups(), g));
                 }
             }
         }
@@ -429,6 +479,15 @@ impl<T: Direct3x3> Prepared<T> {
         }
     }
 
+    /// The input channels whose gradient may be nonzero, where that is not all of them (a
+    /// learned-group conv's inputs that no group reads get exactly zero).
+    pub(super) fn read_channels(&self) -> Option<&[u32]> {
+        self.one
+            .as_ref()
+            .filter(|one| !one.unread.is_empty())
+            .map(|one| &one.reads[..])
+    }
+
     /// Values of one weight-gradient partial sum (compact for the live conv).
     pub(super) fn grad_len(&self) -> usize {
         match &self.conv {
@@ -443,20 +502,33 @@ impl<T: Direct3x3> Prepared<T> {
     pub(super) fn scratch(&self, dropout: bool) -> Scratch<T> {
         let (plane, zero) = (self.g.len(), T::from_f64(0.0));
         let (mut a, mut b, mut xpad, mut dypad, mut tile) = (0, 0, 0, 0, 0);
+        // Only a stage packed for the backward pass needs the backward's buffers.
+        let backward = self.input_grad.is_some()
+            || self.live_input_grad.is_some()
+            || self.one.as_ref().is_some_and(|o| o.input_grad.is_some())
+            || self
+                .separable
+                .as_ref()
+                .is_some_and(|s| s.pointwise_grad.is_some());
         match &self.conv {
             StageConv::Pointwise { .. } | StageConv::Live(_) => {
                 a = self.one.as_ref().map_or(0, |o| o.reads.len()) * plane;
             }
             StageConv::Separable(pairs) => {
                 let t = pairs.len();
-                (a, b) = (t * plane, t * plane);
+                a = t * plane;
                 xpad = self.g.padded_buffer_len(self.cin);
-                dypad = self.g.padded_buffer_len(t);
                 tile = pair_scratch_len(t.max(self.cin));
+                if backward {
+                    b = t * plane;
+                    dypad = self.g.padded_buffer_len(t);
+                }
             }
             StageConv::Conv3x3 { .. } | StageConv::Live3x3(_) => {
                 xpad = self.g.padded_buffer_len(self.cin);
-                dypad = self.g.padded_buffer_len(self.cout);
+                if backward {
+                    dypad = self.g.padded_buffer_len(self.cout);
+                }
                 tile = scratch_len(self.g);
                 if self.live_forward.is_some() {
                     tile = tile.max(pair_scratch_len(self.cin.max(self.cout)));
@@ -507,7 +579,10 @@ impl<T: Direct3x3> Prepared<T> {
                 conv1x1_image(y, &s.a, &one.forward, plane, parallel);
             }
             StageConv::Separable(_) => {
-                let sep = self.separable.as_ref().expect("separable weights are packed");
+                let sep = self
+                    .separable
+                    .as_ref()
+                    .expect("separable weights are packed");
                 let parallel = matches!(par, Parallelism::Rayon(_));
                 pad_activated(pre, x, keep, self.g, &mut s.xpad);
                 // SAFETY: the conv writes values only.
@@ -574,21 +649,44 @@ impl<T: Direct3x3> Prepared<T> {
                 }
                 // dW += dy · aᵀ, group by group (compact: each group's rows over its inputs).
                 for (rows, planes, at) in &one.groups {
-                    let dys: Vec<&[T]> = rows.iter().map(|&o| &dy[o as usize * plane..][..plane]).collect();
-                    let xs: Vec<&[T]> = planes.iter().map(|&p| &s.a[p as usize * plane..][..plane]).collect();
+                    let dys: Vec<&[T]> = rows
+                        .iter()
+                        .map(|&o| &dy[o as usize * plane..][..plane])
+                        .collect();
+                    let xs: Vec<&[T]> = planes
+                        .iter()
+                        .map(|&p| &s.a[p as usize * plane..][..plane])
+                        .collect();
                     dots1x1(&mut dw[*at..], &dys, &xs, plane);
                 }
                 // da = wᵀ · dy over the inputs some group reads; zero where none does.
-                let back = one.input_grad.as_ref().expect("backward weights are packed");
+                let back = one
+                    .input_grad
+                    .as_ref()
+                    .expect("backward weights are packed");
                 let parallel = matches!(par, Parallelism::Rayon(_));
                 // SAFETY: the conv writes values only.
-                conv1x1_image(unsafe { write_only(&mut da[..cin * plane]) }, dy, back, plane, parallel);
+                conv1x1_image(
+                    unsafe { write_only(&mut da[..cin * plane]) },
+                    dy,
+                    back,
+                    plane,
+                    parallel,
+                );
                 for &c in &one.unread {
                     da[c as usize * plane..][..plane].fill(zero);
                 }
+                if !one.unread.is_empty() {
+                    // Only the inputs some group reads have a gradient to gate.
+                    pre.gate_channels(x, keep, plane, &mut da[..cin * plane], sums, &one.reads);
+                    return;
+                }
             }
             StageConv::Separable(_) => {
-                let sep = self.separable.as_ref().expect("separable weights are packed");
+                let sep = self
+                    .separable
+                    .as_ref()
+                    .expect("separable weights are packed");
                 let (t, g) = (sep.t, self.g);
                 let parallel = matches!(par, Parallelism::Rayon(_));
                 if first {
@@ -603,13 +701,19 @@ impl<T: Direct3x3> Prepared<T> {
                 let dys: Vec<&[T]> = dy[..cout * plane].chunks(plane).collect();
                 let ds: Vec<&[T]> = s.a[..t * plane].chunks(plane).collect();
                 dots1x1(&mut dw[t * 9..], &dys, &ds, plane);
-                let back = sep.pointwise_grad.as_ref().expect("backward weights are packed");
+                let back = sep
+                    .pointwise_grad
+                    .as_ref()
+                    .expect("backward weights are packed");
                 // SAFETY: as above.
                 let dd = unsafe { write_only(&mut s.b[..t * plane]) };
                 conv1x1_image(dd, dy, back, plane, parallel);
                 pad_into(&s.b[..t * plane], g, &mut s.dypad);
                 // da = the depthwise's transpose of dd; dK from the input and dd.
-                let back = sep.depthwise_grad.as_ref().expect("backward weights are packed");
+                let back = sep
+                    .depthwise_grad
+                    .as_ref()
+                    .expect("backward weights are packed");
                 // SAFETY: as above.
                 let dst = unsafe { write_only(&mut da[..cin * plane]) };
                 pair_conv_image(dst, &s.dypad, back, g, &mut s.tile, parallel);

@@ -14,9 +14,7 @@ use super::state::{
 use super::PruneReport;
 use crate::config::Activation;
 use crate::cost::{conv_flops, trace, Cost, LayerCost};
-use crate::kernels::{
-    self, separable_conv, KernelPairs, LiveKernels, StageConv,
-};
+use crate::kernels::{self, separable_conv, KernelPairs, LiveKernels, StageConv};
 
 /// Pruning schedule and shape of a [`LearnedDscConv`].
 #[derive(Debug, Clone, Copy, PartialEq)]
