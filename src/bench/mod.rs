@@ -98,6 +98,9 @@ pub struct BenchRow {
     pub model: String,
     pub kernels: String,
     pub allocator: String,
+    /// The SIMD level the kernels' loops ran at.
+    #[serde(default)]
+    pub simd: String,
     pub threads: usize,
     pub batch: usize,
     /// The training speed of each schedule phase, in order.
@@ -255,6 +258,7 @@ pub fn measure(model: &str, spec: &ModelSpec, cfg: &BenchConfig) -> anyhow::Resu
         model: model.to_string(),
         kernels: crate::kernels::active().name().to_string(),
         allocator: crate::alloc::active().name().to_string(),
+        simd: crate::kernels::Simd::active().name().to_string(),
         threads: rayon::current_num_threads(),
         batch: cfg.batch,
         phases,

@@ -10,7 +10,8 @@ use super::format::OutputFormat;
 use crate::alloc::{Allocator, ALLOCATOR_ENV};
 use crate::bench::{measure, BenchConfig, BenchRow};
 use crate::config::{ConfigError, ModelSource, ModelSpec};
-use crate::kernels::{Kernels, KERNELS_ENV};
+use crate::kernels::simd::SIMD_ENV;
+use crate::kernels::{Kernels, Simd, KERNELS_ENV};
 use crate::table::Table;
 
 #[derive(Debug, clap::Args)]
@@ -42,6 +43,10 @@ pub struct BenchArgs {
     /// Global allocator of the measuring process, or a row of each.
     #[arg(long, value_delimiter = ',', default_value = "mimalloc")]
     pub allocator: Vec<Allocator>,
+    /// SIMD level of the kernels' loops (`portable`, `avx2`, `avx512`; at most this CPU's),
+    /// or a row of each; default: the widest this CPU runs (or `ABLATE_SIMD`'s).
+    #[arg(long, value_delimiter = ',')]
+    pub simd: Vec<Simd>,
     #[arg(long, value_enum, default_value_t = OutputFormat::Table)]
     pub format: OutputFormat,
     /// Instead of training speed: export each model (seeded weights) to ONNX and time it in
@@ -80,6 +85,16 @@ fn check(args: &BenchArgs) -> Result<(), ConfigError> {
                 "expected a positive number, got 0",
             ));
         }
+    }
+    if let Some(&level) = args.simd.iter().find(|&&l| l > Simd::detected()) {
+        return Err(ConfigError::invalid(
+            "--simd",
+            format!(
+                "`{}`: this CPU runs at most `{}`",
+                level.name(),
+                Simd::detected().name()
+            ),
+        ));
     }
     if let Some(t) = args.progress.filter(|t| !(0.0..=1.0).contains(t)) {
         return Err(ConfigError::invalid(
@@ -121,47 +136,57 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
         return Ok(());
     }
     let exe = std::env::current_exe().context("finding the ablate executable")?;
+    let levels = match &args.simd[..] {
+        [] => vec![Simd::active()],
+        levels => levels.to_vec(),
+    };
     let mut rows = Vec::new();
     for (name, _) in &specs {
-        for &kernels in &args.kernels {
-            for &allocator in &args.allocator {
-                eprintln!(
-                    "bench: {name}, {} kernels, {} allocator, batch {}, {} steps ...",
-                    kernels.name(),
-                    allocator.name(),
-                    args.batch,
-                    args.steps
-                );
-                let mut child = Command::new(&exe);
-                child
-                    .arg("bench")
-                    .arg("--child")
-                    .args(["--models", name])
-                    .args(["--batch", &args.batch.to_string()])
-                    .args(["--steps", &args.steps.to_string()])
-                    .args(["--latency-runs", &args.latency_runs.to_string()]);
-                if let Some(t) = args.progress {
-                    child.args(["--progress", &t.to_string()]);
-                }
-                let out = child
-                    .env(KERNELS_ENV, kernels.name())
-                    .env(ALLOCATOR_ENV, allocator.name())
-                    .stderr(Stdio::inherit())
-                    .output()
-                    .with_context(|| format!("running {}", exe.display()))?;
-                if !out.status.success() {
-                    anyhow::bail!("measuring {name} failed ({})", out.status);
-                }
-                let line = String::from_utf8_lossy(&out.stdout);
-                let row: BenchRow = serde_json::from_str(line.trim())
-                    .with_context(|| format!("reading the measurement of {name}: {line}"))?;
-                eprintln!(
-                    "bench: {name}: {:.1} train img/s over a run ({:.1} s per CIFAR-10 epoch), \
-                     {:.2} ms at batch 1",
-                    row.train_images_per_s, row.epoch_seconds, row.latency_ms
-                );
-                rows.push(row);
+        let combos = args.kernels.iter().flat_map(|&k| {
+            let levels = &levels;
+            args.allocator
+                .iter()
+                .flat_map(move |&a| levels.iter().map(move |&s| (k, a, s)))
+        });
+        for (kernels, allocator, simd) in combos {
+            eprintln!(
+                "bench: {name}, {} kernels, {} allocator, {} loops, batch {}, {} steps ...",
+                kernels.name(),
+                allocator.name(),
+                simd.name(),
+                args.batch,
+                args.steps
+            );
+            let mut child = Command::new(&exe);
+            child
+                .arg("bench")
+                .arg("--child")
+                .args(["--models", name])
+                .args(["--batch", &args.batch.to_string()])
+                .args(["--steps", &args.steps.to_string()])
+                .args(["--latency-runs", &args.latency_runs.to_string()]);
+            if let Some(t) = args.progress {
+                child.args(["--progress", &t.to_string()]);
             }
+            let out = child
+                .env(KERNELS_ENV, kernels.name())
+                .env(ALLOCATOR_ENV, allocator.name())
+                .env(SIMD_ENV, simd.name())
+                .stderr(Stdio::inherit())
+                .output()
+                .with_context(|| format!("running {}", exe.display()))?;
+            if !out.status.success() {
+                anyhow::bail!("measuring {name} failed ({})", out.status);
+            }
+            let line = String::from_utf8_lossy(&out.stdout);
+            let row: BenchRow = serde_json::from_str(line.trim())
+                .with_context(|| format!("reading the measurement of {name}: {line}"))?;
+            eprintln!(
+                "bench: {name}: {:.1} train img/s over a run ({:.1} s per CIFAR-10 epoch), \
+                     {:.2} ms at batch 1",
+                row.train_images_per_s, row.epoch_seconds, row.latency_ms
+            );
+            rows.push(row);
         }
     }
     if let Err(e) = add_estimates(&mut rows, &specs) {
@@ -205,10 +230,11 @@ fn estimate_cell(estimate: Option<f64>, measured: f64) -> String {
     estimate.map_or("-".into(), |e| format!("{e:.1} ({:.2}x)", e / measured))
 }
 
-const HEADER: [&str; 15] = [
+const HEADER: [&str; 16] = [
     "model",
     "kernels",
     "allocator",
+    "simd",
     "run train img/s",
     "estimate img/s",
     "epoch s",
@@ -228,6 +254,7 @@ fn cells(r: &BenchRow) -> Vec<String> {
         r.model.clone(),
         r.kernels.clone(),
         r.allocator.clone(),
+        r.simd.clone(),
         format!("{:.1}", r.train_images_per_s),
         estimate_cell(r.estimate_images_per_s, r.train_images_per_s),
         format!("{:.0}", r.epoch_seconds),
@@ -243,10 +270,11 @@ fn cells(r: &BenchRow) -> Vec<String> {
     ]
 }
 
-const PHASE_HEADER: [&str; 10] = [
+const PHASE_HEADER: [&str; 11] = [
     "model",
     "kernels",
     "allocator",
+    "simd",
     "progress",
     "structure",
     "share of run",
@@ -270,6 +298,7 @@ fn phase_cells(rows: &[BenchRow]) -> Vec<Vec<String>> {
                     r.model.clone(),
                     r.kernels.clone(),
                     r.allocator.clone(),
+                    r.simd.clone(),
                     span,
                     p.structure.clone(),
                     format!("{:.1}%", 100.0 * p.share()),

@@ -91,6 +91,7 @@ impl<T: Float> Packed1x1<T> {
         self.reads.extend_from_slice(reads);
         let end = self.reads.len();
         let per = max_rows(self.simd);
+        self.data.reserve(rows.len() * reads.len());
         // As even a split into blocks as the registers allow.
         let blocks = rows.len().div_ceil(per);
         let mut j0 = 0;
@@ -105,9 +106,12 @@ impl<T: Float> Packed1x1<T> {
                 end,
                 offset: self.data.len(),
             });
-            for k in 0..reads.len() {
-                for j in j0..j1 {
-                    self.data.push(w(j, k));
+            let start = self.data.len();
+            self.data
+                .resize(start + reads.len() * (j1 - j0), T::from_f64(0.0));
+            for (k, plane) in self.data[start..].chunks_exact_mut(j1 - j0).enumerate() {
+                for (j, v) in plane.iter_mut().enumerate() {
+                    *v = w(j0 + j, k);
                 }
             }
             j0 = j1;
@@ -159,7 +163,7 @@ pub(super) fn conv1x1_image<T: Direct1x1>(
         .map(|b| b.rows * (b.end - b.first))
         .sum::<usize>()
         * plane;
-    if parallel && macs >= super::PARALLEL_MIN_MACS {
+    if super::splits(parallel, macs) {
         // As many pieces as threads, of whole blocks.
         let per = packed
             .blocks

@@ -210,7 +210,7 @@ pub(super) fn conv_image<T: Direct3x3>(
 ) {
     let plane = g.len();
     assert!(dst.len() >= packed.outputs * plane && scratch.len() >= MR * g.tiled_len());
-    if !parallel {
+    if !super::splits(parallel, packed.data.len() * plane) {
         let mut rest = &mut dst[..];
         for b in &packed.blocks {
             let (out, tail) = rest.split_at_mut(b.rows * plane);

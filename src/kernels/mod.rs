@@ -157,9 +157,17 @@ pub(crate) fn cpu_kernel_fits(location: &DeviceLocation, dtype: DType) -> bool {
 }
 
 /// Multiply-adds below which one image's conv is not split among threads (a batch smaller
-/// than the thread count): about 10 µs of work, less than handing pieces to other threads
-/// and waiting for them costs.
-const PARALLEL_MIN_MACS: usize = 1 << 20;
+/// than the thread count): about 40 µs of work on one core. Below it, handing pieces to
+/// other threads and waiting for them costs more than it saves (batch-1 latency measured
+/// with 2^20, 2^22 and never: 2^22 was fastest for both families).
+const PARALLEL_MIN_MACS: usize = 1 << 22;
+
+/// Whether one image's conv of `macs` multiply-adds is split among threads, where the caller
+/// allows it (`parallel`). The unit tests split every conv they allow to, so the split loops
+/// are checked on small shapes too.
+fn splits(parallel: bool, macs: usize) -> bool {
+    parallel && (macs >= PARALLEL_MIN_MACS || cfg!(test))
+}
 
 /// `len` values written by `fill(i, chunk)` over the `i`-th of the chunks of `chunk` values,
 /// in parallel when `parallel`, with no zeroing pass first (for outputs of many MB, that pass

@@ -243,7 +243,7 @@ pub(super) fn pair_conv_image<T: PairTiles>(
         }
     };
     let macs = 9 * packed.writes.len() * g.acc_len();
-    if parallel && macs >= super::PARALLEL_MIN_MACS {
+    if super::splits(parallel, macs) {
         let threads = rayon::current_num_threads().max(1);
         let per = tiles.div_ceil(threads);
         let zero = T::from_f64(0.0);
