@@ -51,7 +51,7 @@ fn executed_convention_counts_masked_convs_at_full_size() {
     }
 }
 
-/// The closed form of the reference's per-layer table (reference.md section 2.6), written out
+/// The closed form of the reference's per-layer table (docs/specification.md, section 5, "CondenseNet-86 layer by layer"), written out
 /// independently of the model code: G = C = 4, bottleneck 4, growth k, input Cin, side S.
 fn condensenet_closed_form(layers: usize, growth: [usize; 3]) -> Cost {
     let mut flops = 0;

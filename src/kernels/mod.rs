@@ -1,11 +1,12 @@
 //! CPU kernels for the ops candle runs slowly, as candle custom ops with their own backward:
 //! convolution as im2col + GEMM ([`conv2d`]), depthwise 3x3 ([`depthwise3x3`]), fused
 //! batch-norm + activation ([`bn_act`]), batch-norm + activation + dropout + conv as one op
-//! ([`preact_conv`]: 1x1 in groups, the learned-group 1x1 over live inputs only, and 3x3 as
-//! register-blocked direct loops), sparse 3x3 convs over kernel pairs ([`sparse_conv3x3`]),
-//! the converted learned-dsc conv as one op ([`separable_conv`]) or, in training, as the dense
-//! 3x3 its weights make ([`separable_kernels`]), and channel gathers
-//! ([`select_channels`], which also does the channel shuffle).
+//! ([`preact_conv`]: 1x1 in groups and the learned-group 1x1 over live inputs only as direct
+//! 1x1 loops, 3x3 as register-blocked direct loops, the learned-dsc 3x3 over its live
+//! kernels only, and the converted learned-dsc conv as depthwise + pointwise), sparse 3x3
+//! convs over kernel pairs ([`sparse_conv3x3`]), the converted learned-dsc conv as one op
+//! ([`separable_conv`]), and channel gathers ([`select_channels`], which also does the
+//! channel shuffle). The loops run at the widest SIMD level the CPU has ([`simd`]).
 //!
 //! Every kernel sums each output element in one fixed order that does not depend on thread
 //! timing or the thread count's work split, so training stays bit-reproducible. Each is
