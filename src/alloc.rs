@@ -1,6 +1,7 @@
 //! The process's global allocator, chosen once at the first allocation: mimalloc (the default)
 //! or glibc's malloc (`ABLATE_ALLOCATOR=system`), so `ablate bench --allocator both` can compare
-//! the two on the same binary, side by side.
+//! the two on the same binary, side by side; and the peak resident memory it reaches
+//! ([`peak_rss`]), which runs record and `ablate bench` reports.
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicU8, Ordering};
@@ -102,4 +103,16 @@ unsafe impl GlobalAlloc for Selected {
             mimalloc::MiMalloc.realloc(ptr, layout, new_size)
         }
     }
+}
+
+/// The process's peak resident set size (VmHWM), bytes; 0 where /proc is missing.
+pub fn peak_rss() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("VmHWM:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        })
+        .map_or(0, |kb| kb * 1024)
 }

@@ -12,6 +12,7 @@ use ablate::schedule::{Locked, Stopped};
 use ablate::train::{Diverged, Interrupted};
 
 fn main() -> ExitCode {
+    unset_empty_settings();
     configure_runtime();
     let cli = Cli::parse();
     match run(cli) {
@@ -60,6 +61,20 @@ extern "C" {
 }
 /// `mi_option_purge_delay` in mimalloc 3's `mi_option_e`.
 const MI_OPTION_PURGE_DELAY: std::ffi::c_int = 15;
+
+/// An `ABLATE_*` environment variable set to the empty string means unset, for every command
+/// and every process it starts (`ABLATE_RESULTS=` is the default results dir, not an error;
+/// `ABLATE_CACHE_DIR=` is the default cache, not the current directory). Done first, while
+/// the process has one thread.
+fn unset_empty_settings() {
+    let empty: Vec<std::ffi::OsString> = std::env::vars_os()
+        .filter(|(k, v)| v.is_empty() && k.to_str().is_some_and(|k| k.starts_with("ABLATE_")))
+        .map(|(k, _)| k)
+        .collect();
+    for k in empty {
+        std::env::remove_var(k);
+    }
+}
 
 /// Process-wide settings made before any work starts.
 fn configure_runtime() {

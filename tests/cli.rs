@@ -675,3 +675,38 @@ fn the_calibration_cache_is_shared_safely() {
     assert!(!all.contains("cached in"), "{all}");
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// An `ABLATE_*` variable set to the empty string means unset: with `ABLATE_NO_TENSORBOARD=`
+/// and `ABLATE_RESULTS=` a command does what it does without them (was: exit 2 naming
+/// `--no-tensorboard`), reading the default results dir.
+#[test]
+fn an_empty_setting_is_unset() {
+    let dir = scratch("empty-env");
+    std::fs::create_dir_all(dir.join("results")).unwrap();
+    let report = |empty: &[&str]| {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_ablate"));
+        c.args(["report", "--out", "reports"])
+            .current_dir(&dir)
+            .env("ABLATE_CACHE_DIR", common::CACHE)
+            .env_remove("ABLATE_NO_TENSORBOARD")
+            .env_remove("ABLATE_RESULTS");
+        for k in empty {
+            c.env(k, "");
+        }
+        c.output().unwrap()
+    };
+    let unset = report(&[]);
+    let empty = report(&["ABLATE_NO_TENSORBOARD", "ABLATE_RESULTS"]);
+    assert_eq!(
+        empty.status.code(),
+        unset.status.code(),
+        "{}",
+        stderr(&empty)
+    );
+    assert_eq!(stderr(&empty), stderr(&unset));
+    assert!(
+        stderr(&empty).starts_with("error: results: "),
+        "{}",
+        stderr(&empty)
+    );
+}

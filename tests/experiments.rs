@@ -126,6 +126,7 @@ fn every_shipped_experiment_plans() {
         ("baseline_vs_cnx.toml", 2),
         ("ablations.toml", 11),
         ("quickstart.toml", 4),
+        ("paper_check.toml", 6),
         ("ci.toml", 4),
     ] {
         let path = Path::new(env!("CARGO_MANIFEST_DIR"))

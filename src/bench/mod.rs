@@ -116,6 +116,10 @@ pub struct BenchRow {
     pub latency_ms: f64,
     /// Peak resident memory of the process after the training steps, bytes.
     pub train_peak_rss: u64,
+    /// Peak resident memory after what ends a run as well (the schedule finished, the
+    /// conversion, deploy-form evaluation at `batch`), bytes: what a run's slot needs.
+    #[serde(default)]
+    pub run_peak_rss: u64,
     /// Executed multiply-adds per image of the training form, averaged over the phases by
     /// their share.
     pub train_macs: f64,
@@ -193,17 +197,7 @@ pub(crate) fn batch(n: usize, classes: usize) -> candle_core::Result<(Tensor, Te
     ))
 }
 
-/// The process's peak resident set size (VmHWM), bytes; 0 where /proc is missing.
-pub fn peak_rss() -> u64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix("VmHWM:"))
-                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
-        })
-        .map_or(0, |kb| kb * 1024)
-}
+pub use crate::alloc::peak_rss;
 
 /// Measures `spec` (named `model`) on the CPU with the kernels and allocator now active.
 pub fn measure(model: &str, spec: &ModelSpec, cfg: &BenchConfig) -> anyhow::Result<BenchRow> {
@@ -245,6 +239,7 @@ pub fn measure(model: &str, spec: &ModelSpec, cfg: &BenchConfig) -> anyhow::Resu
     let infer_times = time_runs(cfg.warmup, cfg.steps, || {
         deploy.forward_t(&x, false)?.to_dtype(DType::F32).map(drop)
     })?;
+    let run_peak_rss = peak_rss();
     let one = x.narrow(0, 0, 1)?.contiguous()?;
     let latency = time_runs(3, cfg.latency_runs, || {
         deploy.forward_t(&one, false).map(drop)
@@ -267,6 +262,7 @@ pub fn measure(model: &str, spec: &ModelSpec, cfg: &BenchConfig) -> anyhow::Resu
         infer_images_per_s,
         latency_ms: med(&latency) * 1e3,
         train_peak_rss,
+        run_peak_rss,
         train_macs,
         deploy_macs,
         train_gflops: 6.0 * train_macs * train_images_per_s / 1e9,

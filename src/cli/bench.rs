@@ -230,7 +230,7 @@ fn estimate_cell(estimate: Option<f64>, measured: f64) -> String {
     estimate.map_or("-".into(), |e| format!("{e:.1} ({:.2}x)", e / measured))
 }
 
-const HEADER: [&str; 16] = [
+const HEADER: [&str; 17] = [
     "model",
     "kernels",
     "allocator",
@@ -241,6 +241,7 @@ const HEADER: [&str; 16] = [
     "first-phase img/s",
     "train GFLOP/s",
     "peak RSS (MB)",
+    "run end peak (MB)",
     "infer img/s",
     "batch-1 ms",
     "train MMAC/img",
@@ -261,6 +262,7 @@ fn cells(r: &BenchRow) -> Vec<String> {
         format!("{:.1}", r.first_images_per_s()),
         format!("{:.1}", r.train_gflops),
         format!("{:.0}", r.train_peak_rss as f64 / 1e6),
+        format!("{:.0}", r.run_peak_rss as f64 / 1e6),
         format!("{:.1}", r.infer_images_per_s),
         format!("{:.2}", r.latency_ms),
         format!("{:.1}", r.train_macs / 1e6),

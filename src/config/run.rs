@@ -52,6 +52,9 @@ pub enum DatasetKind {
     Cifar10,
     /// The deterministic synthetic stand-in (see `data::synthetic`).
     Synthetic,
+    /// The UCI handwritten digits compiled into the binary (1,297 train, 500 test; real
+    /// images, see `data::digits`).
+    Digits,
 }
 
 impl DatasetKind {
@@ -59,8 +62,14 @@ impl DatasetKind {
     /// CIFAR-10 and has as many.
     pub const fn classes(self) -> usize {
         match self {
-            Self::Cifar10 | Self::Synthetic => 10,
+            Self::Cifar10 | Self::Synthetic | Self::Digits => 10,
         }
+    }
+
+    /// Whether training augments by mirroring left-right (a mirrored digit is not the same
+    /// digit; a mirrored photograph is the same scene).
+    pub const fn mirrors(self) -> bool {
+        !matches!(self, Self::Digits)
     }
 }
 
@@ -69,6 +78,7 @@ impl std::fmt::Display for DatasetKind {
         f.write_str(match self {
             Self::Cifar10 => "cifar10",
             Self::Synthetic => "synthetic",
+            Self::Digits => "digits",
         })
     }
 }

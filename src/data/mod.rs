@@ -1,11 +1,14 @@
-//! Image datasets: the official CIFAR-10 binary files and a synthetic stand-in.
+//! Image datasets: the official CIFAR-10 binary files, the UCI handwritten digits (real images
+//! compiled into the binary) and a synthetic stand-in.
 
 mod cifar;
+mod digits;
 mod download;
 mod pipeline;
 mod synthetic;
 
 pub use cifar::{load_cifar10, CIFAR10_CLASSES, CIFAR10_DIR, RECORD_BYTES, TEST_FILE, TRAIN_FILES};
+pub use digits::{digits, DIGITS_TEST, DIGITS_TRAIN};
 pub use download::{ensure_cifar10, md5_hex, CIFAR10_ARCHIVE, CIFAR10_MD5, CIFAR10_URL, URL_ENV};
 pub use pipeline::{epoch_order, prepare_batch, transform, Crop, CROP_PAD, MEAN, STD};
 pub use synthetic::synthetic;
@@ -137,24 +140,32 @@ pub fn sizes(cfg: &crate::config::DataConfig) -> (usize, usize) {
             cfg.train_size.unwrap_or(SYNTHETIC_TRAIN),
             cfg.test_size.unwrap_or(SYNTHETIC_TEST),
         ),
+        DatasetKind::Digits => (
+            cfg.train_size.map_or(DIGITS_TRAIN, |n| n.min(DIGITS_TRAIN)),
+            cfg.test_size.map_or(DIGITS_TEST, |n| n.min(DIGITS_TEST)),
+        ),
     }
 }
 
-/// The (train, test) sets a run asks for: CIFAR-10 from `data_dir` (fetched when missing) or
-/// the synthetic set, cut to the configured sizes.
+/// The (train, test) sets a run asks for: CIFAR-10 from `data_dir` (fetched when missing), the
+/// digits or the synthetic set, cut to the configured sizes.
 pub fn load(
     cfg: &crate::config::DataConfig,
     data_dir: &std::path::Path,
 ) -> Result<(Dataset, Dataset), DataError> {
     use crate::config::DatasetKind;
+    let cut = |d: Dataset, n: Option<usize>| match n {
+        Some(n) => d.subset(n),
+        None => d,
+    };
     match cfg.dataset {
         DatasetKind::Cifar10 => {
             ensure_cifar10(data_dir)?;
             let (train, test) = load_cifar10(data_dir)?;
-            let cut = |d: Dataset, n: Option<usize>| match n {
-                Some(n) => d.subset(n),
-                None => d,
-            };
+            Ok((cut(train, cfg.train_size), cut(test, cfg.test_size)))
+        }
+        DatasetKind::Digits => {
+            let (train, test) = digits();
             Ok((cut(train, cfg.train_size), cut(test, cfg.test_size)))
         }
         DatasetKind::Synthetic => Ok((

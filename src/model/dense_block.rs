@@ -26,9 +26,10 @@ pub fn forward(layers: &[DenseLayer], x: &Tensor, train: bool) -> Result<Tensor>
             return run(fused, x, train);
         }
     }
-    layers
-        .iter()
-        .try_fold(x.clone(), |x, layer| layer.forward_t(&x, train))
+    layers.iter().try_fold(x.clone(), |x, layer| {
+        let y = layer.forward_t(&x, train)?;
+        Ok(unless_training(y, train))
+    })
 }
 
 fn run(layers: Vec<Vec<FusedStage>>, x: &Tensor, train: bool) -> Result<Tensor> {
@@ -51,4 +52,16 @@ fn run(layers: Vec<Vec<FusedStage>>, x: &Tensor, train: bool) -> Result<Tensor> 
         }
     }
     Ok(y)
+}
+
+/// `y` itself in training; in evaluation, `y` cut from the graph that made it. The parameters
+/// are variables, so every op's output keeps its inputs alive for a backward pass; evaluation
+/// never runs one, and cutting the graph after each layer lets the tensors of the layers
+/// before be freed, so an evaluation holds about one layer's tensors, not the whole network's.
+pub(crate) fn unless_training(y: Tensor, train: bool) -> Tensor {
+    if train {
+        y
+    } else {
+        y.detach()
+    }
 }

@@ -382,18 +382,19 @@ impl Network {
 }
 
 impl ModuleT for Network {
-    /// `[N, 3, 32, 32]` images -> `[N, classes]` logits.
+    /// `[N, 3, 32, 32]` images -> `[N, classes]` logits. In evaluation (`train` false) the
+    /// logits carry no graph: no gradient flows back from them.
     fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
-        let mut x = self.stem.forward(x)?;
+        let mut x = dense_block::unless_training(self.stem.forward(x)?, train);
         for (b, block) in self.blocks.iter().enumerate() {
-            x = dense_block::forward(block, &x, train)?;
+            x = dense_block::unless_training(dense_block::forward(block, &x, train)?, train);
             if let Some(pool) = self.transitions.get(b) {
                 x = pool.forward(&x)?;
             }
         }
         let x = self.head_norm.forward_act(&x, train, &self.head_act)?;
         let x = self.head_pool.forward(&x)?.flatten_from(1)?;
-        self.classify(&x)
+        Ok(dense_block::unless_training(self.classify(&x)?, train))
     }
 }
 

@@ -75,6 +75,8 @@ pub struct GroupRow {
     pub stats: Vec<Stat>,
     /// The devices the finished runs ran on, joined.
     pub device: String,
+    /// What the group's runs were trained on, each distinct setting once.
+    pub trained_on: Vec<super::trained_on::TrainedOn>,
 }
 
 impl GroupRow {
@@ -157,7 +159,14 @@ pub fn aggregate(rows: &[RunRow]) -> anyhow::Result<Vec<GroupRow>> {
             .collect();
         devices.sort();
         devices.dedup();
+        let mut trained_on = Vec::new();
+        for t in members.iter().filter_map(|r| r.trained_on) {
+            if !trained_on.contains(&t) {
+                trained_on.push(t);
+            }
+        }
         out.push(GroupRow {
+            trained_on,
             model_name: members
                 .first()
                 .map_or_else(String::new, |r| r.model_name.clone()),

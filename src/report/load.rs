@@ -52,6 +52,8 @@ pub struct RunRow {
     pub images_per_second: Option<f64>,
     /// The pruning schedule's events, from the summary (empty without one).
     pub pruning: Vec<PruningEvent>,
+    /// The data set, training images and epochs of its config (`None` without one).
+    pub trained_on: Option<super::trained_on::TrainedOn>,
     /// `cpu @ host` or `cuda:0 @ host` of the latest attempt.
     pub device: Option<String>,
     /// Why the run's files cannot be trusted (naming the file); such a run has status
@@ -126,6 +128,12 @@ fn check_metrics(records: &[EpochRecord], expected_rows: Option<usize>) -> Resul
                 METRICS_COLUMNS[k + 1]
             ));
         }
+        // Accuracies are percentages.
+        for (name, v) in [("train_top1", r.train_top1), ("test_top1", r.test_top1)] {
+            if !(0.0..=100.0).contains(&v) {
+                return Err(format!("row {}: `{name}` is {v}, not a percentage", i + 1));
+            }
+        }
         if r.epoch != i + 1 {
             return Err(format!("row {}: epoch is not {}", i + 1, i + 1));
         }
@@ -192,6 +200,16 @@ fn load_run(exp_dir: &Path, entry: PlanEntry) -> RunRow {
             None
         }
     };
+    if let Some(v) = summary
+        .as_ref()
+        .map(|s| s.deploy_test_top1)
+        .filter(|v| !(0.0..=100.0).contains(v))
+    {
+        problems.push(format!(
+            "{}: `deploy_test_top1` is {v}, not a percentage",
+            summary_path.display()
+        ));
+    }
     let done = status.as_ref().is_some_and(|s| s.status == RunStatus::Done);
     if done && summary.is_none() && problems.is_empty() {
         problems.push(format!(
@@ -271,6 +289,7 @@ fn load_run(exp_dir: &Path, entry: PlanEntry) -> RunRow {
         epoch_seconds,
         images_per_second: ips,
         pruning: summary.map(|s| s.schedule).unwrap_or_default(),
+        trained_on: config.as_ref().map(super::trained_on::TrainedOn::of),
         device: status
             .as_ref()
             .filter(|s| !s.host.is_empty())

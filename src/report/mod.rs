@@ -8,6 +8,7 @@ pub mod load;
 pub mod paper;
 pub mod plots;
 pub mod tables;
+pub mod trained_on;
 pub mod welch;
 
 use std::fmt::Write;

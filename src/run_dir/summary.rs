@@ -52,6 +52,14 @@ pub struct Summary {
     /// the conversion), in order; empty in summaries written before it was recorded.
     #[serde(default)]
     pub schedule: Vec<PruningEvent>,
+    /// Peak resident memory of the training process (VmHWM, bytes) when its last epoch
+    /// ended, and when the run ended (after the conversion and the two evaluations); 0 where
+    /// the OS does not say, or in summaries written before they were recorded. A resumed run
+    /// gives its last process's.
+    #[serde(default)]
+    pub peak_rss_training_bytes: u64,
+    #[serde(default)]
+    pub peak_rss_bytes: u64,
 }
 
 /// A `summary.json` as its readers (the report, the scheduler) take it: only the fields they

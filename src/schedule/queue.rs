@@ -173,9 +173,7 @@ pub fn prepare(exp: &Experiment, results: &Path, policy: &Policy) -> anyhow::Res
     for (index, run) in exp.runs.iter().enumerate() {
         let dir = exp.run_dir(results, run);
         if policy.force && dir.exists() {
-            let aside =
-                root.join(".replaced")
-                    .join(format!("{}-{}", run.id, unix_seconds() as u64));
+            let aside = aside_name(&root.join(".replaced"), &run.id.to_string());
             std::fs::create_dir_all(aside.parent().expect("has a parent"))?;
             std::fs::rename(&dir, &aside).with_context(|| {
                 format!("moving {} aside to {}", dir.display(), aside.display())
@@ -192,9 +190,46 @@ pub fn prepare(exp: &Experiment, results: &Path, policy: &Policy) -> anyhow::Res
     Ok(prepared)
 }
 
+/// A name under `replaced` that nothing has yet: `<id>-<unix seconds>`, then `-2`, `-3`, ...
+/// for more replacements within the same second.
+fn aside_name(replaced: &Path, id: &str) -> PathBuf {
+    let stem = format!("{id}-{}", unix_seconds() as u64);
+    let mut aside = replaced.join(&stem);
+    let mut k = 2;
+    while aside.exists() {
+        aside = replaced.join(format!("{stem}-{k}"));
+        k += 1;
+    }
+    aside
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Two replacements of a run within one second get two names (was: the second rename
+    /// failed with "Directory not empty").
+    #[test]
+    fn replacements_within_one_second_get_their_own_names() {
+        let replaced = std::env::temp_dir().join(format!("ablate-aside-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&replaced);
+        std::fs::create_dir_all(&replaced).unwrap();
+        let first = aside_name(&replaced, "abc");
+        std::fs::create_dir(&first).unwrap();
+        let second = aside_name(&replaced, "abc");
+        assert_ne!(first, second);
+        assert!(
+            second.to_str().unwrap().ends_with("-2"),
+            "{}",
+            second.display()
+        );
+        std::fs::create_dir(&second).unwrap();
+        assert!(aside_name(&replaced, "abc")
+            .to_str()
+            .unwrap()
+            .ends_with("-3"));
+        std::fs::remove_dir_all(&replaced).unwrap();
+    }
 
     /// A `failed` status whose history holds `failures` failed attempts started at `started`.
     fn failed(failures: usize, started: f64) -> StatusRecord {

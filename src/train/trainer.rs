@@ -29,7 +29,9 @@ use crate::run_dir::{
 };
 use crate::tensorboard::hparams::SessionStatus;
 
-/// Images per evaluation batch (evaluation is per-image in eval mode; this bounds memory).
+/// Images per evaluation batch at most (evaluation is per-image in eval mode). A run
+/// evaluates at its training batch below this: an evaluation forward (no graph kept) then
+/// holds less than a training step does.
 const EVAL_BATCH: usize = 200;
 
 /// Where and how a run executes; none of it changes the result on a given device.
@@ -387,6 +389,7 @@ impl<'a> Trainer<'a> {
         let mut lr = self.cfg.train.lr;
         let started = Instant::now();
         let train = std::sync::Arc::clone(&self.train);
+        let mirrors = self.cfg.data.dataset.mirrors();
         std::thread::scope(|scope| -> anyhow::Result<()> {
             // Batches are prepared one step ahead on the rayon pool while the step runs.
             let (tx, rx) = std::sync::mpsc::sync_channel(2);
@@ -394,7 +397,11 @@ impl<'a> Trainer<'a> {
             scope.spawn(move || {
                 for (b, indices) in order.chunks(batch).enumerate() {
                     let prepared = prepare_batch(&train, indices, |k| {
-                        Crop::random(seed, epoch, b * batch + k)
+                        let crop = Crop::random(seed, epoch, b * batch + k);
+                        Crop {
+                            flip: crop.flip && mirrors,
+                            ..crop
+                        }
                     });
                     if tx.send(prepared).is_err() {
                         return;
@@ -506,7 +513,7 @@ impl<'a> Trainer<'a> {
         let (mut loss_sum, mut correct) = (0f64, 0usize);
         let mut predictions = Vec::with_capacity(data.len());
         let indices: Vec<usize> = (0..data.len()).collect();
-        for chunk in indices.chunks(EVAL_BATCH) {
+        for chunk in indices.chunks(self.cfg.train.batch.clamp(1, EVAL_BATCH)) {
             let (pixels, labels) = prepare_batch(data, chunk, |_| Crop::CENTER);
             let n = labels.len();
             let x = Tensor::from_vec(pixels, (n, 3, 32, 32), &self.device)?;
@@ -531,6 +538,7 @@ impl<'a> Trainer<'a> {
     /// End of training: run every schedule to its end and prune the head, convert to the
     /// deploy form, check that both make the same predictions, write the model.
     fn finish(&mut self) -> anyhow::Result<Summary> {
+        let peak_rss_training_bytes = crate::alloc::peak_rss();
         let mut pruned = self.net.clone();
         pruned.finish_pruning()?;
         let before = self.evaluate(&pruned, &self.test)?;
@@ -601,6 +609,8 @@ impl<'a> Trainer<'a> {
             test_images: self.test.len(),
             last,
             schedule,
+            peak_rss_training_bytes,
+            peak_rss_bytes: crate::alloc::peak_rss(),
         })
     }
 }
