@@ -34,6 +34,16 @@ pub fn resolved(path: &Path) -> Option<PathBuf> {
 /// Writes `bytes` to `path` atomically. On failure (a full disk) the temp file is removed and
 /// `path` keeps what it had.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
+    // The rename would put a regular file in place of a device, FIFO, socket or directory
+    // (`--out /dev/null` as root replaced the device): such a path is never written.
+    if let Ok(meta) = std::fs::metadata(path) {
+        if !meta.is_file() {
+            anyhow::bail!(
+                "{}: not a regular file; refusing to replace it with one",
+                path.display()
+            );
+        }
+    }
     let tmp = temp_path(path);
     let written = std::fs::write(&tmp, bytes)
         .with_context(|| format!("writing {}", path.display()))
@@ -59,8 +69,63 @@ pub fn save_safetensors_with(
 ) -> anyhow::Result<u64> {
     let bytes = safetensors::serialize(tensors, metadata)
         .with_context(|| format!("serialising {}", path.display()))?;
+    let bytes = canonical_header(bytes);
     write_atomic(path, &bytes)?;
     Ok(bytes.len() as u64)
+}
+
+/// A safetensors file with its header's keys in sorted order, at every level: the same tensors
+/// and metadata give the same bytes (safetensors writes its metadata map in hash order, so
+/// training one config twice gave files that differed in the header alone). The header keeps
+/// its length (the same keys and values, reordered), so the data offsets stay valid; a file
+/// that is not as `serialize` writes it is returned unchanged.
+fn canonical_header(bytes: Vec<u8>) -> Vec<u8> {
+    let Some(n) = bytes
+        .get(..8)
+        .map(|b| u64::from_le_bytes(b.try_into().expect("8 bytes")) as usize)
+    else {
+        return bytes;
+    };
+    let Some(header) = bytes.get(8..8 + n) else {
+        return bytes;
+    };
+    let Ok(value) = serde_json::from_slice::<serde_json::Value>(header) else {
+        return bytes;
+    };
+    let sorted_text = match canonical_json(&value) {
+        Some(t) if t.len() <= n => t,
+        _ => return bytes,
+    };
+    let mut out = bytes;
+    out[8..8 + n].fill(b' ');
+    out[8..8 + sorted_text.len()].copy_from_slice(sorted_text.as_bytes());
+    out
+}
+
+/// Compact JSON of `v` with every object's keys in sorted order.
+fn canonical_json(v: &serde_json::Value) -> Option<String> {
+    match v {
+        serde_json::Value::Object(map) => {
+            let mut keys: Vec<&String> = map.keys().collect();
+            keys.sort();
+            let parts: Option<Vec<String>> = keys
+                .into_iter()
+                .map(|k| {
+                    Some(format!(
+                        "{}:{}",
+                        serde_json::to_string(k).ok()?,
+                        canonical_json(&map[k])?
+                    ))
+                })
+                .collect();
+            Some(format!("{{{}}}", parts?.join(",")))
+        }
+        serde_json::Value::Array(items) => {
+            let parts: Option<Vec<String>> = items.iter().map(canonical_json).collect();
+            Some(format!("[{}]", parts?.join(",")))
+        }
+        other => serde_json::to_string(other).ok(),
+    }
 }
 
 /// A file whose content contradicts its own checksum: reading it again gives the same error,
@@ -199,6 +264,68 @@ mod tests {
             .collect();
         assert_eq!(names, ["status.json"]);
         assert!(target.join("occupied").is_dir());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// A path that is not a regular file (here a FIFO; `/dev/null` as root was replaced) is
+    /// never renamed over: the write fails naming it and the path keeps what it was.
+    #[test]
+    fn an_atomic_write_never_replaces_what_is_not_a_regular_file() {
+        let dir = std::env::temp_dir().join(format!("ablate-io-fifo-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let fifo = dir.join("pipe");
+        let made = std::process::Command::new("mkfifo").arg(&fifo).status();
+        if !made.is_ok_and(|s| s.success()) {
+            eprintln!("no mkfifo here: nothing to check");
+            return;
+        }
+        let e = write_atomic(&fifo, b"{}").unwrap_err();
+        assert!(format!("{e:#}").contains("not a regular file"), "{e:#}");
+        use std::os::unix::fs::FileTypeExt;
+        assert!(std::fs::symlink_metadata(&fifo)
+            .unwrap()
+            .file_type()
+            .is_fifo());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// The same tensors and metadata give the same bytes, however the metadata map iterates
+    /// (a file of a run trained twice differed in 1 of 4 tries), and the file still loads.
+    #[test]
+    fn safetensors_files_are_byte_identical_for_the_same_content() {
+        let dir = std::env::temp_dir().join(format!("ablate-io-st-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let tensors = || {
+            vec![
+                (
+                    "b".to_string(),
+                    Tensor::new(&[1f32, 2.0], &candle_core::Device::Cpu).unwrap(),
+                ),
+                (
+                    "a".to_string(),
+                    Tensor::new(&[3f32], &candle_core::Device::Cpu).unwrap(),
+                ),
+            ]
+        };
+        let metadata = || {
+            Some(
+                (0..16)
+                    .map(|i| (format!("key{i}"), format!("value {i}")))
+                    .collect::<HashMap<String, String>>(),
+            )
+        };
+        let mut files = Vec::new();
+        for i in 0..8 {
+            let path = dir.join(format!("m{i}.safetensors"));
+            save_safetensors_with(&path, tensors(), metadata()).unwrap();
+            files.push(std::fs::read(&path).unwrap());
+        }
+        assert!(files.windows(2).all(|w| w[0] == w[1]));
+        let (loaded, meta) =
+            load_safetensors(&dir.join("m0.safetensors"), &candle_core::Device::Cpu).unwrap();
+        assert_eq!(loaded["b"].to_vec1::<f32>().unwrap(), [1.0, 2.0]);
+        assert_eq!(meta["key7"], "value 7");
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -705,8 +705,32 @@ fn an_empty_setting_is_unset() {
     );
     assert_eq!(stderr(&empty), stderr(&unset));
     assert!(
-        stderr(&empty).starts_with("error: results: "),
+        stderr(&empty).starts_with("error: key `--results`: results: no experiment results"),
         "{}",
         stderr(&empty)
     );
+}
+
+/// `ablate report` of a target or results dir with nothing to report is bad input: one line,
+/// exit 2 (was: exit 1).
+#[test]
+fn report_of_nothing_is_a_usage_error() {
+    let dir = scratch("report-nothing");
+    std::fs::create_dir_all(dir.join("results")).unwrap();
+    let results = dir.join("results");
+    let out = dir.join("reports");
+    let (results, out) = (results.to_str().unwrap(), out.to_str().unwrap());
+    for args in [
+        vec!["report", "--results", results, "--out", out],
+        vec![
+            "report",
+            "no-such-experiment",
+            "--results",
+            results,
+            "--out",
+            out,
+        ],
+    ] {
+        assert_usage_error(&ablate(&args), &["no experiment results"]);
+    }
 }

@@ -229,7 +229,24 @@ fn a_trained_run_exports_and_bad_input_is_one_line() {
     let target = root.join("never.onnx");
     let t = target.to_str().unwrap();
     let o = ablate(&["export", running.to_str().unwrap(), "--out", t]);
-    assert_usage_error(&o, &["running", "not done (running, 1 of 1 epochs)"]);
+    assert_usage_error(
+        &o,
+        &["running", "not done (running, 1 of 1 epochs)", "--resume"],
+    );
+    assert!(!target.exists());
+    // A diverged run is not sent to `--resume`, which diverges again (was: it was).
+    let diverged = copy(
+        "diverged",
+        &["config.toml", "summary.json", "model.safetensors"],
+    );
+    std::fs::write(
+        diverged.join("status.json"),
+        status.replacen("\"status\": \"done\"", "\"status\": \"diverged\"", 1),
+    )
+    .unwrap();
+    let o = ablate(&["export", diverged.to_str().unwrap(), "--out", t]);
+    assert_usage_error(&o, &["not done (diverged", "lower learning rate"]);
+    assert!(!stderr(&o).contains("--resume"), "{}", stderr(&o));
     assert!(!target.exists());
 
     // Done, but model.safetensors is gone, and the checkpoint too.
@@ -264,6 +281,32 @@ fn a_trained_run_exports_and_bad_input_is_one_line() {
     assert_usage_error(&o, &["--out", "no/such/folder/m.onnx", "does not exist"]);
     let o = ablate(&["export", run_s, "--out", empty.to_str().unwrap()]);
     assert_usage_error(&o, &["--out", empty.to_str().unwrap(), "is a directory"]);
+    // `-` is no file name (was: a file named `-`); a FIFO (as `/dev/null` is a device) is
+    // never replaced by a regular file (was: the device replaced, as root).
+    let o = ablate(&["export", run_s, "--out", "-"]);
+    assert_usage_error(&o, &["--out", "`-`", "not standard output"]);
+    let fifo = root.join("pipe.onnx");
+    if std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .is_ok_and(|s| s.success())
+    {
+        let beside = root.join("beside.onnx");
+        for flag in ["--out", "--reference"] {
+            let mut args = vec!["export", run_s, flag, fifo.to_str().unwrap()];
+            if flag == "--reference" {
+                args.extend(["--out", beside.to_str().unwrap()]);
+            }
+            let o = ablate(&args);
+            assert_usage_error(&o, &[flag, "not a regular file"]);
+        }
+        use std::os::unix::fs::FileTypeExt;
+        assert!(std::fs::symlink_metadata(&fifo)
+            .unwrap()
+            .file_type()
+            .is_fifo());
+        std::fs::remove_file(&fifo).unwrap();
+    }
     assert_eq!(listing(&root), before, "nothing half-written");
     assert!(listing(&empty).is_empty());
 

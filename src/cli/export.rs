@@ -139,11 +139,24 @@ fn report_path(out: &Path) -> PathBuf {
     out.with_extension("json")
 }
 
-/// Refuses an output path that cannot name a file to write: a directory (an existing one, or
-/// any path written with a trailing slash), or a file in a folder that is missing or is not a
-/// folder. `example` is a file name to suggest inside a directory.
+/// Refuses an output path that cannot name a file to write: `-`, an existing device, FIFO or
+/// socket, a directory (an existing one, or any path written with a trailing slash), or a file
+/// in a folder that is missing or is not a folder. `example` is a file name to suggest inside a directory.
 fn check_output(flag: &'static str, path: &Path, example: &str) -> Result<(), ConfigError> {
     let shown = path.display();
+    if path.as_os_str() == "-" {
+        return Err(ConfigError::invalid(
+            flag,
+            format!("`-`: export writes a file, not standard output; name one, e.g. `{example}`"),
+        ));
+    }
+    // An existing device, FIFO or socket would be replaced by a regular file.
+    if std::fs::metadata(path).is_ok_and(|m| !m.is_file() && !m.is_dir()) {
+        return Err(ConfigError::invalid(
+            flag,
+            format!("`{shown}` is not a regular file (a device, FIFO or socket); expected the path of a file to write, e.g. `{example}`"),
+        ));
+    }
     let trailing_slash = path
         .as_os_str()
         .to_string_lossy()

@@ -43,10 +43,15 @@ pub fn run(args: &ReportArgs) -> anyhow::Result<()> {
     };
     let dirs = experiment_dirs(&target);
     if dirs.is_empty() {
-        anyhow::bail!(
-            "{}: no experiment results (a dir with plan.json); run `ablate run <experiment.toml>` first",
-            target.display()
-        );
+        // Bad input (a target or results dir with nothing to report): a usage error, exit 2.
+        return Err(crate::config::ConfigError::invalid(
+            if args.target.is_some() { "TARGET" } else { "--results" },
+            format!(
+                "{}: no experiment results (a dir with plan.json); run `ablate run <experiment.toml>` first",
+                target.display()
+            ),
+        )
+        .into());
     }
     let formats = match args.format {
         Some(f) => vec![f],

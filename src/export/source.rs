@@ -28,10 +28,21 @@ pub enum ExportError {
     NotRunDir { dir: PathBuf },
     #[error(
         "{}: the run is not done ({state}); only a done run has a deploy model to export \
-         (finish it with `ablate run` or `ablate train --resume`)",
-        dir.display()
+         ({})",
+        dir.display(),
+        if *diverged {
+            "a diverged run diverges again when resumed: train it anew with a lower learning \
+             rate (`--lr`) or another seed"
+        } else {
+            "finish it with `ablate run` or `ablate train --resume`"
+        }
     )]
-    NotDone { dir: PathBuf, state: String },
+    NotDone {
+        dir: PathBuf,
+        state: String,
+        /// The run diverged: resuming it cannot finish it.
+        diverged: bool,
+    },
     #[error(
         "{}: missing; rebuild it from the run's final checkpoint with `ablate train --resume \
          --out {}`",
@@ -135,14 +146,19 @@ impl Exportable {
         let not_done = |state: String| ExportError::NotDone {
             dir: dir.to_path_buf(),
             state,
+            diverged: false,
         };
         let status =
             read_status(dir).ok_or_else(|| not_done(format!("no readable {STATUS_FILE}")))?;
         if status.status != crate::run_dir::RunStatus::Done {
-            return Err(not_done(format!(
-                "{}, {} of {} epochs",
-                status.status, status.epochs_done, status.epochs
-            ))
+            return Err(ExportError::NotDone {
+                dir: dir.to_path_buf(),
+                state: format!(
+                    "{}, {} of {} epochs",
+                    status.status, status.epochs_done, status.epochs
+                ),
+                diverged: status.status == crate::run_dir::RunStatus::Diverged,
+            }
             .into());
         }
         let summary_path = dir.join(SUMMARY_FILE);
