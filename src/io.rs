@@ -56,6 +56,25 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
     written
 }
 
+/// The text of `path` if it is a regular file (a symlink to one counts) of at most `cap` bytes;
+/// `None` for anything else, checked before the file is opened: a FIFO is never waited on, a
+/// device (`/dev/zero`) never read without end.
+pub fn read_small_text(path: &Path, cap: u64) -> Option<String> {
+    use std::io::Read;
+    let meta = std::fs::metadata(path).ok()?;
+    if !meta.is_file() || meta.len() > cap {
+        return None;
+    }
+    let mut text = String::new();
+    // The cap again, should the file grow between the two looks.
+    std::fs::File::open(path)
+        .ok()?
+        .take(cap + 1)
+        .read_to_string(&mut text)
+        .ok()?;
+    (text.len() as u64 <= cap).then_some(text)
+}
+
 /// Writes named tensors as one safetensors file, atomically; returns the file's size in bytes.
 pub fn save_safetensors(path: &Path, tensors: Vec<(String, Tensor)>) -> anyhow::Result<u64> {
     save_safetensors_with(path, tensors, None)
@@ -326,6 +345,34 @@ mod tests {
             load_safetensors(&dir.join("m0.safetensors"), &candle_core::Device::Cpu).unwrap();
         assert_eq!(loaded["b"].to_vec1::<f32>().unwrap(), [1.0, 2.0]);
         assert_eq!(meta["key7"], "value 7");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// Only regular files of at most the cap are read, without opening anything else: a FIFO
+    /// (which would block), `/dev/zero` (endless) and a file over the cap give `None`.
+    #[test]
+    fn small_text_reads_only_small_regular_files() {
+        let dir = std::env::temp_dir().join(format!("ablate-io-small-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("cache.json");
+        std::fs::write(&file, "{}").unwrap();
+        assert_eq!(read_small_text(&file, 16).as_deref(), Some("{}"));
+        assert_eq!(read_small_text(&file, 1), None, "over the cap");
+        assert_eq!(read_small_text(Path::new("/dev/zero"), 1 << 20), None);
+        let link = dir.join("zero.json");
+        if std::os::unix::fs::symlink("/dev/zero", &link).is_ok() {
+            assert_eq!(read_small_text(&link, 1 << 20), None);
+        }
+        let fifo = dir.join("fifo.json");
+        if std::process::Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .is_ok_and(|s| s.success())
+        {
+            assert_eq!(read_small_text(&fifo, 1 << 20), None, "returns at once");
+        }
+        assert_eq!(read_small_text(&dir.join("missing"), 16), None);
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

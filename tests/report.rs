@@ -708,3 +708,73 @@ fn a_bad_config_damages_its_run_not_the_report() {
     assert!(report.contains("Damaged runs"), "{report}");
     assert!(report.contains("b1/config.toml"), "{report}");
 }
+
+/// A report is written whole or not at all: one that fails leaves the earlier report as it
+/// was (was: half new, half old on a full disk) and no partial folder beside it; one that
+/// succeeds replaces the folder, leaving nothing of the old one.
+#[test]
+fn a_report_replaces_the_old_one_whole_or_not_at_all() {
+    let exp = fixture("whole");
+    let out = exp.parent().unwrap().join("reports/ablations");
+    write_report(&exp, &out, &[Format::Md, Format::Csv], Metric::Final).unwrap();
+    std::fs::write(out.join("stale.txt"), "from an older report").unwrap();
+    let snapshot = |dir: &Path| -> Vec<(String, Vec<u8>)> {
+        let mut files: Vec<(String, Vec<u8>)> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| {
+                let p = e.unwrap().path();
+                (
+                    p.file_name().unwrap().to_string_lossy().into_owned(),
+                    std::fs::read(&p).unwrap(),
+                )
+            })
+            .collect();
+        files.sort();
+        files
+    };
+    let before = snapshot(&out);
+    // The experiment's plan becomes unreadable: the report fails, the old one stays.
+    let plan = std::fs::read(exp.join("plan.json")).unwrap();
+    std::fs::write(exp.join("plan.json"), "{\"t").unwrap();
+    assert!(write_report(&exp, &out, &[Format::Md, Format::Csv], Metric::Final).is_err());
+    assert_eq!(snapshot(&out), before);
+    let beside: Vec<String> = std::fs::read_dir(out.parent().unwrap())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(beside, ["ablations"], "no partial folder left");
+    // Readable again: the new report replaces the folder whole.
+    std::fs::write(exp.join("plan.json"), plan).unwrap();
+    let written = write_report(&exp, &out, &[Format::Md], Metric::Final).unwrap();
+    assert!(written.iter().all(|p| p.starts_with(&out) && p.exists()));
+    assert!(!out.join("stale.txt").exists());
+    assert!(
+        !out.join("table1.csv").exists(),
+        "only what this report wrote"
+    );
+    assert!(out.join("report.md").is_file());
+}
+
+/// One experiment whose files cannot be read (`plan.json` holding `{"t`) is named and skipped;
+/// the others are reported and the command succeeds (was: exit 1, nothing written).
+#[test]
+fn one_unreadable_experiment_stops_no_other() {
+    let exp = fixture("skip");
+    let results = exp.parent().unwrap().to_path_buf();
+    let broken = results.join("broken");
+    std::fs::create_dir_all(&broken).unwrap();
+    std::fs::write(broken.join("plan.json"), "{\"t").unwrap();
+    let out = results.parent().unwrap().join("skip-reports");
+    let o = std::process::Command::new(env!("CARGO_BIN_EXE_ablate"))
+        .args(["report", "--no-tensorboard", "--results"])
+        .arg(&results)
+        .arg("--out")
+        .arg(&out)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{err}");
+    assert!(err.contains("broken") && err.contains("skipped"), "{err}");
+    assert!(out.join("ablations/report.md").is_file());
+    assert!(!out.join("broken").exists());
+}

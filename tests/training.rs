@@ -677,3 +677,61 @@ fn the_end_of_a_run_stays_within_its_training_memory() {
         let _ = std::fs::remove_dir_all(&dir);
     }
 }
+
+/// A data set larger than this machine's memory is one `error:` line naming its key, exit 2,
+/// before anything is allocated or written (was: an aborted allocation of 3 PB, exit 134, and
+/// a status left `running`).
+#[test]
+fn a_data_set_that_cannot_fit_is_refused_before_anything_is_written() {
+    let dir = fresh_dir("huge-data");
+    let out = dir.to_str().unwrap();
+    let o = run(&[
+        "train",
+        "--model",
+        "condensenext",
+        "--dataset",
+        "synthetic",
+        "--subset",
+        "1000000000000",
+        "--epochs",
+        "1",
+        "--out",
+        out,
+    ]);
+    let err = text(&o.stderr);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(
+        err.contains("data.train_size") && err.contains("GB"),
+        "{err}"
+    );
+    assert!(!dir.exists(), "nothing written");
+}
+
+/// A batch larger than the training set trains at the set's size, and the memory check sizes
+/// the step so (was: `--batch 2048` on 128 images refused as needing 25.5 GB).
+#[test]
+fn a_batch_larger_than_the_training_set_is_checked_at_the_sets_size() {
+    let dir = fresh_dir("big-batch");
+    let out = dir.to_str().unwrap();
+    let o = run(&[
+        "train",
+        "--model",
+        "condensenet-86",
+        "--dataset",
+        "digits",
+        "--subset",
+        "16",
+        "--test-subset",
+        "16",
+        "--batch",
+        "1000000",
+        "--epochs",
+        "1",
+        "--out",
+        out,
+    ]);
+    assert_ok(&o);
+    assert_eq!(summary(&dir)["status"], "done");
+    let _ = std::fs::remove_dir_all(&dir);
+}

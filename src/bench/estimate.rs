@@ -206,7 +206,10 @@ pub fn best_split(
 ) -> anyhow::Result<(CpuSplit, f64)> {
     let need = runs
         .iter()
-        .map(|r| crate::config::MemoryFloor::of(&r.config.model, r.config.train.batch).total())
+        .map(|r| {
+            crate::config::MemoryFloor::of(&r.config.model, crate::data::step_images(&r.config))
+                .total()
+        })
         .max()
         .unwrap_or(0)
         .max(1);
@@ -362,9 +365,14 @@ impl CalibrationCache {
     }
 }
 
-/// The cache's entries; an unreadable file or entry counts as missing (and is replaced).
+/// Bytes a calibration cache may have; a file larger than this is not one.
+const CACHE_CAP: u64 = 1 << 20;
+
+/// The cache's entries; an unreadable file or entry counts as missing (and is replaced). Only
+/// a regular file of at most [`CACHE_CAP`] bytes is read: a FIFO or a device at the cache's
+/// path is never opened (a FIFO hung `plan` while it held the cache lock).
 fn read_entries(file: &Path) -> BTreeMap<String, Calibration> {
-    let Ok(text) = std::fs::read_to_string(file) else {
+    let Some(text) = crate::io::read_small_text(file, CACHE_CAP) else {
         return BTreeMap::new();
     };
     let Ok(raw) = serde_json::from_str::<BTreeMap<String, serde_json::Value>>(&text) else {

@@ -57,21 +57,38 @@ pub fn run(args: &ReportArgs) -> anyhow::Result<()> {
         Some(f) => vec![f],
         None => vec![Format::Md, Format::Csv, Format::Tex],
     };
-    for dir in dirs {
+    // One experiment that cannot be reported stops no other: it is named and skipped.
+    let (several, mut reported) = (dirs.len() > 1, 0);
+    for dir in &dirs {
         let name = dir
             .file_name()
             .map(|n| n.to_os_string())
             .unwrap_or_default();
         let out = args.out.join(name);
         if !args.no_tensorboard {
-            tensorboard(&dir);
+            tensorboard(dir);
         }
-        let written = write_report(&dir, &out, &formats, args.metric)?;
-        println!(
-            "{}: {} files in {}",
-            dir.display(),
-            written.len(),
-            out.display()
+        match write_report(dir, &out, &formats, args.metric) {
+            Ok(written) => {
+                reported += 1;
+                println!(
+                    "{}: {} files in {}",
+                    dir.display(),
+                    written.len(),
+                    out.display()
+                );
+            }
+            Err(e) if several => {
+                eprintln!("warning: {}: {e:#}; skipped", dir.display());
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    if reported == 0 {
+        anyhow::bail!(
+            "{}: none of its {} experiments could be reported (see the warnings)",
+            target.display(),
+            dirs.len()
         );
     }
     Ok(())

@@ -147,6 +147,32 @@ pub fn sizes(cfg: &crate::config::DataConfig) -> (usize, usize) {
     }
 }
 
+/// Images in one training step of `cfg`: its batch, or the whole training set where that is
+/// smaller (an epoch of 128 images at batch 2048 is one step of 128). What memory checks and
+/// the plan size a step by.
+pub fn step_images(cfg: &crate::config::RunConfig) -> usize {
+    cfg.train.batch.min(sizes(&cfg.data).0).max(1)
+}
+
+/// Refuses a data set that does not fit in this machine's available memory (its training and
+/// test images as loaded, one byte per value), before anything is allocated: a synthetic set of
+/// 10^12 images is one `error:` line naming `data.train_size`, not an aborted allocation.
+pub fn check_fits(cfg: &crate::config::RunConfig) -> Result<(), crate::config::ConfigError> {
+    let (train, test) = sizes(&cfg.data);
+    let bytes = (train as u128 + test as u128) * (IMAGE_BYTES as u128 + 1);
+    let key = if train >= test {
+        "data.train_size"
+    } else {
+        "data.test_size"
+    };
+    crate::config::check_bytes(
+        key,
+        &format!("loading {train} training and {test} test images"),
+        bytes,
+        &format!("{IMAGE_BYTES} bytes an image"),
+    )
+}
+
 /// The (train, test) sets a run asks for: CIFAR-10 from `data_dir` (fetched when missing), the
 /// digits or the synthetic set, cut to the configured sizes.
 pub fn load(

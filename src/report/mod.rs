@@ -38,8 +38,63 @@ pub fn experiment_dirs(target: &Path) -> Vec<PathBuf> {
     dirs
 }
 
-/// Writes the report of the experiment in `exp_dir` into `out` and returns the files written.
+/// Writes the report of the experiment in `exp_dir` as the folder `out` and returns the files
+/// written. Whole or not at all: the report is made in a folder beside `out` and swapped in
+/// when complete, so a failure (a full disk, a figure that cannot be drawn) leaves `out` as it
+/// was, never half new and half old.
 pub fn write_report(
+    exp_dir: &Path,
+    out: &Path,
+    formats: &[Format],
+    metric: Metric,
+) -> anyhow::Result<Vec<PathBuf>> {
+    let name = out
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "report".into());
+    let parent = match out.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    std::fs::create_dir_all(&parent).with_context(|| format!("creating {}", parent.display()))?;
+    let pid = std::process::id();
+    let staging = parent.join(format!(".{name}.partial-{pid}"));
+    let old = parent.join(format!(".{name}.old-{pid}"));
+    let _ = std::fs::remove_dir_all(&staging);
+    let written = match write_report_into(exp_dir, &staging, formats, metric) {
+        Ok(w) => w,
+        Err(e) => {
+            let _ = std::fs::remove_dir_all(&staging);
+            return Err(e);
+        }
+    };
+    let _ = std::fs::remove_dir_all(&old);
+    let had_old = out.exists();
+    if had_old {
+        if let Err(e) = std::fs::rename(out, &old) {
+            let _ = std::fs::remove_dir_all(&staging);
+            return Err(e).with_context(|| format!("replacing {}", out.display()));
+        }
+    }
+    if let Err(e) = std::fs::rename(&staging, out) {
+        if had_old {
+            let _ = std::fs::rename(&old, out);
+        }
+        let _ = std::fs::remove_dir_all(&staging);
+        return Err(e).with_context(|| format!("writing {}", out.display()));
+    }
+    let _ = std::fs::remove_dir_all(&old);
+    Ok(written
+        .into_iter()
+        .map(|p| match p.strip_prefix(&staging) {
+            Ok(rel) => out.join(rel),
+            Err(_) => p,
+        })
+        .collect())
+}
+
+/// [`write_report`]'s files, written into the folder `out` (made if missing).
+fn write_report_into(
     exp_dir: &Path,
     out: &Path,
     formats: &[Format],

@@ -109,8 +109,9 @@ pub enum Outcome {
 /// run returns a [`Diverged`] error, a stopped one [`Interrupted`], after recording it.
 pub fn train(cfg: &RunConfig, out: &Path, opts: &TrainOptions) -> anyhow::Result<Outcome> {
     cfg.validate()?;
+    crate::data::check_fits(cfg)?;
     if opts.device.is_cpu() {
-        crate::config::check_fits(&cfg.model, cfg.train.batch)?;
+        crate::config::check_fits(&cfg.model, crate::data::step_images(cfg))?;
     }
     let mut dir = RunDir::open(out, cfg, opts.resume)?;
     // Before the done check and the attempt: a run whose config.toml was edited after its
