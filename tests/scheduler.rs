@@ -316,3 +316,35 @@ fn failed_runs_are_retried_then_skipped_until_rerun_failed_and_force_keeps_old_r
     assert_eq!(read_status(&replaced[0]).unwrap(), first);
     assert!(replaced[0].join("model.safetensors").is_file());
 }
+
+/// A second Ctrl-C kills the runs a first one asked to stop; they were still stopped on the
+/// user's request: recorded as interrupted, resumable, with no retry spent (was: failed, and
+/// after two such stops skipped as out of retries).
+#[test]
+fn runs_killed_by_a_second_ctrl_c_spend_no_retry() {
+    let dir = scratch("ctrlc-twice");
+    let (file, results) = (experiment(&dir, 2, 50), dir.join("results"));
+    for _ in 0..3 {
+        let (first, dirs) = start(&file, &results, Stdio::piped);
+        wait_until("two runs in progress", Duration::from_secs(300), || {
+            dirs.iter()
+                .filter(|d| read_status(d).is_some_and(|s| s.status == RunStatus::Running))
+                .count()
+                == 2
+        });
+        kill(&first, libc::SIGINT);
+        std::thread::sleep(Duration::from_millis(20));
+        kill(&first, libc::SIGINT);
+        let out = first.wait_with_output().unwrap();
+        assert_eq!(out.status.code(), Some(130), "{}", text(&out));
+        for s in statuses(&file, &results) {
+            assert_eq!(s.status, RunStatus::Interrupted, "{s:?}");
+            assert!(
+                s.history
+                    .iter()
+                    .all(|a| a.outcome != Some(RunStatus::Failed)),
+                "{s:?}"
+            );
+        }
+    }
+}

@@ -450,6 +450,20 @@ pub fn queue(root: &Path, cfg: &RunConfig) -> anyhow::Result<StatusRecord> {
 /// out-of-memory), records it as failed with `message`. Does nothing while a live process
 /// holds the run, or when the attempt's end is recorded.
 pub fn mark_lost(root: &Path, message: &str) -> anyhow::Result<Option<StatusRecord>> {
+    mark_ended(root, message, RunStatus::Failed)
+}
+
+/// [`mark_lost`] for a process the user's stop request ended (killed on a second Ctrl-C):
+/// recorded as interrupted, so it resumes and spends no retry.
+pub fn mark_stopped(root: &Path, message: &str) -> anyhow::Result<Option<StatusRecord>> {
+    mark_ended(root, message, RunStatus::Interrupted)
+}
+
+fn mark_ended(
+    root: &Path,
+    message: &str,
+    outcome: RunStatus,
+) -> anyhow::Result<Option<StatusRecord>> {
     let Ok(lock) = acquire(root) else {
         return Ok(None);
     };
@@ -463,9 +477,9 @@ pub fn mark_lost(root: &Path, message: &str) -> anyhow::Result<Option<StatusReco
     let last_update = s.updated;
     if let Some(a) = s.history.last_mut().filter(|a| a.ended.is_none()) {
         a.ended = Some(last_update.max(a.started));
-        a.outcome = Some(RunStatus::Failed);
+        a.outcome = Some(outcome);
     }
-    s.set(RunStatus::Failed, Some(message.to_string()));
+    s.set(outcome, Some(message.to_string()));
     write_status(root, &s)?;
     drop(lock);
     Ok(Some(s))

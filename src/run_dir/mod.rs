@@ -17,8 +17,8 @@ pub mod plan;
 pub mod summary;
 
 pub use dir::{
-    check_trained_config, is_busy, lock_idle, mark_lost, queue, read_status, retrain_command,
-    Attempt, RunDir, RunDirError, RunStatus, StatusRecord,
+    check_trained_config, is_busy, lock_idle, mark_lost, mark_stopped, queue, read_status,
+    retrain_command, Attempt, RunDir, RunDirError, RunStatus, StatusRecord,
 };
 pub use metrics::{median, read_metrics, write_metrics, EpochRecord, HEADER};
 pub use plan::{OtherExperiment, Plan, PlanEntry, EXPERIMENT_FILE, PLAN_FILE};

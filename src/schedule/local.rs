@@ -20,7 +20,7 @@ use super::display::{duration, Console};
 use super::queue::{after_failure, prepare, triage, AfterFailure, Policy, Prepared, Triage};
 use super::{lock_experiment, Outcome};
 use crate::experiment::Experiment;
-use crate::run_dir::{is_busy, mark_lost, read_status, read_summary, RunStatus};
+use crate::run_dir::{is_busy, mark_lost, mark_stopped, read_status, read_summary, RunStatus};
 
 /// Where the scheduler's own lines go, in the experiment's results dir, once its stdout is
 /// closed.
@@ -269,8 +269,14 @@ impl<'a> Session<'a> {
                 // Our child found the run held by another process and left; try again later.
                 return !stopping;
             }
-            let message = format!("its process ended ({exit}) without recording an end");
-            status = mark_lost(&p.dir, &message).ok().flatten().or(status);
+            status = if stopping {
+                // The user's stop ended it (a second Ctrl-C kills): it resumes, no retry spent.
+                let message = format!("stopped on request ({exit}) before recording an end");
+                mark_stopped(&p.dir, &message).ok().flatten().or(status)
+            } else {
+                let message = format!("its process ended ({exit}) without recording an end");
+                mark_lost(&p.dir, &message).ok().flatten().or(status)
+            };
         }
         let Some(status) = status else {
             self.console.event(&format!(
