@@ -156,9 +156,37 @@ fn fake_gpus_get_one_run_each_at_a_time() {
     .unwrap();
     std::fs::set_permissions(&smi, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
     let path = format!("{}:{}", bin.display(), std::env::var("PATH").unwrap());
-    // Without CUDA in this build the scheduler refuses GPUs (a usage error: exit 2)...
+    // Without CUDA in this build, GPUs found are not used: `plan` and `run` agree on CPU
+    // slots and both say why and the two ways on (was: `run` refused, `plan` said GPUs); GPUs
+    // named with --devices are refused (a usage error: exit 2).
     if !cfg!(feature = "cuda") {
-        let refused = command(&file, &results, &[])
+        let cpu_results = dir.join("cpu-results");
+        let said = "found 2 GPUs (cuda:0 (Fake GPU A, 16384 MiB), cuda:1 (Fake GPU B, 16384 MiB)) \
+                    but this ablate was built without CUDA";
+        let plan = Command::new(env!("CARGO_BIN_EXE_ablate"))
+            .args(["plan"])
+            .arg(&file)
+            .arg("--results")
+            .arg(&cpu_results)
+            .env("ABLATE_CACHE_DIR", common::CACHE)
+            .env("PATH", &path)
+            .output()
+            .unwrap();
+        assert!(plan.status.success(), "{}", text(&plan));
+        assert!(text(&plan).contains(said), "{}", text(&plan));
+        assert!(text(&plan).contains("--devices cpu"), "{}", text(&plan));
+        assert!(text(&plan).contains("CPU slot"), "{}", text(&plan));
+        let on_cpu = command(&file, &cpu_results, &[])
+            .env("PATH", &path)
+            .output()
+            .unwrap();
+        assert!(on_cpu.status.success(), "{}", text(&on_cpu));
+        assert!(text(&on_cpu).contains(said), "{}", text(&on_cpu));
+        for s in statuses(&file, &cpu_results) {
+            assert_eq!(s.status, RunStatus::Done);
+            assert!(s.history.iter().all(|a| a.device == "cpu"), "{s:?}");
+        }
+        let refused = command(&file, &results, &["--devices", "cuda:0,cuda:1"])
             .env("PATH", &path)
             .output()
             .unwrap();

@@ -96,11 +96,24 @@ pub fn choose(
     }
     if cores.is_none() {
         let gpus = discover_gpus();
-        if !gpus.is_empty() {
+        let usable = cfg!(feature = "cuda") || std::env::var_os(crate::cli::CUDA_ON_CPU).is_some();
+        if !gpus.is_empty() && usable {
             return Ok(SlotChoice {
                 slots: gpus,
                 why: None,
             });
+        }
+        if !gpus.is_empty() {
+            // `plan` and `run` alike: the CPU, said once, with both ways on.
+            let names: Vec<String> = gpus.iter().map(ToString::to_string).collect();
+            eprintln!(
+                "warning: found {} GPU{} ({}) but this ablate was built without CUDA, so the \
+                 runs train on the CPU; rebuild with `cargo build --release --features cuda` \
+                 to use them, or pass --devices cpu to choose the CPU",
+                gpus.len(),
+                if gpus.len() == 1 { "" } else { "s" },
+                names.join(", ")
+            );
         }
     }
     let cores = cores.unwrap_or_else(cpu_count);
