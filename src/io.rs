@@ -233,8 +233,16 @@ pub fn safetensors_header(path: &Path) -> Option<HashMap<String, String>> {
 /// has one.
 fn load(path: &Path, device: &candle_core::Device, verify: bool) -> anyhow::Result<Loaded> {
     let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+    // One self-contained message (callers may show only the innermost error): the file is
+    // damaged, and what its reader found.
+    let damaged = |what: String| {
+        anyhow::anyhow!(
+            "{}: damaged or not a safetensors file ({what})",
+            path.display()
+        )
+    };
     let (_, header) = safetensors::SafeTensors::read_metadata(&bytes)
-        .with_context(|| format!("{}: not a safetensors file", path.display()))?;
+        .map_err(|e| damaged(format!("its header does not parse: {e}")))?;
     let metadata = header.metadata().clone().unwrap_or_default();
     if let Some(expected) = metadata.get(CHECKSUM_KEY).filter(|_| verify) {
         let actual = data_section(&bytes).map(md5_hex);
@@ -246,7 +254,7 @@ fn load(path: &Path, device: &candle_core::Device, verify: bool) -> anyhow::Resu
         }
     }
     let tensors = candle_core::safetensors::load_buffer(&bytes, device)
-        .with_context(|| format!("{}: reading tensors", path.display()))?;
+        .map_err(|e| damaged(format!("its tensors do not read: {e}")))?;
     Ok((tensors, metadata))
 }
 
@@ -373,6 +381,30 @@ mod tests {
             assert_eq!(read_small_text(&fifo, 1 << 20), None, "returns at once");
         }
         assert_eq!(read_small_text(&dir.join("missing"), 16), None);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// A file whose header is garbage or cut short says that it is damaged, naming it, in
+    /// its innermost error (was: "header too large", "EOF while parsing a string").
+    #[test]
+    fn a_damaged_header_says_the_file_is_damaged() {
+        let dir = std::env::temp_dir().join(format!("ablate-io-dmg-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("model.safetensors");
+        let t = Tensor::new(&[1f32, 2.0], &candle_core::Device::Cpu).unwrap();
+        save_safetensors(&path, vec![("w".into(), t)]).unwrap();
+        let good = std::fs::read(&path).unwrap();
+        let mut huge = good.clone();
+        huge[..8].copy_from_slice(&u64::MAX.to_le_bytes());
+        for bytes in [huge, good[..20].to_vec(), b"not a model".to_vec()] {
+            std::fs::write(&path, &bytes).unwrap();
+            let e = load_safetensors(&path, &candle_core::Device::Cpu).unwrap_err();
+            let root = e.root_cause().to_string();
+            assert!(
+                root.contains("model.safetensors: damaged or not a safetensors file"),
+                "{root}"
+            );
+        }
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -199,7 +199,12 @@ impl Exportable {
                     )
                     .into(),
                     Ok(damaged) => anyhow::Error::new(damaged),
-                    Err(e) => bad(&model_path, format!("{:#}", e.root_cause())).into(),
+                    Err(e) => {
+                        let root = e.root_cause().to_string();
+                        let prefix = format!("{}: ", model_path.display());
+                        let message = root.strip_prefix(&prefix).unwrap_or(&root).to_string();
+                        bad(&model_path, message).into()
+                    }
                 }
             })?;
         // So does the deploy model (runs since it was recorded), also without a checkpoint.
