@@ -32,7 +32,8 @@ pub fn resolved(path: &Path) -> Option<PathBuf> {
 }
 
 /// Writes `bytes` to `path` atomically. On failure (a full disk) the temp file is removed and
-/// `path` keeps what it had.
+/// `path` keeps what it had. A file that already holds exactly `bytes` is left alone: a
+/// command that changes nothing writes nothing (and so works on a full disk).
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
     // The rename would put a regular file in place of a device, FIFO, socket or directory
     // (`--out /dev/null` as root replaced the device): such a path is never written.
@@ -42,6 +43,9 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
                 "{}: not a regular file; refusing to replace it with one",
                 path.display()
             );
+        }
+        if meta.len() == bytes.len() as u64 && std::fs::read(path).is_ok_and(|old| old == bytes) {
+            return Ok(());
         }
     }
     let tmp = temp_path(path);
@@ -405,6 +409,24 @@ mod tests {
                 "{root}"
             );
         }
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// Writing what a file already holds leaves it alone (its modification time too); a
+    /// change is written.
+    #[test]
+    fn an_atomic_write_of_the_same_bytes_writes_nothing() {
+        let dir = std::env::temp_dir().join(format!("ablate-io-same-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("plan.json");
+        write_atomic(&path, b"{\"a\": 1}").unwrap();
+        let inode = |p: &Path| std::os::unix::fs::MetadataExt::ino(&std::fs::metadata(p).unwrap());
+        let first = inode(&path);
+        write_atomic(&path, b"{\"a\": 1}").unwrap();
+        assert_eq!(inode(&path), first, "not replaced");
+        write_atomic(&path, b"{\"a\": 2}").unwrap();
+        assert_ne!(inode(&path), first, "replaced");
+        assert_eq!(std::fs::read(&path).unwrap(), b"{\"a\": 2}");
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }
