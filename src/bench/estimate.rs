@@ -160,12 +160,16 @@ impl CostModel {
         threads: usize,
         busy: usize,
     ) -> anyhow::Result<f64> {
-        let (train, test) = crate::data::sizes(&cfg.data);
         let per_image = 1.0 / self.images_per_s(profile, threads, busy)?;
-        // Evaluation is a forward pass: a third of a training step (forward, input gradient,
-        // weight gradient).
-        Ok(epochs as f64 * (train as f64 + test as f64 / 3.0) * per_image)
+        Ok(seconds_at(cfg, epochs, per_image))
     }
+}
+
+/// Seconds of `epochs` of `cfg` at `per_image` seconds a training image. Evaluation is a
+/// forward pass: a third of a training step (forward, input gradient, weight gradient).
+fn seconds_at(cfg: &RunConfig, epochs: usize, per_image: f64) -> f64 {
+    let (train, test) = crate::data::sizes(&cfg.data);
+    epochs as f64 * (train as f64 + test as f64 / 3.0) * per_image
 }
 
 /// One run still to train, as the split and the makespan see it.
@@ -189,8 +193,23 @@ pub fn split_seconds(
     split: CpuSplit,
 ) -> anyhow::Result<Vec<f64>> {
     let busy = split.slots * split.threads;
+    // One price per distinct model (runs of one model share its profile): a grid of 10^4
+    // seeds is priced once, not 10^4 times, per split.
+    let mut per_image: std::collections::HashMap<*const RunProfile, f64> =
+        std::collections::HashMap::new();
     runs.iter()
-        .map(|r| model.run_seconds(r.config, r.profile, r.epochs, split.threads, busy))
+        .map(|r| {
+            let key: *const RunProfile = r.profile;
+            let p = match per_image.get(&key) {
+                Some(&p) => p,
+                None => {
+                    let p = 1.0 / model.images_per_s(r.profile, split.threads, busy)?;
+                    per_image.insert(key, p);
+                    p
+                }
+            };
+            Ok(seconds_at(r.config, r.epochs, p))
+        })
         .collect()
 }
 
@@ -216,7 +235,7 @@ pub fn best_split(
     let fit = memory.map_or(usize::MAX, |m| (m / need).max(1) as usize);
     let most = cores.max(1).min(runs.len().max(1)).min(fit);
     let mut best: Option<(CpuSplit, f64)> = None;
-    for slots in 1..=most {
+    for slots in candidate_slots(cores, most) {
         let split = CpuSplit {
             slots,
             threads: cores.max(1) / slots,
@@ -235,6 +254,27 @@ pub fn best_split(
         0.0,
     )))
 }
+
+/// Every slot count up to [`ALL_SLOTS_UP_TO`], and above it, for each thread count, the most
+/// slots that thread count allows (more slots of the same threads never finish later): about
+/// `64 + 2 sqrt(cores)` candidates, so pricing a split takes bounded time at any core count
+/// (every count of 4096 cores for 10^5 runs took minutes).
+fn candidate_slots(cores: usize, most: usize) -> Vec<usize> {
+    let cores = cores.max(1);
+    let mut slots: Vec<usize> = (1..=most.min(ALL_SLOTS_UP_TO)).collect();
+    let mut s = ALL_SLOTS_UP_TO + 1;
+    while s <= most {
+        // The largest slot count with the same threads as `s`, within `most`.
+        let threads = cores / s;
+        let last = (cores / threads.max(1)).min(most);
+        slots.push(last);
+        s = last + 1;
+    }
+    slots
+}
+
+/// Slot counts up to which every count is priced.
+const ALL_SLOTS_UP_TO: usize = 64;
 
 /// Where a cost model came from, for the plan's last line.
 #[derive(Debug, Clone, PartialEq)]
@@ -424,13 +464,30 @@ pub fn cpu_model() -> String {
 /// scheduler does: each run on the slot that frees first. Returns the whole experiment's wall
 /// time.
 pub fn makespan(seconds: &[f64], slots: usize) -> f64 {
-    let mut free_at = vec![0.0f64; slots.max(1)];
-    for &s in seconds {
-        if let Some(first) = free_at.iter_mut().min_by(|a, b| a.total_cmp(b)) {
-            *first += s;
+    /// A slot's free time, ordered so that the heap's top is the earliest.
+    #[derive(PartialEq)]
+    struct FreeAt(f64);
+    impl Eq for FreeAt {}
+    impl PartialOrd for FreeAt {
+        fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+            Some(self.cmp(other))
         }
     }
-    free_at.into_iter().fold(0.0, f64::max)
+    impl Ord for FreeAt {
+        fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+            other.0.total_cmp(&self.0)
+        }
+    }
+    // The slot that frees first takes the next run: a heap, so 10^5 runs on 4096 slots take
+    // 10^5 log 4096 steps, not 10^5 x 4096.
+    let mut free_at: std::collections::BinaryHeap<FreeAt> =
+        (0..slots.max(1)).map(|_| FreeAt(0.0)).collect();
+    for &s in seconds {
+        if let Some(mut first) = free_at.peek_mut() {
+            first.0 += s;
+        }
+    }
+    free_at.into_iter().map(|f| f.0).fold(0.0, f64::max)
 }
 
 /// `3 min`, `2.4 h`, `5.1 days`: a duration as a person reads an estimate.
@@ -447,6 +504,30 @@ pub fn human(seconds: f64) -> String {
 mod tests {
     use super::*;
 
+    /// Every count up to 64 slots, then one per thread count: bounded at any core count (was:
+    /// every count, so a plan of 10^5 runs at `--cores 4096` priced 4096 splits of 10^5 runs
+    /// on up to 4096 slots each). Each thread count keeps its largest slot count.
+    #[test]
+    fn the_splits_priced_are_few_at_any_core_count() {
+        assert_eq!(candidate_slots(2, 2), [1, 2]);
+        assert_eq!(candidate_slots(64, 64), (1..=64).collect::<Vec<_>>());
+        let many = candidate_slots(4096, 4096);
+        assert!(many.len() <= 64 + 2 * 64, "{}", many.len());
+        assert_eq!(many.last(), Some(&4096));
+        assert!(many.windows(2).all(|w| w[0] < w[1]));
+        for s in 65..=4096 {
+            let t = 4096 / s;
+            let largest = 4096 / t;
+            assert!(
+                many.contains(&largest),
+                "threads {t}: {largest} slots missing"
+            );
+        }
+        // Capped by the runs (or memory): never more slots than `most`.
+        assert!(candidate_slots(4096, 100).iter().all(|&s| s <= 100));
+        assert!(candidate_slots(4096, 100).contains(&100));
+    }
+
     impl CostModel {
         fn new_ok(c: Calibration) -> Self {
             Self::new(c).unwrap()
@@ -456,6 +537,7 @@ mod tests {
     #[test]
     fn makespan_fills_the_slot_that_frees_first() {
         assert_eq!(makespan(&[], 2), 0.0);
+        assert_eq!(makespan(&[1.0; 10_000], 4096), 3.0);
         assert_eq!(makespan(&[10.0, 10.0, 10.0], 1), 30.0);
         // 10 and 4 start together; 3 and 3 follow on the slot of 4.
         assert_eq!(makespan(&[10.0, 4.0, 3.0, 3.0], 2), 10.0);
