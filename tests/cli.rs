@@ -734,3 +734,46 @@ fn report_of_nothing_is_a_usage_error() {
         assert_usage_error(&ablate(&args), &["no experiment results"]);
     }
 }
+
+/// When memory, not speed, caps the CPU slots, `plan` says so, with the memory it assumed and,
+/// under `--cores`, that it is this machine's (was: silent, so a slower split looked chosen
+/// for speed).
+#[test]
+fn plan_says_when_memory_caps_the_slots_and_whose_memory() {
+    let dir = scratch("memory-cap");
+    std::fs::create_dir_all(&dir).unwrap();
+    let seeds: Vec<String> = (0..200).map(|s| s.to_string()).collect();
+    let file = dir.join("cap.toml");
+    std::fs::write(
+        &file,
+        format!(
+            "name = \"cap\"\nseeds = [{}]\n[base]\npreset = \"condensenet-86\"\n\
+             train.epochs = 1\ntrain.batch = 1297\ndata.dataset = \"digits\"\n",
+            seeds.join(", ")
+        ),
+    )
+    .unwrap();
+    let results = dir.join("results");
+    let o = ablate(&[
+        "plan",
+        file.to_str().unwrap(),
+        "--results",
+        results.to_str().unwrap(),
+        "--cores",
+        "4096",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let out = stdout(&o) + &stderr(&o);
+    if !std::fs::read_to_string("/proc/meminfo").is_ok_and(|m| m.contains("MemAvailable")) {
+        return;
+    }
+    assert!(
+        out.contains("slots fit in") || out.contains("slot fit in"),
+        "{out}"
+    );
+    assert!(out.contains("GB of available memory"), "{out}");
+    assert!(
+        out.contains("--cores prices another machine's cores, not its memory"),
+        "{out}"
+    );
+}

@@ -223,16 +223,7 @@ pub fn best_split(
     cores: usize,
     memory: Option<u128>,
 ) -> anyhow::Result<(CpuSplit, f64)> {
-    let need = runs
-        .iter()
-        .map(|r| {
-            crate::config::MemoryFloor::of(&r.config.model, crate::data::step_images(&r.config))
-                .total()
-        })
-        .max()
-        .unwrap_or(0)
-        .max(1);
-    let fit = memory.map_or(usize::MAX, |m| (m / need).max(1) as usize);
+    let fit = memory.map_or(usize::MAX, |m| slots_that_fit(runs, m));
     let most = cores.max(1).min(runs.len().max(1)).min(fit);
     let mut best: Option<(CpuSplit, f64)> = None;
     for slots in candidate_slots(cores, most) {
@@ -253,6 +244,24 @@ pub fn best_split(
         },
         0.0,
     )))
+}
+
+/// Bytes of memory one slot needs for `runs`: the largest memory floor of a training step
+/// among them.
+pub fn slot_memory(runs: &[PendingRun]) -> u128 {
+    runs.iter()
+        .map(|r| {
+            crate::config::MemoryFloor::of(&r.config.model, crate::data::step_images(&r.config))
+                .total()
+        })
+        .max()
+        .unwrap_or(0)
+        .max(1)
+}
+
+/// How many slots of `runs` fit in `memory` bytes at once (at least one).
+pub fn slots_that_fit(runs: &[PendingRun], memory: u128) -> usize {
+    (memory / slot_memory(runs)).max(1) as usize
 }
 
 /// Every slot count up to [`ALL_SLOTS_UP_TO`], and above it, for each thread count, the most

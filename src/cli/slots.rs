@@ -8,8 +8,8 @@ use std::rc::Rc;
 
 use super::runs_table::RunRow;
 use crate::bench::estimate::{
-    best_split, human, makespan, split_seconds, CalibrationCache, CostModel, CpuSplit, PendingRun,
-    Provenance, RunProfile,
+    best_split, human, makespan, slot_memory, slots_that_fit, split_seconds, CalibrationCache,
+    CostModel, CpuSplit, PendingRun, Provenance, RunProfile,
 };
 use crate::config::ModelSpec;
 use crate::experiment::Experiment;
@@ -116,6 +116,7 @@ pub fn choose(
             );
         }
     }
+    let cores_given = cores.is_some();
     let cores = cores.unwrap_or_else(cpu_count);
     let all_cores = |why: String| SlotChoice {
         slots: cpu_slots(1, cores),
@@ -180,6 +181,7 @@ pub fn choose(
         .collect();
     let memory = crate::config::available_memory();
     let (split, time) = best_split(&est.model, &pending, cores, memory)?;
+    let fit = memory.map(|m| slots_that_fit(&pending, m));
     let mut others = Vec::new();
     for other in [1, cores] {
         if other != split.slots && other <= pending.len() {
@@ -188,9 +190,29 @@ pub fn choose(
                 threads: cores / other,
             };
             let t = makespan(&split_seconds(&est.model, &pending, s)?, other);
-            others.push(format!("{} x {}: {}", other, s.threads, human(t)));
+            let unfit = if fit.is_some_and(|f| other > f) {
+                ", does not fit in memory"
+            } else {
+                ""
+            };
+            others.push(format!("{} x {}: {}{unfit}", other, s.threads, human(t)));
         }
     }
+    // Say when memory, not speed, capped the slots, and whose memory that is.
+    let cap = match (fit, memory) {
+        (Some(f), Some(m)) if f < cores.min(pending.len()) => format!(
+            "; at most {f} slot{} fit in {:.1} GB of available memory ({:.1} GB a slot){}",
+            plural(f),
+            m as f64 / 1e9,
+            slot_memory(&pending) as f64 / 1e9,
+            if cores_given {
+                ", this machine's: --cores prices another machine's cores, not its memory"
+            } else {
+                ""
+            }
+        ),
+        _ => String::new(),
+    };
     let why = format!(
         "{} CPU slot{} x {} thread{}: the split of {cores} cores that the time model finds \
          finishes the {} run{} to train first ({}{})",
@@ -206,7 +228,7 @@ pub fn choose(
         } else {
             format!("; {}", others.join(", "))
         }
-    );
+    ) + &cap;
     Ok(SlotChoice {
         slots: cpu_slots(split.slots, split.threads),
         why: Some(why),
