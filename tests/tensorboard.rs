@@ -20,7 +20,7 @@ use ablate::tensorboard::record::{frame, records};
 use ablate::tensorboard::scalars::{EPOCH_SCALARS, FINAL_SCALARS, LIVE_GROUP_INPUTS};
 use ablate::tensorboard::{event_files, Event, EXPERIMENT_FILE};
 use candle_core::Device;
-use common::{scratch, stderr};
+use common::{scratch, stderr, stdout};
 
 /// One thread per run (two tests run at a time on this 2-core machine).
 fn ablate(args: &[&str]) -> Command {
@@ -249,6 +249,25 @@ fn an_unwritable_folder_is_a_warning_and_the_flag_turns_it_off() {
     assert_eq!(
         std::fs::read_to_string(dir.join("tensorboard")).unwrap(),
         "in the way"
+    );
+    // The warning's way on works for a standalone run, done: once the folder can be made,
+    // `train --resume` writes the steps it lacks (was: promised, and nothing did it).
+    assert!(warnings[0].contains("--resume"), "{err}");
+    std::fs::remove_file(dir.join("tensorboard")).unwrap();
+    let mut again = tiny("2", &dir);
+    again.push("--resume".into());
+    let o = run(&strs(&again));
+    assert_ok(&o);
+    assert!(stdout(&o).contains("TensorBoard values"), "{}", stdout(&o));
+    assert!(
+        std::fs::read_dir(dir.join("tensorboard"))
+            .unwrap()
+            .any(|e| e
+                .unwrap()
+                .file_name()
+                .to_string_lossy()
+                .starts_with("events.out.tfevents")),
+        "event files written"
     );
 
     let off = scratch("off");

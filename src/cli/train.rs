@@ -168,6 +168,30 @@ impl TrainArgs {
     }
 }
 
+/// Gives a done run the TensorBoard event values its folder lacks (the folder could not be
+/// written while it trained); every problem is a warning.
+fn backfill_events(dir: &std::path::Path) {
+    match crate::train::backfill(dir) {
+        Ok((crate::train::Backfilled::Wrote(n), warnings)) => {
+            for w in warnings {
+                eprintln!("warning: tensorboard: {w}");
+            }
+            if n > 0 {
+                crate::schedule::say(&format!(
+                    "{}: wrote the {n} TensorBoard values its event files lacked",
+                    dir.display()
+                ));
+            }
+        }
+        Ok((_, warnings)) => {
+            for w in warnings {
+                eprintln!("warning: tensorboard: {w}");
+            }
+        }
+        Err(e) => eprintln!("warning: tensorboard: {e:#}; no event files written"),
+    }
+}
+
 pub fn run(args: &TrainArgs) -> anyhow::Result<()> {
     let cfg = args.run_config()?;
     let opts = TrainOptions {
@@ -183,6 +207,9 @@ pub fn run(args: &TrainArgs) -> anyhow::Result<()> {
                 "{}: already done; nothing to train",
                 args.out.display()
             ));
+            if opts.tensorboard {
+                backfill_events(&args.out);
+            }
             return Ok(());
         }
         Outcome::Rebuilt { bytes } => {

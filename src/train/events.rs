@@ -69,8 +69,10 @@ impl RunEvents {
         match self.folder.write(wall_time, step, values) {
             Ok(n) => self.written += n,
             Err(e) => self.warnings.push(format!(
-                "{e}; the run goes on without its event file (the steps it lacks are written \
-                 when the run resumes, or by `ablate report`)"
+                "{e}; the run goes on without its event file (once the folder can be written, \
+                 `ablate train --resume --out {}` writes the steps it lacks, even after the \
+                 run is done; so does `ablate report` for a run of an experiment)",
+                self.root.display()
             )),
         }
     }
