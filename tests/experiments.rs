@@ -479,3 +479,74 @@ fn another_file_with_the_same_name_is_refused() {
     ok(&run(&first, &dir));
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// The calibration is read wherever it can be and made only when something is left to price:
+/// a cache whose lock cannot be taken (here a directory in its place, as a read-only dir does
+/// for a user) is still read (was: ignored, and every plan calibrated), and `plan` of a
+/// finished experiment calibrates nothing (was: 8-22 s to print "0 runs").
+#[test]
+fn the_calibration_is_read_where_it_can_be_and_made_only_when_needed() {
+    let dir = scratch("calibration-reads");
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("tiny.toml");
+    std::fs::write(
+        &file,
+        "name = \"tiny\"\nseeds = [0, 1]\n[base]\npreset = \"condensenext\"\n\
+         model.stages = [1, 1, 1]\ntrain.epochs = 1\ntrain.batch = 32\n\
+         data.dataset = \"synthetic\"\ndata.train_size = 64\ndata.test_size = 32\n",
+    )
+    .unwrap();
+    let results = dir.join("results");
+    let plan = |cache: &Path| {
+        Command::new(env!("CARGO_BIN_EXE_ablate"))
+            .args(["plan"])
+            .arg(&file)
+            .arg("--results")
+            .arg(&results)
+            .env("ABLATE_CACHE_DIR", cache)
+            .output()
+            .unwrap()
+    };
+    // The tests' own cache gets a calibration (made now if it has none yet).
+    let shared = Path::new(common::CACHE);
+    let o = plan(shared);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let locked = dir.join("locked-cache");
+    std::fs::create_dir_all(locked.join("calibration.lock")).unwrap();
+    std::fs::copy(
+        shared.join("calibration.json"),
+        locked.join("calibration.json"),
+    )
+    .unwrap();
+    let o = plan(&locked);
+    let (out, err) = (
+        String::from_utf8_lossy(&o.stdout).into_owned(),
+        String::from_utf8_lossy(&o.stderr).into_owned(),
+    );
+    assert!(o.status.success(), "{err}");
+    assert!(!err.contains("calibrating"), "{err}");
+    assert!(out.contains("cached in"), "{out}");
+    // Finished: nothing to price, nothing calibrated or cached.
+    let done = Command::new(env!("CARGO_BIN_EXE_ablate"))
+        .args(["run"])
+        .arg(&file)
+        .arg("--results")
+        .arg(&results)
+        .arg("--reports")
+        .arg(dir.join("reports"))
+        .env("ABLATE_CACHE_DIR", shared)
+        .output()
+        .unwrap();
+    assert!(
+        done.status.success(),
+        "{}",
+        String::from_utf8_lossy(&done.stderr)
+    );
+    let empty = dir.join("empty-cache");
+    std::fs::create_dir_all(&empty).unwrap();
+    let o = plan(&empty);
+    let err = String::from_utf8_lossy(&o.stderr).into_owned();
+    assert!(o.status.success(), "{err}");
+    assert!(!err.contains("calibrating"), "{err}");
+    assert!(!empty.join("calibration.json").exists());
+}

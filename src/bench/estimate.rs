@@ -364,6 +364,13 @@ impl CalibrationCache {
         let lock = match lock {
             Ok(lock) => lock,
             Err(e) => {
+                // A cache that cannot be locked (a read-only dir) is still read.
+                if let Some(cal) = read_entries(file)
+                    .remove(&key)
+                    .filter(|c| c.is_valid() && c.cores == cores)
+                {
+                    return Ok((CostModel::new(cal)?, Provenance::Cached(file.clone())));
+                }
                 let (cal, seconds, _) = measure(cores)?;
                 let reason = format!("cannot use the cache dir {}: {e}", dir.display());
                 return Ok((
@@ -435,7 +442,10 @@ fn read_entries(file: &Path) -> BTreeMap<String, Calibration> {
 /// Calibrates at `cores` threads: the calibration, its seconds, and the cores other processes
 /// used meanwhile.
 fn measure(cores: usize) -> anyhow::Result<(Calibration, f64, f64)> {
-    eprintln!("calibrating this machine's kernels for the time model (once; cached) ...");
+    eprintln!(
+        "calibrating this machine's kernels for the time model (a few seconds; cached for next \
+         time unless other processes load the machine meanwhile) ..."
+    );
     let load = OtherLoad::start();
     let start = Instant::now();
     let cal = Calibration::measure(cores).context("calibrating the kernels")?;

@@ -90,7 +90,12 @@ fn table(exp: &Experiment, args: &PlanArgs) -> anyhow::Result<()> {
     // Every CPU slot trains with this many threads; GPU slots are not estimated.
     let cpu_threads = cpu.first().copied();
     let mut no_model = None;
-    if cpu_threads.is_some() && estimator.is_none() {
+    // Nothing left to train, nothing to price: no calibration.
+    let anything_left = exp
+        .runs
+        .iter()
+        .any(|run| super::slots::epochs_left(&RunRow::read(exp, &args.results, run)) > 0);
+    if cpu_threads.is_some() && estimator.is_none() && anything_left {
         match Estimator::new(cores) {
             Ok(e) => estimator = Some(e),
             Err(e) => no_model = Some(format!("{e:#}")),
