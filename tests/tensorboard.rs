@@ -382,9 +382,20 @@ fn report_writes_the_files_of_runs_trained_without_them() {
             .sum()
     };
     let before = files(&old);
+    let record = old.join("grid").join(EXPERIMENT_FILE);
+    let (record_bytes, record_inode) = (
+        std::fs::read(&record).unwrap(),
+        std::os::unix::fs::MetadataExt::ino(&std::fs::metadata(&record).unwrap()),
+    );
     let again = run(&["report", "--results", o, "--out", r]);
     assert_ok(&again);
     assert!(!common::stdout(&again).contains("event files written"));
     assert_eq!(files(&old), before, "nothing new, no new file");
+    // The experiment's record says what it said: not rewritten (was: new bytes each report).
+    assert_eq!(std::fs::read(&record).unwrap(), record_bytes);
+    assert_eq!(
+        std::os::unix::fs::MetadataExt::ino(&std::fs::metadata(&record).unwrap()),
+        record_inode
+    );
     std::fs::remove_dir_all(&dir).unwrap();
 }
