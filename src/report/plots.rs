@@ -101,9 +101,21 @@ fn both(stem: &Path, size: (u32, u32), figure: &impl Figure) -> anyhow::Result<V
         figure
             .draw(SVGBackend::new(&svg_tmp, size).into_drawing_area())
             .map_err(|e| anyhow::anyhow!("drawing {}: {}", svg.display(), innermost(&*e)))?;
+        // Pixels drawn in memory, encoded and written here: a full disk is one plain error.
+        let mut pixels = vec![0u8; size.0 as usize * size.1 as usize * 3];
         figure
-            .draw(BitMapBackend::new(&png_tmp, size).into_drawing_area())
+            .draw(BitMapBackend::with_buffer(&mut pixels, size).into_drawing_area())
             .map_err(|e| anyhow::anyhow!("drawing {}: {}", png.display(), innermost(&*e)))?;
+        let mut encoded = Vec::new();
+        image::ImageEncoder::write_image(
+            image::codecs::png::PngEncoder::new(&mut encoded),
+            &pixels,
+            size.0,
+            size.1,
+            image::ColorType::Rgb8,
+        )
+        .map_err(|e| anyhow::anyhow!("encoding {}: {e}", png.display()))?;
+        std::fs::write(&png_tmp, &encoded).with_context(|| format!("writing {}", png.display()))?;
         std::fs::rename(&svg_tmp, &svg).with_context(|| format!("writing {}", svg.display()))?;
         std::fs::rename(&png_tmp, &png).with_context(|| format!("writing {}", png.display()))
     })();
@@ -487,4 +499,53 @@ pub fn time_per_epoch(out: &Path, groups: &[GroupRow]) -> anyhow::Result<Vec<Pat
         (1000, height),
         &TimeFigure(&bars),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A blank figure.
+    struct Blank;
+
+    impl Figure for Blank {
+        fn draw<DB: DrawingBackend>(&self, root: DrawingArea<DB, Shift>) -> DrawResult
+        where
+            DB::ErrorType: 'static,
+        {
+            root.fill(&WHITE)?;
+            root.present()?;
+            Ok(())
+        }
+    }
+
+    /// A PNG that cannot be written fails as one plain line naming the file and the I/O error,
+    /// and leaves no temp file (was: "Drawing backend error: ImageError(IoError(Custom {...")
+    /// from plotters' own writer on a full disk).
+    #[test]
+    fn a_figure_that_cannot_be_written_is_one_plain_line() {
+        let dir = std::env::temp_dir().join(format!("ablate-plots-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let stem = dir.join("figure");
+        // The PNG's temp name is taken by a directory: its write fails as a full disk would.
+        let blocked = stem.with_extension(format!("tmp-{}.png", std::process::id()));
+        std::fs::create_dir_all(blocked.join("x")).unwrap();
+        let e = both(&stem, (64, 48), &Blank).unwrap_err();
+        let text = format!("{e:#}");
+        assert_eq!(text.lines().count(), 1, "{text}");
+        assert!(
+            text.starts_with(&format!("writing {}", stem.with_extension("png").display())),
+            "{text}"
+        );
+        assert!(
+            !text.contains("Custom {") && !text.contains("IoError("),
+            "{text}"
+        );
+        assert!(!stem.with_extension("svg").exists());
+        std::fs::remove_dir_all(&blocked).unwrap();
+        let drawn = both(&stem, (64, 48), &Blank).unwrap();
+        assert!(drawn.iter().all(|p| p.is_file()));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 }
