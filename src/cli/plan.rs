@@ -195,6 +195,9 @@ fn table(exp: &Experiment, args: &PlanArgs) -> anyhow::Result<()> {
                 est.provenance
             );
         }
+        (Some(_), None) if !anything_left => {
+            println!("\n{}: 0 runs to train; nothing to estimate.", args.file.display());
+        }
         _ => match no_model {
             Some(why) => println!("\nNo estimate: {why}."),
             None => println!(
