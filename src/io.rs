@@ -105,11 +105,12 @@ pub fn save_safetensors_with(
 fn canonical_header(bytes: Vec<u8>) -> Vec<u8> {
     let Some(n) = bytes
         .get(..8)
-        .map(|b| u64::from_le_bytes(b.try_into().expect("8 bytes")) as usize)
+        .and_then(|b| <[u8; 8]>::try_from(b).ok())
+        .map(|b| u64::from_le_bytes(b) as usize)
     else {
         return bytes;
     };
-    let Some(header) = bytes.get(8..8 + n) else {
+    let Some(header) = n.checked_add(8).and_then(|end| bytes.get(8..end)) else {
         return bytes;
     };
     let Ok(value) = serde_json::from_slice::<serde_json::Value>(header) else {

@@ -86,6 +86,16 @@ fn kill(child: &Child, signal: i32) {
     unsafe { libc::kill(child.id() as i32, signal) };
 }
 
+/// Waits until two of the run dirs `dirs` are running.
+fn wait_for_two_running(dirs: &[PathBuf]) {
+    wait_until("two runs in progress", Duration::from_secs(300), || {
+        dirs.iter()
+            .filter(|d| read_status(d).is_some_and(|s| s.status == RunStatus::Running))
+            .count()
+            == 2
+    });
+}
+
 #[test]
 fn sigkill_of_the_scheduler_loses_no_run_and_trains_none_twice() {
     let dir = scratch("sigkill");
@@ -242,12 +252,7 @@ fn ctrl_c_stops_children_resumably_and_a_second_scheduler_is_refused() {
     let dir = scratch("ctrlc");
     let (file, results) = (experiment(&dir, 3, 4), dir.join("results"));
     let (first, dirs) = start(&file, &results, Stdio::piped);
-    wait_until("two runs in progress", Duration::from_secs(300), || {
-        dirs.iter()
-            .filter(|d| read_status(d).is_some_and(|s| s.status == RunStatus::Running))
-            .count()
-            == 2
-    });
+    wait_for_two_running(&dirs);
     // The experiment is locked while the first scheduler lives.
     let second = run(&file, &results, &["--devices", "cpu:2"]);
     assert_eq!(second.status.code(), Some(2), "{}", text(&second));
@@ -354,12 +359,7 @@ fn runs_killed_by_a_second_ctrl_c_spend_no_retry() {
     let (file, results) = (experiment(&dir, 2, 50), dir.join("results"));
     for _ in 0..3 {
         let (first, dirs) = start(&file, &results, Stdio::piped);
-        wait_until("two runs in progress", Duration::from_secs(300), || {
-            dirs.iter()
-                .filter(|d| read_status(d).is_some_and(|s| s.status == RunStatus::Running))
-                .count()
-                == 2
-        });
+        wait_for_two_running(&dirs);
         kill(&first, libc::SIGINT);
         std::thread::sleep(Duration::from_millis(20));
         kill(&first, libc::SIGINT);

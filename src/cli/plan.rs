@@ -196,7 +196,10 @@ fn table(exp: &Experiment, args: &PlanArgs) -> anyhow::Result<()> {
             );
         }
         (Some(_), None) if !anything_left => {
-            println!("\n{}: 0 runs to train; nothing to estimate.", args.file.display());
+            println!(
+                "\n{}: 0 runs to train; nothing to estimate.",
+                args.file.display()
+            );
         }
         _ => match no_model {
             Some(why) => println!("\nNo estimate: {why}."),
