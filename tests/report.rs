@@ -592,7 +592,20 @@ fn the_ablation_table_says_which_differences_are_real() {
     );
     assert_eq!(cell(&table, 1, "Δ top-1 (pp)"), "+1.00");
     assert_eq!(cell(&table, 1, "95% CI (pp)"), "[-50.95, +52.95] n.s.");
-    assert_eq!(cell(&table, 1, "p (Welch)"), "0.875");
+    assert_eq!(
+        cell(&table, 1, "test"),
+        "Welch",
+        "seeds 0, 1 against 0, 1, 2"
+    );
+    assert_eq!(cell(&table, 1, "p"), "0.875");
+    // One test in the table: Holm leaves it as it is; the partial row has none.
+    assert_eq!(cell(&table, 1, "p (Holm)"), "0.875");
+    assert_eq!(cell(&table, 2, "p (Holm)"), "-");
+    // statsmodels: pooled std 4.39697 x TTestIndPower().solve_power(nobs1=2, ratio=1.5,
+    // power=0.8) = 17.0826; the fewest n with TTestIndPower().power(1 / 4.39697, n) >= 0.8: 305.
+    assert_eq!(cell(&table, 1, "detectable Δ (pp)"), "17.08");
+    assert_eq!(cell(&table, 1, "seeds/arm for Δ"), "305");
+    assert_eq!(cell(&table, 0, "seeds/arm for Δ"), "-", "the baseline row");
 }
 
 /// Seeds that all land on the same top-1 on both sides (common: 64 test images move top-1 in
@@ -633,13 +646,21 @@ fn no_spread_on_either_side_gives_no_test() {
     let t = table();
     assert_eq!(cell(&t, 1, "Δ top-1 (pp)"), "+10.00");
     assert_eq!(cell(&t, 1, "95% CI (pp)"), "no test: neither group varies");
-    assert_eq!(cell(&t, 1, "p (Welch)"), "-");
+    assert_eq!(cell(&t, 1, "p"), "-");
+    assert_eq!(cell(&t, 1, "p (Holm)"), "-");
+    // No spread: nothing to plan with.
+    assert_eq!(cell(&t, 1, "detectable Δ (pp)"), "-");
+    assert_eq!(cell(&t, 1, "seeds/arm for Δ"), "-");
     finish("r0", "relu6", 0, 58.0);
     finish("r1", "relu6", 1, 61.0);
     let t = table();
     assert_eq!(cell(&t, 1, "Δ top-1 (pp)"), "+9.50");
     assert_eq!(cell(&t, 1, "95% CI (pp)"), "[-9.56, +28.56] n.s.");
-    assert_eq!(cell(&t, 1, "p (Welch)"), "0.100");
+    assert_eq!(cell(&t, 1, "p"), "0.100");
+    // statsmodels: pooled std 1.22474 x solve_power(nobs1=2, ratio=1.5) = 4.7582; 9.5 pp is
+    // 7.76 standard deviations, which 2 seeds an arm detect.
+    assert_eq!(cell(&t, 1, "detectable Δ (pp)"), "4.76");
+    assert_eq!(cell(&t, 1, "seeds/arm for Δ"), "2");
 }
 
 /// A `summary.json` of an older layout, without fields the report does not use

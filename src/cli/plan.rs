@@ -31,6 +31,21 @@ pub struct PlanArgs {
     pub no_estimate: bool,
     #[arg(long, value_enum, default_value = "table")]
     pub format: PlanFormat,
+    /// Instead of the runs: from the experiment's finished runs, the seeds per arm each variant
+    /// needs against the baseline to detect a final top-1 difference of DELTA percentage
+    /// points with 80% power at the 5% level, and what the missing runs would cost.
+    #[arg(long, value_name = "DELTA", value_parser = positive_points, conflicts_with = "format")]
+    pub seeds_for: Option<f64>,
+}
+
+/// A difference in percentage points: a finite number above 0.
+fn positive_points(s: &str) -> Result<f64, String> {
+    match s.trim().parse::<f64>() {
+        Ok(v) if v > 0.0 && v.is_finite() => Ok(v),
+        _ => Err(format!(
+            "expected a top-1 difference in percentage points above 0, got {s:?}"
+        )),
+    }
 }
 
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
@@ -56,7 +71,10 @@ pub fn run(args: &PlanArgs) -> anyhow::Result<()> {
             }
             println!("{}", serde_json::to_string_pretty(&value)?);
         }
-        PlanFormat::Table => table(&exp, args)?,
+        PlanFormat::Table => match args.seeds_for {
+            Some(delta) => seeds_table(&exp, args, delta)?,
+            None => table(&exp, args)?,
+        },
     }
     Ok(())
 }
@@ -211,4 +229,160 @@ fn table(exp: &Experiment, args: &PlanArgs) -> anyhow::Result<()> {
         },
     }
     Ok(())
+}
+
+/// `--seeds-for DELTA`: per variant, the seeds per arm that detect DELTA against the baseline
+/// (at the spread its finished seeds show) and the cost of the runs that are missing.
+fn seeds_table(exp: &Experiment, args: &PlanArgs, delta: f64) -> anyhow::Result<()> {
+    use crate::report::{aggregate::aggregate, compare::Comparison, load::load_experiment};
+    let dir = exp.results_dir(&args.results);
+    let rows = if dir.join(crate::run_dir::PLAN_FILE).is_file() {
+        load_experiment(&dir)?
+    } else {
+        Vec::new()
+    };
+    let groups = aggregate(&rows)?;
+    let Some(base) = crate::report::tables::baseline(&groups) else {
+        // Nothing to plan from: a usage error, exit 2.
+        return Err(crate::config::ConfigError::invalid(
+            "--seeds-for",
+            format!(
+                "{}: no runs in {} yet; it plans from the spread of finished seeds, so run some first",
+                args.file.display(),
+                dir.display()
+            ),
+        )
+        .into());
+    };
+    // The time model, for the cost of the runs still to train.
+    let mut estimator = None;
+    let cores = args.cores.map(|c| c as usize);
+    let choice = choose(
+        exp,
+        &args.results,
+        args.devices.as_deref(),
+        cores,
+        &mut estimator,
+    )?;
+    let cpu: Vec<usize> = choice
+        .slots
+        .iter()
+        .filter_map(|s| match s {
+            Slot::Cpu { threads, .. } => Some(*threads),
+            Slot::Gpu { .. } => None,
+        })
+        .collect();
+    if !cpu.is_empty() && estimator.is_none() {
+        estimator = Estimator::new(cores).ok();
+    }
+    // One run of a group, priced whole (its config's epochs).
+    let mut run_cost = |group: &str| -> anyhow::Result<Option<f64>> {
+        let (Some(threads), Some(est)) = (cpu.first().copied(), estimator.as_mut()) else {
+            return Ok(None);
+        };
+        let Some(run) = rows
+            .iter()
+            .find(|r| r.group == group)
+            .and_then(|r| exp.runs.iter().find(|p| p.id.to_string() == r.id))
+        else {
+            return Ok(None);
+        };
+        let Some(profile) = est.profile(&run.config.model)? else {
+            return Ok(None);
+        };
+        let busy = cpu.iter().sum::<usize>();
+        let epochs = run.config.train.epochs;
+        Ok(Some(est.model.run_seconds(
+            &run.config,
+            &profile,
+            epochs,
+            threads,
+            busy,
+        )?))
+    };
+    println!(
+        "{}: seeds per arm to detect a final top-1 difference of {delta} pp against {} (80% power, \
+         5% two-sided), at the spread of the finished seeds",
+        exp.name, base.group
+    );
+    println!(
+        "{:<24} {:>6} {:>8} {:>9} {:>10} {:>10} {:>12}",
+        "variant", "test", "std (pp)", "seeds run", "seeds/arm", "runs to add", "their cost"
+    );
+    let (mut base_needed, mut extra) = (0usize, Vec::new());
+    let mut total_runs = 0usize;
+    for g in groups.iter().filter(|g| !std::ptr::eq(*g, base)) {
+        let c = Comparison::new(g, base, "final_top1");
+        let test = match c.design {
+            Some(crate::report::power::Design::Paired { .. }) => "paired",
+            Some(crate::report::power::Design::Independent { .. }) => "Welch",
+            None => "-",
+        };
+        let std = c.std.map_or("-".into(), |s| format!("{s:.3}"));
+        let run = format!("{}/{}", g.n, base.n);
+        let (needed, add, cost) = match c.seeds_for(delta) {
+            Ok(Some(n)) => {
+                base_needed = base_needed.max(n);
+                let add = n.saturating_sub(g.n);
+                total_runs += add;
+                let cost = price(&mut run_cost, &mut extra, &g.group, add)?;
+                (n.to_string(), add.to_string(), cost)
+            }
+            Ok(None) => (
+                format!(">{}", crate::report::power::MAX_SEEDS),
+                "-".into(),
+                "-".into(),
+            ),
+            Err(why) => (why.to_string(), "-".into(), "-".into()),
+        };
+        println!(
+            "{:<24} {:>6} {:>8} {:>9} {:>10} {:>10} {:>12}",
+            g.group, test, std, run, needed, add, cost
+        );
+    }
+    let base_add = base_needed.saturating_sub(base.n);
+    if base_add > 0 {
+        total_runs += base_add;
+        let cost = price(&mut run_cost, &mut extra, &base.group, base_add)?;
+        println!(
+            "{:<24} {:>6} {:>8} {:>9} {:>10} {:>10} {:>12}",
+            base.group, "", "", base.n, base_needed, base_add, cost
+        );
+    }
+    if cpu.is_empty() || extra.is_empty() {
+        println!("\n{total_runs} runs to add.");
+    } else {
+        println!(
+            "\n{total_runs} runs to add, about {} on {} CPU slot{} ({}).",
+            human(makespan(&extra, cpu.len())),
+            cpu.len(),
+            if cpu.len() == 1 { "" } else { "s" },
+            cpu_model()
+        );
+    }
+    println!(
+        "seeds/arm: the fewest seeds in each arm, in the design the finished seeds use (paired \
+         where both ran the same seeds, else two independent groups with their pooled standard \
+         deviation), whose t-test detects {delta} pp with 80% power at the 5% level (noncentral \
+         t, as statsmodels' TTestPower / TTestIndPower); the baseline needs the most any \
+         variant does. Costs are the plan's time model for whole runs of each group."
+    );
+    Ok(())
+}
+
+/// The cost of `add` more runs of `group` as a cell ("?" where the time model has no price),
+/// each run's seconds added to `extra`.
+fn price(
+    run_cost: &mut impl FnMut(&str) -> anyhow::Result<Option<f64>>,
+    extra: &mut Vec<f64>,
+    group: &str,
+    add: usize,
+) -> anyhow::Result<String> {
+    Ok(match run_cost(group)? {
+        Some(one) => {
+            extra.extend(std::iter::repeat_n(one, add));
+            human(one * add as f64)
+        }
+        None => "?".into(),
+    })
 }

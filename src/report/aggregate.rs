@@ -17,8 +17,8 @@ pub struct Stat {
 
 impl Stat {
     /// The sample for a test between groups; `None` without a mean.
-    pub fn sample(&self) -> Option<super::welch::Sample> {
-        Some(super::welch::Sample {
+    pub fn sample(&self) -> Option<super::ttest::Sample> {
+        Some(super::ttest::Sample {
             mean: self.mean?,
             std: self.std.unwrap_or(f64::NAN),
             n: self.n,
@@ -77,6 +77,16 @@ pub struct GroupRow {
     pub device: String,
     /// What the group's runs were trained on, each distinct setting once.
     pub trained_on: Vec<super::trained_on::TrainedOn>,
+    /// The finished runs, in plan order: each one's seed and metrics.
+    pub finished: Vec<SeedRow>,
+}
+
+/// One finished run of a group.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SeedRow {
+    pub seed: u64,
+    /// Per metric of [`METRICS`], in that order.
+    pub values: Vec<Option<f64>>,
 }
 
 impl GroupRow {
@@ -85,6 +95,17 @@ impl GroupRow {
             .iter()
             .position(|m| *m == name)
             .map_or_else(Stat::default, |i| self.stats[i])
+    }
+
+    /// `(seed, value)` of metric `name` over the finished runs that have it, in plan order.
+    pub fn by_seed(&self, name: &str) -> Vec<(u64, f64)> {
+        let Some(i) = METRICS.iter().position(|m| *m == name) else {
+            return Vec::new();
+        };
+        self.finished
+            .iter()
+            .filter_map(|r| Some((r.seed, r.values[i]?)))
+            .collect()
     }
 }
 
@@ -165,7 +186,16 @@ pub fn aggregate(rows: &[RunRow]) -> anyhow::Result<Vec<GroupRow>> {
                 trained_on.push(t);
             }
         }
+        let finished = members
+            .iter()
+            .filter(|r| r.status.is_done())
+            .map(|r| SeedRow {
+                seed: r.seed,
+                values: METRICS.iter().map(|m| metric(r, m)).collect(),
+            })
+            .collect();
         out.push(GroupRow {
+            finished,
             trained_on,
             model_name: members
                 .first()

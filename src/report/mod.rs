@@ -4,12 +4,14 @@
 //! `report.md`.
 
 pub mod aggregate;
+pub mod compare;
 pub mod load;
 pub mod paper;
 pub mod plots;
+pub mod power;
 pub mod tables;
 pub mod trained_on;
-pub mod welch;
+pub mod ttest;
 
 use std::fmt::Write;
 use std::path::{Path, PathBuf};

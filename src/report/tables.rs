@@ -3,7 +3,9 @@
 //! variant against its baseline).
 
 use super::aggregate::{GroupRow, Stat};
+use super::compare::Comparison;
 use super::paper::{self, PaperRow, PAPER_DEVICE};
+use super::power::Design;
 use super::trained_on;
 use crate::table::Table;
 
@@ -250,17 +252,37 @@ pub fn ablation(groups: &[GroupRow], metric: Metric) -> Table {
             _ => "-".into(),
         }
     };
-    let rows = groups
+    // Each variant's test against the baseline; Holm's adjustment over the table's p-values.
+    let comparisons: Vec<Option<Comparison>> = groups
         .iter()
         .map(|g| {
+            base.filter(|b| !std::ptr::eq(*b, g))
+                .map(|b| Comparison::new(g, b, metric.column()))
+        })
+        .collect();
+    let holm = super::power::holm(
+        &comparisons
+            .iter()
+            .map(|c| c.as_ref().and_then(|c| c.test.as_ref().ok()).map(|t| t.p))
+            .collect::<Vec<_>>(),
+    );
+    let rows = groups
+        .iter()
+        .zip(comparisons.iter().zip(&holm))
+        .map(|(g, (comparison, holm))| {
             let top1 = g.stat(metric.column());
             let base_top1 = base.map(|b| b.stat(metric.column()));
             let d_top1 = match (top1.mean, base_top1.and_then(|b| b.mean)) {
                 (Some(v), Some(b)) => format!("{:+.2}", v - b),
                 _ => "-".into(),
             };
-            let (interval, p) =
-                significance(top1, base_top1, base.is_some_and(|b| std::ptr::eq(b, g)));
+            let cells = TestCells::new(
+                comparison.as_ref(),
+                *holm,
+                top1.mean
+                    .zip(base_top1.and_then(|b| b.mean))
+                    .map(|(v, b)| v - b),
+            );
             let claim = match (base.and_then(|b| b.model.as_ref()), g.model.as_ref()) {
                 (Some(b), Some(v)) => paper::claim_for(b, v),
                 _ => None,
@@ -287,8 +309,12 @@ pub fn ablation(groups: &[GroupRow], metric: Metric) -> Table {
                 format!("{}/{}", g.n, g.total),
                 pm(top1, 1.0, 2),
                 d_top1,
-                interval,
-                p,
+                cells.test,
+                cells.interval,
+                cells.p,
+                cells.holm,
+                cells.detectable,
+                cells.seeds,
                 pm(g.stat("flops_paper"), 1e-6, 2),
                 rel(g, "flops_paper"),
                 pm(g.stat("params_paper"), 1e-6, 3),
@@ -314,8 +340,12 @@ pub fn ablation(groups: &[GroupRow], metric: Metric) -> Table {
             "n/N",
             "top-1 (%)",
             "Δ top-1 (pp)",
+            "test",
             "95% CI (pp)",
-            "p (Welch)",
+            "p",
+            "p (Holm)",
+            "detectable Δ (pp)",
+            "seeds/arm for Δ",
             "FLOPs (M)",
             "Δ FLOPs",
             "params (M)",
@@ -335,37 +365,70 @@ pub fn ablation(groups: &[GroupRow], metric: Metric) -> Table {
         notes: vec![
             "Δ is against the baseline row: percentage points for top-1, relative change otherwise; means over finished seeds.".into(),
             "Paper columns: the change the CondenseNeXt paper's text claims an effect for, where this row is exactly the baseline with that change (depthwise-separable 3x3: -7.3% FLOPs, -11.5% params, -1.17 pp; pruning with cardinality at the baseline's p: -60.99%, -65.21%, -0.88 pp; ReLU6: +0.577 pp). The paper takes its steps one after another from CondenseNet toward CondenseNeXt; this table changes one key of the baseline at a time. The paper's top-1 change stands only beside rows trained in its setting (CIFAR-10, 50,000 images, 200 epochs); elsewhere the cell says what differs.".into(),
-            "95% CI and p: Welch's t-test of the variant's seeds against the baseline's (at least 2 finished seeds on each side, and spread in at least one: when every seed of both lands on the same top-1 no test can be given); \"n.s.\" marks an interval that contains 0, a difference not distinguishable from seed noise.".into(),
+            "test, 95% CI and p: the paired t-test of the per-seed differences where the variant and the baseline finished the same seeds (2 or more) on the same data (a seed fixes the data order and augmentation draws), else Welch's t-test of the two groups; at least 2 finished seeds on each side and some spread are needed (when every seed of both lands on the same top-1, or every seed moves by the same step, no test can be given); \"n.s.\" marks an interval that contains 0, a difference not distinguishable from seed noise.".into(),
+            "p (Holm): the p-values of this table's variants adjusted together by Holm's step-down method (Holm 1979), so that testing many variants at once does not find a change by chance; a row is significant at 5% over the whole table when it is below 0.05.".into(),
+            "detectable Δ: the smallest top-1 difference the seeds run so far detect with 80% power at the 5% level (two-sided t-test, noncentral t; Cohen 1988), at the spread they show (the pooled standard deviation, or that of the paired differences). seeds/arm for Δ: the seeds per arm, in the same design, that would detect the observed Δ with 80% power (\"never\" when Δ is 0, \">100000\" beyond that). `ablate plan --seeds-for DELTA` prices the seeds a chosen difference needs.".into(),
         ],
     }
 }
 
-/// The 95% interval of the top-1 difference against the baseline and Welch's p-value, as table
-/// cells.
-fn significance(top1: Stat, base: Option<Stat>, is_baseline: bool) -> (String, String) {
-    let dash = || ("-".to_string(), "-".to_string());
-    let Some(base) = base else { return dash() };
-    if is_baseline {
-        return dash();
-    }
-    let test = match (top1.sample(), base.sample()) {
-        (Some(a), Some(b)) => super::welch::welch(a, b),
-        // A group without a mean has no finished seed.
-        _ => Err(super::welch::NoTest::TooFewSeeds {
-            a: top1.n,
-            b: base.n,
-        }),
-    };
-    match test {
-        Ok(w) => (
-            format!(
-                "[{:+.2}, {:+.2}]{}",
-                w.ci.0,
-                w.ci.1,
-                if w.significant() { "" } else { " n.s." }
+/// The test columns of one ablation row, as table cells ("-" for the baseline row).
+struct TestCells {
+    test: String,
+    interval: String,
+    p: String,
+    holm: String,
+    detectable: String,
+    seeds: String,
+}
+
+impl TestCells {
+    /// `diff` is the row's mean difference from the baseline (the observed Δ).
+    fn new(comparison: Option<&Comparison>, holm: Option<f64>, diff: Option<f64>) -> Self {
+        let dash = || "-".to_string();
+        let Some(c) = comparison else {
+            return Self {
+                test: dash(),
+                interval: dash(),
+                p: dash(),
+                holm: dash(),
+                detectable: dash(),
+                seeds: dash(),
+            };
+        };
+        let (test, interval, p) = match &c.test {
+            Ok(t) => (
+                t.kind.to_string(),
+                format!(
+                    "[{:+.2}, {:+.2}]{}",
+                    t.ci.0,
+                    t.ci.1,
+                    if t.significant() { "" } else { " n.s." }
+                ),
+                format!("{:.3}", t.p),
             ),
-            format!("{:.3}", w.p),
-        ),
-        Err(why) => (why.to_string(), "-".into()),
+            Err(why) => (
+                c.design.map_or_else(dash, |d| match d {
+                    Design::Paired { .. } => "paired".into(),
+                    Design::Independent { .. } => "Welch".into(),
+                }),
+                why.to_string(),
+                dash(),
+            ),
+        };
+        let seeds = match diff.map(|d| c.seeds_for(d)) {
+            Some(Ok(Some(n))) => n.to_string(),
+            Some(Ok(None)) if diff == Some(0.0) => "never".into(),
+            Some(Ok(None)) => format!(">{}", super::power::MAX_SEEDS),
+            Some(Err(_)) | None => dash(),
+        };
+        Self {
+            test,
+            interval,
+            p,
+            holm: holm.map_or_else(dash, |p| format!("{p:.3}")),
+            detectable: c.detectable().map_or_else(dash, |d| format!("{d:.2}")),
+            seeds,
+        }
     }
 }

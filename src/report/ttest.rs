@@ -1,7 +1,10 @@
-//! Welch's t-test between two groups of seeds: is a difference of means more than noise?
+//! t-tests between two groups of seeds: is a difference of means more than noise?
 //!
-//! The difference of means with its 95% confidence interval (Student's t with the
-//! Welch–Satterthwaite degrees of freedom) and the two-sided p-value. The t distribution comes
+//! Welch's test of two groups of independent seeds, or the paired test of the per-seed
+//! differences where both groups ran the same seeds (the same data order and augmentation
+//! draws: the sharper test). Each gives the difference of means with its 95% confidence
+//! interval (Student's t, with the Welch–Satterthwaite degrees of freedom for Welch's test, n - 1
+//! for the paired one) and the two-sided p-value. The t distribution comes
 //! from the regularized incomplete beta function (continued fraction, as in Numerical
 //! Recipes' `betacf`), checked against scipy's values in the tests. Groups without any spread
 //! give no test ([`NoTest::NoSpread`]), never a p-value of 0.
@@ -14,23 +17,56 @@ pub struct Sample {
     pub n: usize,
 }
 
+/// Which t-test gave a [`TTest`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TestKind {
+    /// Two groups of independent seeds, unequal variances.
+    Welch,
+    /// The same seeds in both groups: the one-sample test of the per-seed differences.
+    Paired,
+}
+
+impl std::fmt::Display for TestKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Welch => "Welch",
+            Self::Paired => "paired",
+        })
+    }
+}
+
 /// `a - b` with its uncertainty.
 #[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Welch {
+pub struct TTest {
+    pub kind: TestKind,
     /// Difference of means, `a - b`.
     pub diff: f64,
     /// 95% confidence interval of the difference.
     pub ci: (f64, f64),
     /// Two-sided p-value of "the means are equal".
     pub p: f64,
-    /// Welch–Satterthwaite degrees of freedom.
+    /// Degrees of freedom: Welch–Satterthwaite's, or n - 1 of the paired differences.
     pub df: f64,
 }
 
-impl Welch {
+impl TTest {
     /// Whether the interval excludes 0 (significant at the 5% level).
     pub fn significant(&self) -> bool {
         self.ci.0 > 0.0 || self.ci.1 < 0.0
+    }
+}
+
+impl Sample {
+    /// Mean, sample standard deviation (n - 1; NaN for one value) and size of `values`.
+    pub fn of(values: &[f64]) -> Self {
+        let n = values.len();
+        let mean = values.iter().sum::<f64>() / n as f64;
+        let var = values.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / (n as f64 - 1.0);
+        Self {
+            mean,
+            std: if n >= 2 { var.sqrt() } else { f64::NAN },
+            n,
+        }
     }
 }
 
@@ -45,6 +81,9 @@ pub enum NoTest {
     NoSpread,
     /// A mean is not a finite number.
     NotFinite,
+    /// Paired seeds whose differences are all equal: as [`NoTest::NoSpread`], for the paired
+    /// test.
+    EqualDifferences,
 }
 
 impl std::fmt::Display for NoTest {
@@ -53,6 +92,7 @@ impl std::fmt::Display for NoTest {
             Self::TooFewSeeds { a, b } => write!(f, "needs 2+ seeds each ({a} vs {b})"),
             Self::NoSpread => f.write_str("no test: neither group varies"),
             Self::NotFinite => f.write_str("no test: a mean is not finite"),
+            Self::EqualDifferences => f.write_str("no test: every seed differs by the same"),
         }
     }
 }
@@ -65,7 +105,7 @@ const ROUNDING: f64 = 1e-12;
 /// least one: with one group constant the test is still defined (its variance is 0, the
 /// degrees of freedom are the other group's n - 1), as scipy's `ttest_ind(equal_var=False)`
 /// computes it.
-pub fn welch(a: Sample, b: Sample) -> Result<Welch, NoTest> {
+pub fn welch(a: Sample, b: Sample) -> Result<TTest, NoTest> {
     if a.n < 2 || b.n < 2 {
         return Err(NoTest::TooFewSeeds { a: a.n, b: b.n });
     }
@@ -89,10 +129,38 @@ pub fn welch(a: Sample, b: Sample) -> Result<Welch, NoTest> {
     let df = se2 * se2 / (va * va / (a.n - 1) as f64 + vb * vb / (b.n - 1) as f64);
     let se = se2.sqrt();
     let q = t_quantile_975(df);
-    Ok(Welch {
+    Ok(TTest {
+        kind: TestKind::Welch,
         diff,
         ci: (diff - q * se, diff + q * se),
         p: two_sided_p(diff / se, df),
+        df,
+    })
+}
+
+/// The paired t-test of `diffs`, each seed's `a - b`, as scipy's `ttest_rel(a, b)` computes it.
+/// Needs 2+ pairs and differences that vary (equal differences, e.g. a change that moves every
+/// seed by the same step, give no test rather than p = 0).
+pub fn paired(diffs: &[f64]) -> Result<TTest, NoTest> {
+    let n = diffs.len();
+    if n < 2 {
+        return Err(NoTest::TooFewSeeds { a: n, b: n });
+    }
+    if !diffs.iter().all(|d| d.is_finite()) {
+        return Err(NoTest::NotFinite);
+    }
+    let s = Sample::of(diffs);
+    if s.std <= ROUNDING * s.mean.abs() {
+        return Err(NoTest::EqualDifferences);
+    }
+    let df = (n - 1) as f64;
+    let se = s.std / (n as f64).sqrt();
+    let q = t_quantile_975(df);
+    Ok(TTest {
+        kind: TestKind::Paired,
+        diff: s.mean,
+        ci: (s.mean - q * se, s.mean + q * se),
+        p: two_sided_p(s.mean / se, df),
         df,
     })
 }
@@ -124,7 +192,7 @@ pub fn t_quantile_975(df: f64) -> f64 {
 }
 
 /// `ln Γ(x)` for x > 0 (Lanczos, g = 7, 9 terms; ~1e-15 relative).
-fn ln_gamma(x: f64) -> f64 {
+pub(super) fn ln_gamma(x: f64) -> f64 {
     const G: [f64; 9] = [
         0.999_999_999_999_809_9,
         676.520_368_121_885_1,
@@ -150,7 +218,7 @@ fn ln_gamma(x: f64) -> f64 {
 }
 
 /// The regularized incomplete beta function `I_x(a, b)`.
-fn incomplete_beta(x: f64, a: f64, b: f64) -> f64 {
+pub(super) fn incomplete_beta(x: f64, a: f64, b: f64) -> f64 {
     if x <= 0.0 {
         return 0.0;
     }
@@ -263,6 +331,28 @@ mod tests {
         assert_eq!(welch(third, sample(&[0.3, 0.3])), Err(NoTest::NoSpread));
         let clearly = welch(sample(&[95.0, 95.2, 94.9]), sample(&[90.0, 90.1, 89.8])).unwrap();
         assert!(clearly.significant() && clearly.p < 1e-4, "{clearly:?}");
+    }
+
+    /// Against scipy 1.17: `stats.ttest_rel(a, b)` and its `confidence_interval()`.
+    #[test]
+    fn paired_matches_scipy() {
+        let close = |a: f64, b: f64, tol: f64| (a - b).abs() <= tol * b.abs().max(1.0);
+        let diffs = |a: &[f64], b: &[f64]| a.iter().zip(b).map(|(x, y)| x - y).collect::<Vec<_>>();
+        let t = paired(&diffs(&[92.0, 93.5, 91.0, 90.2], &[90.0, 90.5, 91.5, 89.0])).unwrap();
+        assert_eq!(t.kind, TestKind::Paired);
+        assert!(close(t.df, 3.0, 1e-12));
+        assert!(close(t.p, 0.14972076869180284, 1e-8), "{t:?}");
+        assert!(close(t.ci.0, -0.9293471629076637, 1e-8), "{t:?}");
+        assert!(close(t.ci.1, 3.779347162907665, 1e-8), "{t:?}");
+        let t = paired(&diffs(&[58.0, 60.0], &[50.0, 53.0])).unwrap();
+        assert!(close(t.p, 0.04237860926989283, 1e-8), "{t:?}");
+        assert!(close(t.ci.0, 1.146897631912653, 1e-8) && close(t.ci.1, 13.853102368087347, 1e-8));
+        assert!(t.significant());
+        // One pair, equal differences, a NaN: no test.
+        assert_eq!(paired(&[1.0]), Err(NoTest::TooFewSeeds { a: 1, b: 1 }));
+        assert_eq!(paired(&[1.5, 1.5, 1.5]), Err(NoTest::EqualDifferences));
+        assert_eq!(paired(&[0.0, 0.0]), Err(NoTest::EqualDifferences));
+        assert_eq!(paired(&[1.0, f64::NAN]), Err(NoTest::NotFinite));
     }
 
     /// One constant group: the test is defined, with the other group's n - 1 degrees of
