@@ -550,3 +550,92 @@ fn the_calibration_is_read_where_it_can_be_and_made_only_when_needed() {
     assert!(!err.contains("calibrating"), "{err}");
     assert!(!empty.join("calibration.json").exists());
 }
+
+/// `ablate plan --seeds-for DELTA` on a small trained experiment (two models on the built-in
+/// digits, three shared seeds): the variant's line has the design and the seeds per arm that the report's
+/// `Comparison` computes from the same runs; no finished run, or a DELTA that is not above 0,
+/// is a usage error.
+#[test]
+fn plan_seeds_for_prices_the_seeds_a_difference_needs() {
+    use ablate::report::{aggregate::aggregate, compare::Comparison, load::load_experiment};
+    let dir = scratch("seeds-for");
+    let file = dir.join("seeds.toml");
+    std::fs::write(
+        &file,
+        r#"name = "seeds"
+seeds = [0, 1, 2]
+[base]
+preset = "condensenext"
+model.stages = [1, 1, 1]
+train.epochs = 1
+train.batch = 32
+data.dataset = "digits"
+data.train_size = 64
+[[include]]
+label = "baseline"
+[[include]]
+label = "condensenet"
+preset = "condensenet-86"
+"#,
+    )
+    .unwrap();
+    let (results, cache) = (dir.join("results"), dir.join("cache"));
+    let plan = |delta: &str| {
+        Command::new(env!("CARGO_BIN_EXE_ablate"))
+            .args(["plan", file.to_str().unwrap(), "--results"])
+            .arg(&results)
+            .args(["--devices", "cpu", "--seeds-for", delta])
+            .env("ABLATE_CACHE_DIR", &cache)
+            .output()
+            .unwrap()
+    };
+    // Nothing has run: nothing to plan from.
+    let o = plan("1");
+    assert_eq!(
+        o.status.code(),
+        Some(2),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert!(String::from_utf8_lossy(&o.stderr).contains("no runs"));
+
+    let o = Command::new(env!("CARGO_BIN_EXE_ablate"))
+        .args(["run", file.to_str().unwrap(), "--results"])
+        .arg(&results)
+        .arg("--reports")
+        .arg(dir.join("reports"))
+        .args(["--devices", "cpu"])
+        .env("ABLATE_CACHE_DIR", &cache)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+
+    for bad in ["0", "-1", "nan", "x"] {
+        let o = plan(bad);
+        assert_eq!(o.status.code(), Some(2), "--seeds-for {bad}");
+    }
+    let o = plan("1.5");
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let groups = aggregate(&load_experiment(&results.join("seeds")).unwrap()).unwrap();
+    let base = groups.iter().find(|g| g.group == "baseline").unwrap();
+    let variant = groups.iter().find(|g| g.group == "condensenet").unwrap();
+    let c = Comparison::new(variant, base, "final_top1");
+    let line = out
+        .lines()
+        .find(|l| l.starts_with("condensenet "))
+        .unwrap_or_else(|| panic!("no line for the variant:\n{out}"));
+    assert!(
+        line.contains("paired"),
+        "same seeds on the same data: {line}"
+    );
+    // The two models' seeds spread (2.0 pp here), so a number of seeds is planned.
+    assert!(c.std.is_some_and(|s| s > 0.0), "{c:?}");
+    let want = match c.seeds_for(1.5) {
+        Ok(Some(n)) => n.to_string(),
+        Ok(None) => ">100000".into(),
+        Err(why) => why.into(),
+    };
+    assert!(line.contains(&want), "{want} in {line}\n{out}");
+    assert!(out.contains("runs to add"), "{out}");
+}
