@@ -148,7 +148,7 @@ mod tests {
         let base = group(&[(0, 90.0), (1, 91.0)]);
         let shifted = group(&[(0, 91.0), (1, 92.0)]);
         let c = Comparison::new(&shifted, &base, "final_top1");
-        assert_eq!(c.test, Err(NoTest::EqualDifferences));
+        assert_eq!(c.test, Err(NoTest::EqualDifferences { step: 1.0 }));
         assert_eq!(c.detectable(), None);
         assert_eq!(c.seeds_for(1.0), Err("no spread to plan with"));
     }

@@ -71,7 +71,7 @@ impl Sample {
 }
 
 /// Why no test can be given between two groups.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub enum NoTest {
     /// A group has fewer than 2 values, so its spread is unknown.
     TooFewSeeds { a: usize, b: usize },
@@ -81,9 +81,9 @@ pub enum NoTest {
     NoSpread,
     /// A mean is not a finite number.
     NotFinite,
-    /// Paired seeds whose differences are all equal: as [`NoTest::NoSpread`], for the paired
-    /// test.
-    EqualDifferences,
+    /// Paired seeds whose differences are all equal (to `step`, the metric's unit): as
+    /// [`NoTest::NoSpread`], for the paired test.
+    EqualDifferences { step: f64 },
 }
 
 impl std::fmt::Display for NoTest {
@@ -92,7 +92,9 @@ impl std::fmt::Display for NoTest {
             Self::TooFewSeeds { a, b } => write!(f, "needs 2+ seeds each ({a} vs {b})"),
             Self::NoSpread => f.write_str("no test: neither group varies"),
             Self::NotFinite => f.write_str("no test: a mean is not finite"),
-            Self::EqualDifferences => f.write_str("no test: every seed differs by the same"),
+            Self::EqualDifferences { step } => {
+                write!(f, "no test: every seed differs by {step:+.2}")
+            }
         }
     }
 }
@@ -151,7 +153,7 @@ pub fn paired(diffs: &[f64]) -> Result<TTest, NoTest> {
     }
     let s = Sample::of(diffs);
     if s.std <= ROUNDING * s.mean.abs() {
-        return Err(NoTest::EqualDifferences);
+        return Err(NoTest::EqualDifferences { step: s.mean });
     }
     let df = (n - 1) as f64;
     let se = s.std / (n as f64).sqrt();
@@ -350,8 +352,12 @@ mod tests {
         assert!(t.significant());
         // One pair, equal differences, a NaN: no test.
         assert_eq!(paired(&[1.0]), Err(NoTest::TooFewSeeds { a: 1, b: 1 }));
-        assert_eq!(paired(&[1.5, 1.5, 1.5]), Err(NoTest::EqualDifferences));
-        assert_eq!(paired(&[0.0, 0.0]), Err(NoTest::EqualDifferences));
+        assert_eq!(
+            paired(&[1.5, 1.5, 1.5]),
+            Err(NoTest::EqualDifferences { step: 1.5 })
+        );
+        let none = paired(&[0.0, 0.0]).unwrap_err();
+        assert_eq!(none.to_string(), "no test: every seed differs by +0.00");
         assert_eq!(paired(&[1.0, f64::NAN]), Err(NoTest::NotFinite));
     }
 

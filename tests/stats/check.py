@@ -126,21 +126,31 @@ def check_table(results, report):
             diffs = [x - y for x, y in zip(a, b)]
             sd = stats.tstd(diffs)
             kind, n = "paired", len(seeds)
-            detectable = TTestPower().solve_power(None, nobs=n, alpha=0.05, power=0.8) * sd
-            need = seeds_needed(lambda d, k: TTestPower().power(d, k, 0.05), abs(sum(diffs) / n) / sd)
+            if sd > 0:
+                detectable = TTestPower().solve_power(None, nobs=n, alpha=0.05, power=0.8) * sd
+                need = seeds_needed(lambda d, k: TTestPower().power(d, k, 0.05), abs(sum(diffs) / n) / sd)
         else:
             a, b = list(values.values()), list(base.values())
             r = stats.ttest_ind(a, b, equal_var=False)
             na, nb = len(a), len(b)
             sd = math.sqrt(((na - 1) * stats.tvar(a) + (nb - 1) * stats.tvar(b)) / (na + nb - 2))
             kind = "Welch"
-            detectable = TTestIndPower().solve_power(None, nobs1=na, ratio=nb / na, alpha=0.05, power=0.8) * sd
-            diff = sum(a) / na - sum(b) / nb
-            need = seeds_needed(lambda d, k: TTestIndPower().power(d, k, 0.05, ratio=1), abs(diff) / sd)
+            if sd > 0:
+                detectable = TTestIndPower().solve_power(None, nobs1=na, ratio=nb / na, alpha=0.05, power=0.8) * sd
+                diff = sum(a) / na - sum(b) / nb
+                need = seeds_needed(lambda d, k: TTestIndPower().power(d, k, 0.05, ratio=1), abs(diff) / sd)
+        check(row["test"] == kind, f"{name}: test {row['test']} (scipy: {kind})")
+        if not (sd > 0 and math.isfinite(r.pvalue)):
+            # No spread: scipy's p is NaN (or 0 for a constant shift); ablate gives no test and
+            # plans nothing.
+            check(row["p"] == "-" and row["95% CI (pp)"].startswith("no test")
+                  and row["p (Holm)"] == "-" and row["detectable Δ (pp)"] == "-"
+                  and row["seeds/arm for Δ"] == "-",
+                  f"{name}: no spread (scipy p {r.pvalue}), no test: {row['95% CI (pp)']}")
+            continue
         ci = r.confidence_interval()
         print(f"  {name}: {kind}, p {r.pvalue:.4f}, CI [{ci.low:+.3f}, {ci.high:+.3f}], "
               f"detectable {detectable:.3f} pp, seeds/arm {need}")
-        check(row["test"] == kind, f"{name}: test {row['test']} (scipy: {kind})")
         check(abs(float(row["p"]) - r.pvalue) <= 0.0006, f"{name}: p {row['p']} (scipy {r.pvalue:.4f})")
         lo, hi = re.findall(r"[+-]\d+\.\d+", row["95% CI (pp)"])[:2]
         check(abs(float(lo) - ci.low) <= 0.006 and abs(float(hi) - ci.high) <= 0.006,
