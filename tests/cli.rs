@@ -1,7 +1,7 @@
 //! `ablate count` end to end: output formats, and bad input giving one error line and exit 2.
 
 mod common;
-use common::{ablate, assert_usage_error, scratch, stderr, stdout};
+use common::{ablate, assert_usage_error, scratch, stderr, stdout, tiny_experiment};
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -220,23 +220,6 @@ fn a_closed_pipe_ends_a_listing_quietly() {
     assert_ne!(status.code(), Some(101), "{err}");
     assert!(!err.contains("panicked"), "{err}");
     assert!(err.is_empty(), "{err}");
-}
-
-/// A fresh scratch dir with `tiny.toml`: two one-epoch CondenseNeXt runs on 64 synthetic
-/// images.
-fn tiny_experiment(name: &str) -> (PathBuf, PathBuf) {
-    let dir = std::env::temp_dir().join(format!("ablate-cli-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    let file = dir.join("tiny.toml");
-    std::fs::write(
-        &file,
-        "name = \"tiny\"\nseeds = [0, 1]\n[base]\npreset = \"condensenext\"\n\
-         model.stages = [1, 1, 1]\ntrain.epochs = 1\ntrain.batch = 32\n\
-         data.dataset = \"synthetic\"\ndata.train_size = 64\ndata.test_size = 32\n",
-    )
-    .unwrap();
-    (dir, file)
 }
 
 /// A closed stdout does not stop the scheduler: its runs finish and its lines go on in the

@@ -486,16 +486,7 @@ fn another_file_with_the_same_name_is_refused() {
 /// finished experiment calibrates nothing (was: 8-22 s to print "0 runs").
 #[test]
 fn the_calibration_is_read_where_it_can_be_and_made_only_when_needed() {
-    let dir = scratch("calibration-reads");
-    std::fs::create_dir_all(&dir).unwrap();
-    let file = dir.join("tiny.toml");
-    std::fs::write(
-        &file,
-        "name = \"tiny\"\nseeds = [0, 1]\n[base]\npreset = \"condensenext\"\n\
-         model.stages = [1, 1, 1]\ntrain.epochs = 1\ntrain.batch = 32\n\
-         data.dataset = \"synthetic\"\ndata.train_size = 64\ndata.test_size = 32\n",
-    )
-    .unwrap();
+    let (dir, file) = common::tiny_experiment("calibration-reads");
     let results = dir.join("results");
     let plan = |cache: &Path| {
         Command::new(env!("CARGO_BIN_EXE_ablate"))

@@ -98,13 +98,7 @@ fn table(exp: &Experiment, args: &PlanArgs) -> anyhow::Result<()> {
         )?)
     };
     let slots = choice.as_ref().map_or(&[][..], |c| &c.slots[..]);
-    let cpu: Vec<usize> = slots
-        .iter()
-        .filter_map(|s| match s {
-            Slot::Cpu { threads, .. } => Some(*threads),
-            Slot::Gpu { .. } => None,
-        })
-        .collect();
+    let cpu = cpu_threads(slots);
     // Every CPU slot trains with this many threads; GPU slots are not estimated.
     let cpu_threads = cpu.first().copied();
     let mut no_model = None;
@@ -231,6 +225,17 @@ fn table(exp: &Experiment, args: &PlanArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The threads of each CPU slot (GPU slots are not priced).
+fn cpu_threads(slots: &[Slot]) -> Vec<usize> {
+    slots
+        .iter()
+        .filter_map(|s| match s {
+            Slot::Cpu { threads, .. } => Some(*threads),
+            Slot::Gpu { .. } => None,
+        })
+        .collect()
+}
+
 /// `--seeds-for DELTA`: per variant, the seeds per arm that detect DELTA against the baseline
 /// (at the spread its finished seeds show) and the cost of the runs that are missing.
 fn seeds_table(exp: &Experiment, args: &PlanArgs, delta: f64) -> anyhow::Result<()> {
@@ -264,14 +269,7 @@ fn seeds_table(exp: &Experiment, args: &PlanArgs, delta: f64) -> anyhow::Result<
         cores,
         &mut estimator,
     )?;
-    let cpu: Vec<usize> = choice
-        .slots
-        .iter()
-        .filter_map(|s| match s {
-            Slot::Cpu { threads, .. } => Some(*threads),
-            Slot::Gpu { .. } => None,
-        })
-        .collect();
+    let cpu = cpu_threads(&choice.slots);
     if !cpu.is_empty() && estimator.is_none() {
         estimator = Estimator::new(cores).ok();
     }
@@ -305,19 +303,24 @@ fn seeds_table(exp: &Experiment, args: &PlanArgs, delta: f64) -> anyhow::Result<
          5% two-sided), at the spread of the finished seeds",
         exp.name, base.group
     );
-    println!(
-        "{:<24} {:>6} {:>8} {:>9} {:>10} {:>10} {:>12}",
-        "variant", "test", "std (pp)", "seeds run", "seeds/arm", "runs to add", "their cost"
-    );
+    let row = |cells: [&str; 7]| {
+        let [group, test, std, run, needed, add, cost] = cells;
+        println!("{group:<24} {test:>6} {std:>8} {run:>9} {needed:>10} {add:>10} {cost:>12}");
+    };
+    row([
+        "variant",
+        "test",
+        "std (pp)",
+        "seeds run",
+        "seeds/arm",
+        "runs to add",
+        "their cost",
+    ]);
     let (mut base_needed, mut extra) = (0usize, Vec::new());
     let mut total_runs = 0usize;
     for g in groups.iter().filter(|g| !std::ptr::eq(*g, base)) {
         let c = Comparison::new(g, base, "final_top1");
-        let test = match c.design {
-            Some(crate::report::power::Design::Paired { .. }) => "paired",
-            Some(crate::report::power::Design::Independent { .. }) => "Welch",
-            None => "-",
-        };
+        let test = c.kind().map_or_else(|| "-".into(), |k| k.to_string());
         let std = c.std.map_or("-".into(), |s| format!("{s:.3}"));
         let run = format!("{}/{}", g.n, base.n);
         let (needed, add, cost) = match c.seeds_for(delta) {
@@ -335,19 +338,18 @@ fn seeds_table(exp: &Experiment, args: &PlanArgs, delta: f64) -> anyhow::Result<
             ),
             Err(why) => (why.to_string(), "-".into(), "-".into()),
         };
-        println!(
-            "{:<24} {:>6} {:>8} {:>9} {:>10} {:>10} {:>12}",
-            g.group, test, std, run, needed, add, cost
-        );
+        row([&g.group, &test, &std, &run, &needed, &add, &cost]);
     }
     let base_add = base_needed.saturating_sub(base.n);
     if base_add > 0 {
         total_runs += base_add;
         let cost = price(&mut run_cost, &mut extra, &base.group, base_add)?;
-        println!(
-            "{:<24} {:>6} {:>8} {:>9} {:>10} {:>10} {:>12}",
-            base.group, "", "", base.n, base_needed, base_add, cost
+        let (n, needed, add) = (
+            base.n.to_string(),
+            base_needed.to_string(),
+            base_add.to_string(),
         );
+        row([&base.group, "", "", &n, &needed, &add, &cost]);
     }
     if cpu.is_empty() || extra.is_empty() {
         println!("\n{total_runs} runs to add.");

@@ -15,17 +15,6 @@ pub struct Stat {
     pub n: usize,
 }
 
-impl Stat {
-    /// The sample for a test between groups; `None` without a mean.
-    pub fn sample(&self) -> Option<super::ttest::Sample> {
-        Some(super::ttest::Sample {
-            mean: self.mean?,
-            std: self.std.unwrap_or(f64::NAN),
-            n: self.n,
-        })
-    }
-}
-
 /// The metrics of [`RunRow`] that are aggregated, by column name.
 pub const METRICS: &[&str] = &[
     "final_top1",

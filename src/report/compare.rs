@@ -8,7 +8,7 @@
 
 use super::aggregate::GroupRow;
 use super::power::{pooled_std, Design};
-use super::ttest::{paired, welch, NoTest, Sample, TTest};
+use super::ttest::{paired, welch, NoTest, Sample, TTest, TestKind};
 
 /// The variant against the baseline on one metric.
 #[derive(Debug, Clone, PartialEq)]
@@ -25,22 +25,21 @@ pub struct Comparison {
 impl Comparison {
     /// `variant - base` on metric `name` (a column of [`super::aggregate::METRICS`]).
     pub fn new(variant: &GroupRow, base: &GroupRow, name: &str) -> Self {
+        // In plan order: the sums below are taken in that order.
         let (a, b) = (variant.by_seed(name), base.by_seed(name));
         let seeds = |v: &[(u64, f64)]| {
             let mut s: Vec<u64> = v.iter().map(|&(seed, _)| seed).collect();
             s.sort_unstable();
             s
         };
-        let (sa, sb) = (seeds(&a), seeds(&b));
-        let distinct = sa.windows(2).all(|w| w[0] != w[1]);
-        let same_data = variant.trained_on == base.trained_on;
-        if a.len() >= 2 && sa == sb && distinct && same_data {
+        let (seeds_a, seeds_b) = (seeds(&a), seeds(&b));
+        let distinct = seeds_a.windows(2).all(|w| w[0] != w[1]);
+        if a.len() >= 2 && seeds_a == seeds_b && distinct && variant.trained_on == base.trained_on {
+            let of_base: std::collections::HashMap<u64, f64> = b.iter().copied().collect();
+            // Every seed of `a` is one of `b`'s (the same sets).
             let diffs: Vec<f64> = a
                 .iter()
-                .map(|&(seed, v)| {
-                    let (_, w) = b.iter().find(|&&(s, _)| s == seed).expect("same seeds");
-                    v - w
-                })
+                .filter_map(|&(seed, v)| Some(v - of_base.get(&seed)?))
                 .collect();
             let std = Sample::of(&diffs).std;
             return Self {
@@ -49,26 +48,26 @@ impl Comparison {
                 std: std.is_finite().then_some(std),
             };
         }
-        let values = |v: &[(u64, f64)]| v.iter().map(|&(_, x)| x).collect::<Vec<_>>();
-        let (va, vb) = (values(&a), values(&b));
-        let test = if va.len() >= 2 && vb.len() >= 2 {
-            welch(Sample::of(&va), Sample::of(&vb))
-        } else {
-            Err(NoTest::TooFewSeeds {
-                a: va.len(),
-                b: vb.len(),
-            })
-        };
-        let (pa, pb) = (Sample::of(&va), Sample::of(&vb));
-        let std = pooled_std((pa.std, pa.n), (pb.std, pb.n));
+        let sample = |v: &[(u64, f64)]| Sample::of(&v.iter().map(|&(_, x)| x).collect::<Vec<_>>());
+        let (sa, sb) = (sample(&a), sample(&b));
+        let enough = sa.n >= 2 && sb.n >= 2;
         Self {
-            test,
-            design: (va.len() >= 2 && vb.len() >= 2).then_some(Design::Independent {
-                a: va.len(),
-                b: vb.len(),
-            }),
-            std,
+            test: if enough {
+                welch(sa, sb)
+            } else {
+                Err(NoTest::TooFewSeeds { a: sa.n, b: sb.n })
+            },
+            design: enough.then_some(Design::Independent { a: sa.n, b: sb.n }),
+            std: pooled_std((sa.std, sa.n), (sb.std, sb.n)),
         }
+    }
+
+    /// The test these seeds' layout calls for; `None` below 2 seeds an arm.
+    pub fn kind(&self) -> Option<TestKind> {
+        self.design.map(|d| match d {
+            Design::Paired { .. } => TestKind::Paired,
+            Design::Independent { .. } => TestKind::Welch,
+        })
     }
 
     /// The smallest difference (in the metric's unit) these seeds detect with 80% power at the
@@ -95,7 +94,6 @@ impl Comparison {
 mod tests {
     use super::super::aggregate::{SeedRow, METRICS};
     use super::*;
-    use crate::report::ttest::TestKind;
 
     fn group(values: &[(u64, f64)]) -> GroupRow {
         let at = METRICS.iter().position(|m| *m == "final_top1").unwrap();

@@ -171,15 +171,13 @@ pub fn nct_cdf(t: f64, df: f64, delta: f64) -> f64 {
     let x = t * t / (t * t + df);
     let (b, half) = (0.5 * df, 0.5 * delta * delta);
     let j0 = half.floor();
-    // Log weights at j0 (q's sign is delta's).
-    let ln_p =
-        (0.5f64).ln() - half + if j0 > 0.0 { j0 * half.ln() } else { 0.0 } - ln_gamma(j0 + 1.0);
+    // Log weights at j0 (q's sign is delta's); both carry (δ²/2)^j0.
+    let j_ln = if j0 > 0.0 { j0 * half.ln() } else { 0.0 };
+    let ln_p = (0.5f64).ln() - half + j_ln - ln_gamma(j0 + 1.0);
     let ln_q = if delta == 0.0 {
         f64::NEG_INFINITY
     } else {
-        delta.abs().ln() - half + if j0 > 0.0 { j0 * half.ln() } else { 0.0 }
-            - (2.0 * std::f64::consts::SQRT_2).ln()
-            - ln_gamma(j0 + 1.5)
+        delta.abs().ln() - half + j_ln - (2.0 * std::f64::consts::SQRT_2).ln() - ln_gamma(j0 + 1.5)
     };
     let sign_q = delta.signum();
     // `g(a) = x^a (1-x)^b Γ(a+b) / (Γ(a+1) Γ(b))`: I_x(a+1, b) = I_x(a, b) - g(a).

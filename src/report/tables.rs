@@ -5,7 +5,6 @@
 use super::aggregate::{GroupRow, Stat};
 use super::compare::Comparison;
 use super::paper::{self, PaperRow, PAPER_DEVICE};
-use super::power::Design;
 use super::trained_on;
 use crate::table::Table;
 
@@ -396,9 +395,9 @@ impl TestCells {
                 seeds: dash(),
             };
         };
-        let (test, interval, p) = match &c.test {
+        let test = c.kind().map_or_else(dash, |k| k.to_string());
+        let (interval, p) = match &c.test {
             Ok(t) => (
-                t.kind.to_string(),
                 format!(
                     "[{:+.2}, {:+.2}]{}",
                     t.ci.0,
@@ -407,14 +406,7 @@ impl TestCells {
                 ),
                 format!("{:.3}", t.p),
             ),
-            Err(why) => (
-                c.design.map_or_else(dash, |d| match d {
-                    Design::Paired { .. } => "paired".into(),
-                    Design::Independent { .. } => "Welch".into(),
-                }),
-                why.to_string(),
-                dash(),
-            ),
+            Err(why) => (why.to_string(), dash()),
         };
         let seeds = match diff.map(|d| c.seeds_for(d)) {
             Some(Ok(Some(n))) => n.to_string(),

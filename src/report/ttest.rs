@@ -277,17 +277,6 @@ fn beta_fraction(x: f64, a: f64, b: f64) -> f64 {
 mod tests {
     use super::*;
 
-    fn sample(v: &[f64]) -> Sample {
-        let n = v.len() as f64;
-        let mean = v.iter().sum::<f64>() / n;
-        let var = v.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / (n - 1.0);
-        Sample {
-            mean,
-            std: var.sqrt(),
-            n: v.len(),
-        }
-    }
-
     /// Against scipy 1.x: `stats.ttest_ind(a, b, equal_var=False)`, `stats.t.ppf(0.975, df)`
     /// and `2 * stats.t.sf(t, df)`.
     #[test]
@@ -299,8 +288,8 @@ mod tests {
         assert!(close(two_sided_p(1.3, 4.2), 0.26035754187565385, 1e-9));
 
         let w = welch(
-            sample(&[92.0, 93.5, 91.0]),
-            sample(&[90.0, 90.5, 91.5, 89.0]),
+            Sample::of(&[92.0, 93.5, 91.0]),
+            Sample::of(&[90.0, 90.5, 91.5, 89.0]),
         )
         .unwrap();
         assert!(close(w.diff, 1.9166666666666714, 1e-12));
@@ -310,7 +299,7 @@ mod tests {
         assert!(close(w.ci.1, 4.424326717144162, 1e-8));
         assert!(!w.significant());
 
-        let w = welch(sample(&[80.0, 90.0]), sample(&[93.0, 92.0, 94.0])).unwrap();
+        let w = welch(Sample::of(&[80.0, 90.0]), Sample::of(&[93.0, 92.0, 94.0])).unwrap();
         assert!(close(w.p, 0.35281731197032534, 1e-8));
     }
 
@@ -321,17 +310,21 @@ mod tests {
             std: f64::NAN,
             n: 1,
         };
-        let two = sample(&[90.0, 91.0]);
+        let two = Sample::of(&[90.0, 91.0]);
         assert_eq!(welch(one, two), Err(NoTest::TooFewSeeds { a: 1, b: 2 }));
         // Neither group varies: no p-value (scipy says p = 0 here), whatever the means.
-        let (fifty, sixty) = (sample(&[50.0, 50.0]), sample(&[60.0, 60.0]));
+        let (fifty, sixty) = (Sample::of(&[50.0, 50.0]), Sample::of(&[60.0, 60.0]));
         assert_eq!(welch(fifty, sixty), Err(NoTest::NoSpread));
         assert_eq!(welch(fifty, fifty), Err(NoTest::NoSpread));
         // Equal values whose mean is off by rounding are no spread either.
-        let third = sample(&[0.1 + 0.2, 0.3, 0.3]);
+        let third = Sample::of(&[0.1 + 0.2, 0.3, 0.3]);
         assert!(third.std > 0.0 && third.std < 1e-15, "{third:?}");
-        assert_eq!(welch(third, sample(&[0.3, 0.3])), Err(NoTest::NoSpread));
-        let clearly = welch(sample(&[95.0, 95.2, 94.9]), sample(&[90.0, 90.1, 89.8])).unwrap();
+        assert_eq!(welch(third, Sample::of(&[0.3, 0.3])), Err(NoTest::NoSpread));
+        let clearly = welch(
+            Sample::of(&[95.0, 95.2, 94.9]),
+            Sample::of(&[90.0, 90.1, 89.8]),
+        )
+        .unwrap();
         assert!(clearly.significant() && clearly.p < 1e-4, "{clearly:?}");
     }
 
@@ -368,12 +361,20 @@ mod tests {
     #[test]
     fn one_constant_group_matches_scipy() {
         let close = |a: f64, b: f64, tol: f64| (a - b).abs() <= tol * b.abs().max(1.0);
-        let w = welch(sample(&[58.0, 60.0, 61.0]), sample(&[50.0, 50.0, 50.0])).unwrap();
+        let w = welch(
+            Sample::of(&[58.0, 60.0, 61.0]),
+            Sample::of(&[50.0, 50.0, 50.0]),
+        )
+        .unwrap();
         assert!(close(w.df, 2.0, 1e-12), "{w:?}");
         assert!(close(w.p, 0.008220926317684375, 1e-8), "{w:?}");
         assert!(close(w.ci.0, 5.872083633069906, 1e-8), "{w:?}");
         assert!(close(w.ci.1, 13.461249700263423, 1e-8), "{w:?}");
-        let back = welch(sample(&[50.0, 50.0, 50.0]), sample(&[58.0, 60.0, 61.0])).unwrap();
+        let back = welch(
+            Sample::of(&[50.0, 50.0, 50.0]),
+            Sample::of(&[58.0, 60.0, 61.0]),
+        )
+        .unwrap();
         assert!(close(back.p, w.p, 1e-12) && close(back.ci.0, -w.ci.1, 1e-12));
     }
 }

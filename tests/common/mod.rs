@@ -116,3 +116,18 @@ pub fn assert_usage_error(o: &std::process::Output, needles: &[&str]) {
     }
     assert!(o.stdout.is_empty(), "stdout: {}", stdout(o));
 }
+
+/// A fresh scratch dir with `tiny.toml`: two one-epoch CondenseNeXt runs on 64 synthetic
+/// images.
+pub fn tiny_experiment(name: &str) -> (std::path::PathBuf, std::path::PathBuf) {
+    let dir = scratch(name);
+    let file = dir.join("tiny.toml");
+    std::fs::write(
+        &file,
+        "name = \"tiny\"\nseeds = [0, 1]\n[base]\npreset = \"condensenext\"\n\
+         model.stages = [1, 1, 1]\ntrain.epochs = 1\ntrain.batch = 32\n\
+         data.dataset = \"synthetic\"\ndata.train_size = 64\ndata.test_size = 32\n",
+    )
+    .unwrap();
+    (dir, file)
+}
