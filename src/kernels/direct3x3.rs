@@ -330,7 +330,7 @@ pub(super) fn dy_row<T>(dypad: &[T], o: usize, g: Plane) -> &[T] {
 
 /// The microkernels, per float type.
 pub(super) trait Direct3x3:
-    Float + super::pair3x3::PairTiles + super::direct1x1::Direct1x1
+    Float + super::pair3x3::PairTiles + super::kernel_lists::ListPlanes + super::direct1x1::Direct1x1
 {
     /// `out[r * tiled + q] = sum over inputs c and taps t of w[(c * 9 + t) * rows + r] *
     /// src[c * pl + q + offset(t)]` for every `q < h (w + 2)` (and, past it, up to the end of

@@ -24,6 +24,7 @@ mod depthwise;
 mod direct1x1;
 mod direct3x3;
 mod group_inputs;
+mod kernel_lists;
 mod live_kernels;
 mod noise;
 mod pair3x3;

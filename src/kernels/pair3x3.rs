@@ -150,6 +150,25 @@ impl<T: Float> PackedPairs<T> {
         self.writes.len()
     }
 
+    /// Every kernel as `(plane read, output row written, its 9 taps)`, in the order the tiles
+    /// run them (ascending read).
+    pub(super) fn kernels(&self) -> impl Iterator<Item = (usize, usize, &[T])> + '_ {
+        self.read_lists()
+            .flat_map(|(c, writes)| writes.iter().map(move |&o| (c, o as usize)))
+            .zip(self.taps.chunks_exact(9))
+            .map(|((c, o), k)| (c, o, k))
+    }
+
+    /// Output planes.
+    pub(super) fn outputs(&self) -> usize {
+        self.outputs
+    }
+
+    /// The level that runs it.
+    pub(super) fn simd(&self) -> Simd {
+        self.simd
+    }
+
     /// `(plane read, the rows written)` of every read, in order.
     fn read_lists(&self) -> impl Iterator<Item = (usize, &[u32])> + '_ {
         let starts = std::iter::once(0).chain(self.reads.iter().map(|&(_, end)| end));

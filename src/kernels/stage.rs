@@ -19,6 +19,7 @@ use super::bn_act::{ActKind, Coefficients};
 use super::direct1x1::{conv1x1_image, dots1x1, Packed1x1};
 use super::direct3x3::{conv_image, scratch_len, weight_grad_image, Direct3x3, Packed3x3};
 use super::group_inputs::GroupInputs;
+use super::kernel_lists::{kernel_lists_image, KernelLists};
 use super::live_kernels::LiveKernels;
 use super::noise::{DropoutNoise, KeepMask};
 use super::pair3x3::{pair_conv_image, pair_scratch_len, pair_weight_grad_image, PackedPairs};
@@ -370,8 +371,11 @@ impl<T: Direct3x3> OneByOne<T> {
 struct SeparablePacked<T> {
     /// Depthwise channels.
     t: usize,
+    /// The depthwise's kernels as its weight gradient reads them ...
     depthwise: PackedPairs<T>,
-    depthwise_grad: Option<PackedPairs<T>>,
+    /// ... and by output plane: the depthwise itself and its input gradient.
+    depthwise_lists: KernelLists<T>,
+    depthwise_grad: Option<KernelLists<T>>,
     pointwise: Packed1x1<T>,
     pointwise_grad: Option<Packed1x1<T>>,
 }
@@ -391,10 +395,13 @@ impl<T: Direct3x3> SeparablePacked<T> {
             p.add(&reads, &rows, |k, o| pw[o * t + k]);
             p
         });
+        let depthwise = PackedPairs::gathered(dw, index);
         Self {
             t,
-            depthwise: PackedPairs::gathered(dw, index),
-            depthwise_grad: backward.then(|| PackedPairs::gathered_input_grad(dw, index, cin)),
+            depthwise_lists: KernelLists::by_output(&depthwise),
+            depthwise,
+            depthwise_grad: backward
+                .then(|| KernelLists::by_output(&PackedPairs::gathered_input_grad(dw, index, cin))),
             pointwise,
             pointwise_grad,
         }
@@ -518,7 +525,6 @@ impl<T: Direct3x3> Prepared<T> {
                 let t = pairs.len();
                 a = t * plane;
                 xpad = self.g.padded_buffer_len(self.cin);
-                tile = pair_scratch_len(t.max(self.cin));
                 if backward {
                     b = t * plane;
                     dypad = self.g.padded_buffer_len(t);
@@ -587,7 +593,7 @@ impl<T: Direct3x3> Prepared<T> {
                 pad_activated(pre, x, keep, self.g, &mut s.xpad);
                 // SAFETY: the conv writes values only.
                 let d = unsafe { write_only(&mut s.a[..sep.t * plane]) };
-                pair_conv_image(d, &s.xpad, &sep.depthwise, self.g, &mut s.tile, parallel);
+                kernel_lists_image(d, &s.xpad, &sep.depthwise_lists, self.g, parallel);
                 conv1x1_image(y, &s.a, &sep.pointwise, plane, parallel);
             }
             StageConv::Conv3x3 { .. } | StageConv::Live3x3(_) => {
@@ -696,7 +702,7 @@ impl<T: Direct3x3> Prepared<T> {
                 pad_activated(pre, x, keep, g, &mut s.xpad);
                 // SAFETY: the convs write values only.
                 let d = unsafe { write_only(&mut s.a[..t * plane]) };
-                pair_conv_image(d, &s.xpad, &sep.depthwise, g, &mut s.tile, parallel);
+                kernel_lists_image(d, &s.xpad, &sep.depthwise_lists, g, parallel);
                 // dP += dy · dᵀ; dd = Pᵀ · dy.
                 let dys: Vec<&[T]> = dy[..cout * plane].chunks(plane).collect();
                 let ds: Vec<&[T]> = s.a[..t * plane].chunks(plane).collect();
@@ -716,7 +722,7 @@ impl<T: Direct3x3> Prepared<T> {
                     .expect("backward weights are packed");
                 // SAFETY: as above.
                 let dst = unsafe { write_only(&mut da[..cin * plane]) };
-                pair_conv_image(dst, &s.dypad, back, g, &mut s.tile, parallel);
+                kernel_lists_image(dst, &s.dypad, back, g, parallel);
                 pair_weight_grad_image(&mut dw[..t * 9], &s.xpad, &s.dypad, &sep.depthwise, cin, g);
             }
             StageConv::Conv3x3 { .. } | StageConv::Live3x3(_) => {
