@@ -16,7 +16,9 @@ use std::mem::MaybeUninit;
 use gemm::Parallelism;
 
 use super::bn_act::{ActKind, Coefficients};
-use super::direct1x1::{conv1x1_image, dots1x1, Packed1x1};
+use super::direct1x1::{
+    conv1x1_image, dots1x1, dots1x1_t, transpose_rows, transposed_dots, Packed1x1,
+};
 use super::direct3x3::{conv_image, scratch_len, weight_grad_image, Direct3x3, Packed3x3};
 use super::group_inputs::GroupInputs;
 use super::kernel_lists::{kernel_lists_image, KernelLists};
@@ -257,6 +259,9 @@ pub(super) struct Prepared<T> {
     /// ... or over the live kernels only (a live 3x3 with enough of them dropped).
     live_forward: Option<PackedPairs<T>>,
     live_input_grad: Option<PackedPairs<T>>,
+    /// 1x1 and separable: the pointwise weight gradient is taken by [`dots1x1_t`], so its
+    /// partial sums lie transposed (`[input][output]` per group).
+    dots_t: bool,
 }
 
 /// A 1x1 stage's packings: the input channels it activates, the forward's and the input
@@ -420,6 +425,8 @@ pub(super) struct Scratch<T> {
     tile: Vec<T>,
     /// Dropout factors of one image.
     keep: Vec<T>,
+    /// 1x1 and separable with [`Prepared::dots_t`]: output-gradient rows transposed.
+    dyt: Vec<T>,
 }
 
 impl<T: Direct3x3> Prepared<T> {
@@ -472,6 +479,13 @@ impl<T: Direct3x3> Prepared<T> {
                 }
             }
         }
+        // The pointwise weight gradient's rows per group.
+        let rows = match conv {
+            StageConv::Pointwise { groups } => cout / groups,
+            StageConv::Live(live) => cout / live.groups(),
+            StageConv::Separable(_) => cout,
+            StageConv::Conv3x3 { .. } | StageConv::Live3x3(_) => 0,
+        };
         Self {
             conv: conv.clone(),
             cin,
@@ -483,6 +497,7 @@ impl<T: Direct3x3> Prepared<T> {
             input_grad,
             live_forward,
             live_input_grad,
+            dots_t: rows > 0 && transposed_dots::<T>(rows),
         }
     }
 
@@ -548,6 +563,14 @@ impl<T: Direct3x3> Prepared<T> {
             dypad: vec![zero; dypad],
             tile: vec![zero; tile],
             keep: vec![zero; if dropout { self.cin * plane } else { 0 }],
+            dyt: vec![
+                zero;
+                if backward && self.dots_t {
+                    self.cout * plane
+                } else {
+                    0
+                }
+            ],
         }
     }
 
@@ -663,7 +686,7 @@ impl<T: Direct3x3> Prepared<T> {
                         .iter()
                         .map(|&p| &s.a[p as usize * plane..][..plane])
                         .collect();
-                    dots1x1(&mut dw[*at..], &dys, &xs, plane);
+                    self.pointwise_grad(&mut dw[*at..], &dys, &xs, &mut s.dyt);
                 }
                 // da = wᵀ · dy over the inputs some group reads; zero where none does.
                 let back = one
@@ -706,7 +729,7 @@ impl<T: Direct3x3> Prepared<T> {
                 // dP += dy · dᵀ; dd = Pᵀ · dy.
                 let dys: Vec<&[T]> = dy[..cout * plane].chunks(plane).collect();
                 let ds: Vec<&[T]> = s.a[..t * plane].chunks(plane).collect();
-                dots1x1(&mut dw[t * 9..], &dys, &ds, plane);
+                self.pointwise_grad(&mut dw[t * 9..], &dys, &ds, &mut s.dyt);
                 let back = sep
                     .pointwise_grad
                     .as_ref()
@@ -759,11 +782,38 @@ impl<T: Direct3x3> Prepared<T> {
         pre.gate(x, keep, plane, &mut da[..cin * plane], sums);
     }
 
+    /// A 1x1's weight gradient of one image added into its partial `dw`: `[row][plane]`
+    /// by [`dots1x1`], or `[plane][row]` by [`dots1x1_t`] (with `dyt` its scratch).
+    #[inline(always)]
+    fn pointwise_grad(&self, dw: &mut [T], dy: &[&[T]], x: &[&[T]], dyt: &mut [T]) {
+        let plane = self.g.len();
+        if self.dots_t {
+            transpose_rows(dyt, dy, plane);
+            dots1x1_t(dw, &dyt[..dy.len() * plane], dy.len(), x, plane);
+        } else {
+            dots1x1(dw, dy, x, plane);
+        }
+    }
+
     /// The weight gradient `dw` (`[cout, cin / groups, k, k]`) from a summed partial in the
     /// layout of [`Self::backward_image`] (the live conv's compact rows go back to their
     /// places; its pruned entries are exactly 0).
     pub(super) fn weight_grad(&self, summed: &[T], dw: &mut [T]) {
         match &self.conv {
+            StageConv::Pointwise { groups } if self.dots_t => {
+                let (cout_g, cin_g) = (self.cout / groups, self.cin / groups);
+                for (d, s) in dw
+                    .chunks_mut(cout_g * cin_g)
+                    .zip(summed.chunks(cout_g * cin_g))
+                {
+                    transpose_into(d, s, cin_g, cout_g);
+                }
+            }
+            StageConv::Separable(pairs) if self.dots_t => {
+                let t = pairs.len();
+                dw[..t * 9].copy_from_slice(&summed[..t * 9]);
+                transpose_into(&mut dw[t * 9..], &summed[t * 9..], t, self.cout);
+            }
             StageConv::Pointwise { .. } | StageConv::Conv3x3 { .. } | StageConv::Separable(_) => {
                 dw.copy_from_slice(summed)
             }
@@ -783,15 +833,30 @@ impl<T: Direct3x3> Prepared<T> {
                 let cout_g = self.cout / groups;
                 dw.fill(T::from_f64(0.0));
                 for grp in 0..groups {
+                    let block = &summed[grp * cout_g * l..][..cout_g * l];
                     for kk in 0..cout_g {
                         let row = &mut dw[(grp + kk * groups) * self.cin..][..self.cin];
-                        let src = &summed[(grp * cout_g + kk) * l..][..l];
-                        for (&j, &v) in live.of(grp).iter().zip(src) {
-                            row[j as usize] = v;
+                        for (i, &j) in live.of(grp).iter().enumerate() {
+                            // Input i of output kk: `[kk][i]`, or `[i][kk]` when transposed.
+                            row[j as usize] = if self.dots_t {
+                                block[i * cout_g + kk]
+                            } else {
+                                block[kk * l + i]
+                            };
                         }
                     }
                 }
             }
+        }
+    }
+}
+
+/// `dst[r * rows_of_src + k] = src[k * rows + r]`: the `[rows_of_src x rows]` matrix `src`
+/// transposed.
+fn transpose_into<T: Copy>(dst: &mut [T], src: &[T], rows_of_src: usize, rows: usize) {
+    for (k, row) in src.chunks(rows).take(rows_of_src).enumerate() {
+        for (r, &v) in row.iter().enumerate() {
+            dst[r * rows_of_src + k] = v;
         }
     }
 }
