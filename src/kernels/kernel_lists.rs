@@ -1,7 +1,8 @@
-//! A 3x3 convolution (stride 1, zero padding 1) in which every output plane sums a short
-//! list of kernels, each over one input plane: the depthwise conv of the converted learned-dsc
+//! A 3x3 convolution (stride 1, zero padding 1) in which every output plane sums a list of
+//! kernels, each over one input plane: the depthwise conv of the converted learned-dsc
 //! layer (one kernel per output) and its input gradient (an input channel sums the few
-//! depthwise channels that gather it).
+//! depthwise channels that gather it); and the masked learned-dsc conv over its live kernels
+//! on planes wider than 8 (see `stage::LISTS_MIN_WIDTH`).
 //!
 //! [`super::pair3x3`]'s tiles share each loaded input vector among all the kernels that read
 //! a plane. The price is a tile row per output that is zeroed, then loaded and stored for
@@ -569,6 +570,107 @@ mod tests {
                         }
                     }
                 }
+            }
+        }
+    }
+
+    /// The same for the live kernels of a masked learned-dsc conv (forward and input
+    /// gradient), in groups and not, at several densities (outputs with no live kernel
+    /// included).
+    #[test]
+    fn lists_of_live_kernels_match_the_pair_tiles() {
+        let mut rng = Rng::new(29);
+        let levels: Vec<Simd> = [Simd::Portable, Simd::Avx2, Simd::Avx512]
+            .into_iter()
+            .filter(|&l| l <= Simd::detected())
+            .collect();
+        for (h, w, cin, cout, groups) in [
+            (32, 32, 12, 8, 1),
+            (16, 16, 8, 12, 4),
+            (8, 8, 6, 6, 1),
+            (5, 19, 4, 6, 2),
+        ] {
+            let (g, cin_g) = (Plane { h, w }, cin / groups);
+            let x = padded(&mut rng, g, cin);
+            let dy = padded(&mut rng, g, cout);
+            let wts = random(&mut rng, cout * cin_g * 9);
+            for density in [0.7, 0.3, 0.05] {
+                let kept: Vec<bool> = (0..cout * cin_g)
+                    .map(|_| rng.uniform(0.0, 1.0) < density)
+                    .collect();
+                let live = |o: usize, i: usize| kept[o * cin_g + i];
+                let shape = (cout, cin, groups);
+                for simd in &levels {
+                    for (which, src, packed) in [
+                        (
+                            "forward",
+                            &x,
+                            PackedPairs::forward(&wts, shape, &live).at(*simd),
+                        ),
+                        (
+                            "input gradient",
+                            &dy,
+                            PackedPairs::input_grad(&wts, shape, &live).at(*simd),
+                        ),
+                    ] {
+                        let outputs = packed.outputs();
+                        let mut a = vec![MaybeUninit::uninit(); outputs * g.len()];
+                        let mut s = vec![f32::NAN; pair_scratch_len(outputs)];
+                        pair_conv_image(&mut a, src, &packed, g, &mut s, false);
+                        let mut b = vec![MaybeUninit::new(f32::NAN); outputs * g.len()];
+                        kernel_lists_image(&mut b, src, &KernelLists::by_output(&packed), g, false);
+                        for (j, (p, q)) in a.iter().zip(&b).enumerate() {
+                            // SAFETY: both write every element.
+                            let (p, q) = unsafe { (p.assume_init(), q.assume_init()) };
+                            assert!(
+                                p.to_bits() == q.to_bits(),
+                                "{which} {simd:?} {h}x{w} {cin}->{cout}/{groups} density {density} at {j}: {p} vs {q}"
+                            );
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Single-thread speed of the lists against pair3x3's tiles on CondenseNeXt's masked
+    /// learned-dsc convs at the densities of its schedule (forward).
+    #[test]
+    #[ignore = "a timing, not a check"]
+    fn time_lists_against_the_pair_tiles_on_live_kernels() {
+        let mut rng = Rng::new(9);
+        for (side, cin, cout) in [(32, 40, 32), (16, 72, 32), (8, 104, 32)] {
+            let g = Plane { h: side, w: side };
+            let x = padded(&mut rng, g, cin);
+            let dy = padded(&mut rng, g, cout);
+            let wts = random(&mut rng, cout * cin * 9);
+            let mut out = vec![MaybeUninit::uninit(); cout.max(cin) * g.len()];
+            let mut scratch = vec![0f32; pair_scratch_len(cout.max(cin))];
+            let time = |f: &mut dyn FnMut()| {
+                f();
+                let mut best = f64::MAX;
+                for _ in 0..5 {
+                    let start = std::time::Instant::now();
+                    for _ in 0..10 {
+                        f();
+                    }
+                    best = best.min(start.elapsed().as_secs_f64() / 10.0);
+                }
+                best * 1e6
+            };
+            for density in [0.78, 0.56, 0.34, 0.23] {
+                let kept: Vec<bool> = (0..cout * cin)
+                    .map(|_| rng.uniform(0.0, 1.0) < density)
+                    .collect();
+                let live = |o: usize, i: usize| kept[o * cin + i];
+                let pf = PackedPairs::forward(&wts, (cout, cin, 1), &live);
+                let pb = PackedPairs::input_grad(&wts, (cout, cin, 1), &live);
+                let (lf, lb) = (KernelLists::by_output(&pf), KernelLists::by_output(&pb));
+                let tf = time(&mut || pair_conv_image(&mut out, &x, &pf, g, &mut scratch, false));
+                let kf = time(&mut || kernel_lists_image(&mut out, &x, &lf, g, false));
+                let tb = time(&mut || pair_conv_image(&mut out, &dy, &pb, g, &mut scratch, false));
+                let kb = time(&mut || kernel_lists_image(&mut out, &dy, &lb, g, false));
+                println!("{side}x{side} {cin}->{cout} live {density}: forward tiles {tf:6.1} lists {kf:6.1} us, input gradient tiles {tb:6.1} lists {kb:6.1} us");
             }
         }
     }

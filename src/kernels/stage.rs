@@ -256,9 +256,11 @@ pub(super) struct Prepared<T> {
     /// 3x3 only: the forward's and the input gradient's packed kernels, dense ...
     forward: Option<Packed3x3<T>>,
     input_grad: Option<Packed3x3<T>>,
-    /// ... or over the live kernels only (a live 3x3 with enough of them dropped).
-    live_forward: Option<PackedPairs<T>>,
-    live_input_grad: Option<PackedPairs<T>>,
+    /// ... or over the live kernels only (a live 3x3 with enough of them dropped), with the
+    /// forward's packing for the weight gradient.
+    live_forward: Option<LiveLoops<T>>,
+    live_input_grad: Option<LiveLoops<T>>,
+    live_weight_grad: Option<PackedPairs<T>>,
     /// 1x1 and separable: the pointwise weight gradient is taken by [`dots1x1_t`], so its
     /// partial sums lie transposed (`[input][output]` per group).
     dots_t: bool,
@@ -371,6 +373,40 @@ impl<T: Direct3x3> OneByOne<T> {
     }
 }
 
+/// Planes wider than this run a live 3x3 over each output's kernel list; up to it, over
+/// pair3x3's tiles. Single-thread microseconds of CondenseNeXt's masked learned-dsc convs
+/// (AMD Zen 4, AVX-512; forward, tiles against lists): 32x32 40->32 with 78% of the kernels
+/// live 194 / 192, 34% 91 / 76, 23% 70 / 52; 16x16 72->32 85 / 89, 39 / 37, 29 / 25; but
+/// 8x8 104->32 36 / 52, 17 / 21, 13 / 14, where every kernel's block is a quarter of the
+/// plane and the tiles' loads shared by all the kernels of a plane count more.
+const LISTS_MIN_WIDTH: usize = 9;
+
+/// A live 3x3's kernels in the loops that run them.
+enum LiveLoops<T> {
+    Tiles(PackedPairs<T>),
+    Lists(KernelLists<T>),
+}
+
+impl<T: Direct3x3> LiveLoops<T> {
+    /// The loops for planes `g`.
+    fn new(pairs: PackedPairs<T>, g: Plane) -> Self {
+        if g.w >= LISTS_MIN_WIDTH {
+            Self::Lists(KernelLists::by_output(&pairs))
+        } else {
+            Self::Tiles(pairs)
+        }
+    }
+
+    /// One image's output planes `dst` from the padded planes `src` (the same bits either
+    /// way); `tile` is the tiles' scratch ([`pair_scratch_len`]).
+    fn run(&self, dst: &mut [MaybeUninit<T>], src: &[T], g: Plane, tile: &mut [T], parallel: bool) {
+        match self {
+            Self::Tiles(pairs) => pair_conv_image(dst, src, pairs, g, tile, parallel),
+            Self::Lists(lists) => kernel_lists_image(dst, src, lists, g, parallel),
+        }
+    }
+}
+
 /// A separable stage's packings: the depthwise over the gathered channels (and its input
 /// gradient), the pointwise (and its transpose).
 struct SeparablePacked<T> {
@@ -439,7 +475,7 @@ impl<T: Direct3x3> Prepared<T> {
         backward: bool,
     ) -> Self {
         let (mut forward, mut input_grad, mut one, mut separable) = (None, None, None, None);
-        let (mut live_forward, mut live_input_grad) = (None, None);
+        let (mut live_forward, mut live_input_grad, mut live_weight_grad) = (None, None, None);
         match conv {
             StageConv::Pointwise { groups } => {
                 one = Some(OneByOne::pointwise(w, (cin, cout), *groups, backward));
@@ -456,9 +492,12 @@ impl<T: Direct3x3> Prepared<T> {
             }
             StageConv::Live3x3(live) if live.skips_dropped(Simd::active()) => {
                 let (shape, is_live) = ((cout, cin, live.groups()), |o, i| live.is_live(o, i));
-                live_forward = Some(PackedPairs::forward(w, shape, &is_live));
+                let forward = PackedPairs::forward(w, shape, &is_live);
+                live_forward = Some(LiveLoops::new(forward.clone(), g));
                 if backward {
-                    live_input_grad = Some(PackedPairs::input_grad(w, shape, &is_live));
+                    let input_grad = PackedPairs::input_grad(w, shape, &is_live);
+                    live_input_grad = Some(LiveLoops::new(input_grad, g));
+                    live_weight_grad = Some(forward);
                 }
             }
             StageConv::Live3x3(live) => {
@@ -497,6 +536,7 @@ impl<T: Direct3x3> Prepared<T> {
             input_grad,
             live_forward,
             live_input_grad,
+            live_weight_grad,
             dots_t: rows > 0 && transposed_dots::<T>(rows),
         }
     }
@@ -551,7 +591,7 @@ impl<T: Direct3x3> Prepared<T> {
                     dypad = self.g.padded_buffer_len(self.cout);
                 }
                 tile = scratch_len(self.g);
-                if self.live_forward.is_some() {
+                if matches!(self.live_forward, Some(LiveLoops::Tiles(_))) {
                     tile = tile.max(pair_scratch_len(self.cin.max(self.cout)));
                 }
             }
@@ -622,8 +662,8 @@ impl<T: Direct3x3> Prepared<T> {
             StageConv::Conv3x3 { .. } | StageConv::Live3x3(_) => {
                 pad_activated(pre, x, keep, self.g, &mut s.xpad);
                 let parallel = matches!(par, Parallelism::Rayon(_));
-                if let Some(pairs) = &self.live_forward {
-                    pair_conv_image(y, &s.xpad, pairs, self.g, &mut s.tile, parallel);
+                if let Some(live) = &self.live_forward {
+                    live.run(y, &s.xpad, self.g, &mut s.tile, parallel);
                 } else {
                     let packed = self.forward.as_ref().expect("3x3 weights are packed");
                     conv_image(y, &s.xpad, packed, self.g, &mut s.tile, parallel);
@@ -763,9 +803,9 @@ impl<T: Direct3x3> Prepared<T> {
                     dw[..self.grad_len()].fill(zero);
                 }
                 let shape = (cout, cin, groups);
-                match (&self.live_input_grad, &self.live_forward) {
+                match (&self.live_input_grad, &self.live_weight_grad) {
                     (Some(back), Some(fwd)) => {
-                        pair_conv_image(dst, &s.dypad, back, self.g, &mut s.tile, parallel);
+                        back.run(dst, &s.dypad, self.g, &mut s.tile, parallel);
                         pair_weight_grad_image(dw, &s.xpad, &s.dypad, fwd, cin, self.g);
                     }
                     _ => {
