@@ -257,6 +257,46 @@ pub(super) fn gate_plane<T: WithDType>(
     (total, total_x)
 }
 
+/// [`gate_plane`], with the gated values times `k1` added into `into` (`into += k1 * d`, as
+/// a separate multiply and add) instead of stored back into `da`: the dense block's `k1 * da`
+/// term of the BN's input gradient, in the pass that gates.
+#[inline(always)]
+pub(super) fn gate_plane_into<T: WithDType>(
+    xs: &[T],
+    da: &[T],
+    (scale, shift): (T, T),
+    act: ActKind,
+    into: &mut [T],
+    k1: T,
+) -> (f64, f64) {
+    assert!(da.len() == xs.len() && into.len() == xs.len());
+    let zero = T::from_f64(0.0);
+    let (mut s, mut sx) = ([zero; LANES], [zero; LANES]);
+    let (mut xc, mut dc) = (xs.chunks_exact(LANES), da.chunks_exact(LANES));
+    let mut ic = into.chunks_exact_mut(LANES);
+    for ((xl, dl), il) in (&mut xc).zip(&mut dc).zip(&mut ic) {
+        for l in 0..LANES {
+            let d = act.gate(xl[l] * scale + shift, dl[l]);
+            il[l] += k1 * d;
+            s[l] += d;
+            sx[l] += d * xl[l];
+        }
+    }
+    let (mut total, mut total_x) = (0f64, 0f64);
+    let tail = xc.remainder().iter().zip(dc.remainder());
+    for ((&v, &d), i) in tail.zip(ic.into_remainder()) {
+        let d = act.gate(v * scale + shift, d);
+        *i += k1 * d;
+        total += d.to_f64();
+        total_x += d.to_f64() * v.to_f64();
+    }
+    for l in 0..LANES {
+        total += s[l].to_f64();
+        total_x += sx[l].to_f64();
+    }
+    (total, total_x)
+}
+
 #[inline(always)]
 /// `da <- act'(a) * da` over one image's `C` planes, with each channel's `(sum(da), sum(da * x))`
 /// into `sums`.

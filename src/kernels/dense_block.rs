@@ -35,7 +35,7 @@ use super::conv::{split, CHUNK};
 use super::direct3x3::Direct3x3;
 use super::noise::{DropoutNoise, KeepMask};
 use super::sparse_conv::Plane;
-use super::stage::{write_only, Keep, PreAct, Prepared, Scratch, StageConv};
+use super::stage::{write_only, AddInto, Keep, PreAct, Prepared, Scratch, StageConv};
 use super::{by_dtype, dims4, simd_loops, slice, sum_parts};
 
 const OP: &str = "dense_block";
@@ -499,6 +499,7 @@ fn backward<T: Storable>(
                                     si,
                                     scr,
                                     par,
+                                    None,
                                 );
                             }
                         },
@@ -530,6 +531,12 @@ fn backward<T: Storable>(
                                 let xi = &buf[img * d.image()..][..in_len];
                                 let io = (xi, &dz[img * out_len..][..out_len]);
                                 let si = &mut sc[j * stage.cin..(j + 1) * stage.cin];
+                                // The `k1 * da` term of the BN's input gradient, added in place
+                                // as the gate makes `da` (where it can be nonzero).
+                                let mut into = AddInto {
+                                    planes: &mut dbc[j * d.image()..][..in_len],
+                                    k1: &k1,
+                                };
                                 prepared.backward_image(
                                     &pre,
                                     img,
@@ -540,23 +547,8 @@ fn backward<T: Storable>(
                                     si,
                                     scr,
                                     par,
+                                    Some(&mut into),
                                 );
-                                // The `k1 * da` term of the BN's input gradient, added in place
-                                // (where `da` can be nonzero).
-                                let dst = &mut dbc[j * d.image()..][..in_len];
-                                simd_loops!({
-                                    let mut add = |c: usize| {
-                                        let dc = &mut dst[c * plane..][..plane];
-                                        let ac = &da[c * plane..][..plane];
-                                        for (o, &v) in dc.iter_mut().zip(ac) {
-                                            *o += k1[c] * v;
-                                        }
-                                    };
-                                    match prepared.read_channels() {
-                                        Some(read) => read.iter().for_each(|&c| add(c as usize)),
-                                        None => (0..stage.cin).for_each(add),
-                                    }
-                                });
                             }
                         },
                     );

@@ -145,7 +145,7 @@ fn backward<T: Direct3x3>(
                     );
                     let dai = &mut dxc[j * in_len..(j + 1) * in_len];
                     let sums = &mut sc[j * cin..(j + 1) * cin];
-                    stage.backward_image(&pre, img, io, dai, part, j == 0, sums, s, par);
+                    stage.backward_image(&pre, img, io, dai, part, j == 0, sums, s, par, None);
                 }
             },
         );

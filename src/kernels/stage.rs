@@ -15,7 +15,7 @@ use std::mem::MaybeUninit;
 
 use gemm::Parallelism;
 
-use super::bn_act::{ActKind, Coefficients};
+use super::bn_act::{gate_plane_into, ActKind, Coefficients};
 use super::direct1x1::{
     conv1x1_image, dots1x1, dots1x1_t, transpose_rows, transposed_dots, Packed1x1,
 };
@@ -104,6 +104,14 @@ impl StageConv {
     }
 }
 
+/// Where [`Prepared::backward_image`] puts the gated input gradient instead of `da`: times
+/// `k1[c]`, added into the image's planes `planes` (the dense block's gradient buffer, whose
+/// BN input gradient has a `k1 * da` term).
+pub(super) struct AddInto<'a, T> {
+    pub(super) planes: &'a mut [T],
+    pub(super) k1: &'a [T],
+}
+
 /// BN -> activation -> dropout of one image's input channels.
 #[derive(Debug, Clone, Copy)]
 pub(super) struct PreAct<'a> {
@@ -182,7 +190,8 @@ impl PreAct<'_> {
     }
 
     /// `da <- act'(x * scale + shift) * keep * da` over one image's `C` planes, with each
-    /// channel's `(sum(da), sum(da * x))` of the gated values into `sums`.
+    /// channel's `(sum(da), sum(da * x))` of the gated values into `sums`; with `into`, the
+    /// gated values go there (times its `k1`) and `da` is left holding `keep * da`.
     #[inline(always)]
     pub(super) fn gate<T: Direct3x3>(
         &self,
@@ -191,18 +200,48 @@ impl PreAct<'_> {
         plane: usize,
         da: &mut [T],
         sums: &mut [(f64, f64)],
+        into: Option<&mut AddInto<'_, T>>,
     ) {
         if let Some(keep) = keep {
             for (d, &f) in da.iter_mut().zip(keep) {
                 *d = *d * f;
             }
         }
-        super::bn_act::gate_image(x, da, self.k, plane, self.act, sums);
+        match into {
+            None => super::bn_act::gate_image(x, da, self.k, plane, self.act, sums),
+            Some(into) => {
+                for (c, sum) in sums.iter_mut().enumerate().take(da.len() / plane) {
+                    *sum = self.gate_into(c, x, da, plane, into);
+                }
+            }
+        }
+    }
+
+    /// Channel `c`'s gated values times `k1[c]` added into `into`, and their sums.
+    #[inline(always)]
+    fn gate_into<T: Direct3x3>(
+        &self,
+        c: usize,
+        x: &[T],
+        da: &[T],
+        plane: usize,
+        into: &mut AddInto<'_, T>,
+    ) -> (f64, f64) {
+        let at = c * plane..(c + 1) * plane;
+        let k = &self.k[c];
+        let coefficients = (T::from_f64(k.scale), T::from_f64(k.shift));
+        let (x, da, k1) = (&x[at.clone()], &da[at.clone()], into.k1[c]);
+        let to = &mut into.planes[at];
+        match self.act {
+            ActKind::Relu => gate_plane_into(x, da, coefficients, ActKind::Relu, to, k1),
+            ActKind::Relu6 => gate_plane_into(x, da, coefficients, ActKind::Relu6, to, k1),
+        }
     }
 
     /// [`Self::gate`] over the channels `channels` only; the others' `da` must be zero, and
-    /// their sums are zero.
+    /// their sums are zero (and nothing is added into `into` for them).
     #[inline(always)]
+    #[allow(clippy::too_many_arguments)]
     fn gate_channels<T: Direct3x3>(
         &self,
         x: &[T],
@@ -211,6 +250,7 @@ impl PreAct<'_> {
         da: &mut [T],
         sums: &mut [(f64, f64)],
         channels: &[u32],
+        mut into: Option<&mut AddInto<'_, T>>,
     ) {
         sums.fill((0.0, 0.0));
         for &c in channels {
@@ -220,6 +260,10 @@ impl PreAct<'_> {
                 for (d, &f) in da[at.clone()].iter_mut().zip(&keep[at.clone()]) {
                     *d = *d * f;
                 }
+            }
+            if let Some(into) = into.as_deref_mut() {
+                sums[c] = self.gate_into(c, x, da, plane, into);
+                continue;
             }
             let k = &self.k[c];
             let (scale, shift) = (T::from_f64(k.scale), T::from_f64(k.shift));
@@ -541,15 +585,6 @@ impl<T: Direct3x3> Prepared<T> {
         }
     }
 
-    /// The input channels whose gradient may be nonzero, where that is not all of them (a
-    /// learned-group conv's inputs that no group reads get exactly zero).
-    pub(super) fn read_channels(&self) -> Option<&[u32]> {
-        self.one
-            .as_ref()
-            .filter(|one| !one.unread.is_empty())
-            .map(|one| &one.reads[..])
-    }
-
     /// Values of one weight-gradient partial sum (compact for the live conv).
     pub(super) fn grad_len(&self) -> usize {
         match &self.conv {
@@ -675,7 +710,8 @@ impl<T: Direct3x3> Prepared<T> {
     /// One image's backward: `da` (`[cin, h * w]`) becomes the gradient at the BN's output,
     /// `act'(x * scale + shift) * keep * (convᵀ dy)`, with its per-channel `(sum, sum * x)`
     /// into `sums`; the weight gradient is added into `dw` (`grad_len()` values), or written
-    /// there when `first` (the first image of a chunk).
+    /// there when `first` (the first image of a chunk). With `into`, the gradient at the BN's
+    /// output goes there instead (see [`AddInto`]) and `da` is left as scratch.
     #[allow(clippy::too_many_arguments)]
     pub(super) fn backward_image(
         &self,
@@ -688,8 +724,9 @@ impl<T: Direct3x3> Prepared<T> {
         sums: &mut [(f64, f64)],
         s: &mut Scratch<T>,
         par: Parallelism,
+        into: Option<&mut AddInto<'_, T>>,
     ) {
-        simd_loops!({ self.backward_body(pre, img, (x, dy), da, dw, first, sums, s, par) })
+        simd_loops!({ self.backward_body(pre, img, (x, dy), da, dw, first, sums, s, par, into) })
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -705,6 +742,7 @@ impl<T: Direct3x3> Prepared<T> {
         sums: &mut [(f64, f64)],
         s: &mut Scratch<T>,
         par: Parallelism,
+        into: Option<&mut AddInto<'_, T>>,
     ) {
         let (plane, cin, cout, zero) = (self.g.len(), self.cin, self.cout, T::from_f64(0.0));
         let keep = pre.keep(img, &mut s.keep);
@@ -747,7 +785,8 @@ impl<T: Direct3x3> Prepared<T> {
                 }
                 if !one.unread.is_empty() {
                     // Only the inputs some group reads have a gradient to gate.
-                    pre.gate_channels(x, keep, plane, &mut da[..cin * plane], sums, &one.reads);
+                    let da = &mut da[..cin * plane];
+                    pre.gate_channels(x, keep, plane, da, sums, &one.reads, into);
                     return;
                 }
             }
@@ -819,7 +858,7 @@ impl<T: Direct3x3> Prepared<T> {
                 }
             }
         }
-        pre.gate(x, keep, plane, &mut da[..cin * plane], sums);
+        pre.gate(x, keep, plane, &mut da[..cin * plane], sums, into);
     }
 
     /// A 1x1's weight gradient of one image added into its partial `dw`: `[row][plane]`
