@@ -417,8 +417,8 @@ impl<T: Direct3x3> OneByOne<T> {
     }
 }
 
-/// Planes wider than this run a live 3x3 over each output's kernel list; up to it, over
-/// pair3x3's tiles. Single-thread microseconds of CondenseNeXt's masked learned-dsc convs
+/// Planes of at least this many columns run a live 3x3 over each output's kernel list;
+/// narrower ones, over pair3x3's tiles. Single-thread microseconds of CondenseNeXt's masked learned-dsc convs
 /// (AMD Zen 4, AVX-512; forward, tiles against lists): 32x32 40->32 with 78% of the kernels
 /// live 194 / 192, 34% 91 / 76, 23% 70 / 52; 16x16 72->32 85 / 89, 39 / 37, 29 / 25; but
 /// 8x8 104->32 36 / 52, 17 / 21, 13 / 14, where every kernel's block is a quarter of the
