@@ -18,7 +18,9 @@
 //! 3 x 3 dot products; portable loops in the same order, and for f64). Every output sums
 //! its planes in the block's order, so the forward and the input gradient give the same bits
 //! at every level; the weight gradient sums positions in fixed lanes (16 at AVX-512, 8
-//! below), the same bits on every run at one level.
+//! below), the same bits on every run at one level. At AVX-512 a weight gradient of 16 or
+//! more outputs per group is instead a transposed product ([`dots1x1_t`]) that sums the
+//! positions in order.
 
 use std::mem::MaybeUninit;
 
