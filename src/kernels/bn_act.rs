@@ -132,11 +132,7 @@ fn gated_sums<T: WithDType>(xs: &[T], gs: &[T], scale: T, shift: T, act: ActKind
         total += d;
         total_x += d * v.to_f64();
     }
-    for l in 0..LANES {
-        total += s[l].to_f64();
-        total_x += sx[l].to_f64();
-    }
-    (total, total_x)
+    add_lanes((total, total_x), &s, &sx)
 }
 
 /// `(mean, biased var)` of every channel, two-pass.
@@ -250,6 +246,16 @@ pub(super) fn gate_plane<T: WithDType>(
         total += d.to_f64();
         total_x += d.to_f64() * v.to_f64();
     }
+    add_lanes((total, total_x), &s, &sx)
+}
+
+/// `(total, total_x)` plus the lanes' partial sums `s` and `sx`, lane by lane in order.
+#[inline(always)]
+fn add_lanes<T: WithDType>(
+    (mut total, mut total_x): (f64, f64),
+    s: &[T; LANES],
+    sx: &[T; LANES],
+) -> (f64, f64) {
     for l in 0..LANES {
         total += s[l].to_f64();
         total_x += sx[l].to_f64();
@@ -290,11 +296,7 @@ pub(super) fn gate_plane_into<T: WithDType>(
         total += d.to_f64();
         total_x += d.to_f64() * v.to_f64();
     }
-    for l in 0..LANES {
-        total += s[l].to_f64();
-        total_x += sx[l].to_f64();
-    }
-    (total, total_x)
+    add_lanes((total, total_x), &s, &sx)
 }
 
 #[inline(always)]

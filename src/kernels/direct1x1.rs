@@ -471,15 +471,7 @@ mod avx2 {
     //! f32 microkernels in AVX2 + FMA intrinsics.
     use std::arch::x86_64::*;
 
-    /// Lanes of `mask` that are set: the first `n` of 8.
-    #[inline(always)]
-    unsafe fn first(n: usize) -> __m256i {
-        // SAFETY: AVX is enabled by the caller.
-        unsafe {
-            let idx = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
-            _mm256_cmpgt_epi32(_mm256_set1_epi32(n as i32), idx)
-        }
-    }
+    use crate::kernels::simd::lanes::first8 as first;
 
     /// `R` rows times `V` vectors from position `q`; the last vector masked to `tail`
     /// positions when `MASK`.
@@ -682,15 +674,7 @@ mod avx512 {
     //! f32 microkernels in AVX-512 intrinsics.
     use std::arch::x86_64::*;
 
-    /// The first `n` of 16 lanes.
-    #[inline(always)]
-    fn first(n: usize) -> __mmask16 {
-        if n >= 16 {
-            0xffff
-        } else {
-            (1u16 << n) - 1
-        }
-    }
+    use crate::kernels::simd::lanes::first16 as first;
 
     /// `R` rows times `V` vectors from position `q`; the last vector masked to `tail`
     /// positions when `MASK`.

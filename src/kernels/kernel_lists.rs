@@ -210,6 +210,7 @@ mod avx512 {
     use std::arch::x86_64::*;
 
     use super::*;
+    use crate::kernels::simd::lanes::first16;
 
     /// # Safety
     /// AVX-512F and FMA; as [`ListPlanes::planes`].
@@ -232,7 +233,7 @@ mod avx512 {
             let kernels = lists.of(first + j);
             let out = out.as_mut_ptr().cast::<f32>();
             for (x0, cols) in column_blocks(g.w, 32) {
-                let m = [lanes(cols.min(16)), lanes(cols.saturating_sub(16))];
+                let m = [first16(cols.min(16)), first16(cols.saturating_sub(16))];
                 let b = Block {
                     lists,
                     kernels: kernels.clone(),
@@ -253,11 +254,6 @@ mod avx512 {
                 }
             }
         }
-    }
-
-    /// The mask of the first `n` of 16 lanes.
-    fn lanes(n: usize) -> __mmask16 {
-        ((1u32 << n) - 1) as __mmask16
     }
 
     /// One output plane's column block.
@@ -349,6 +345,7 @@ mod avx2 {
     use std::arch::x86_64::*;
 
     use super::*;
+    use crate::kernels::simd::lanes::first8;
 
     /// # Safety
     /// AVX2 and FMA; as [`ListPlanes::planes`].
@@ -365,8 +362,8 @@ mod avx2 {
             let kernels = lists.of(first + j);
             let out = out.as_mut_ptr().cast::<f32>();
             for (x0, cols) in column_blocks(g.w, 8) {
-                let m = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
-                let m = _mm256_cmpgt_epi32(_mm256_set1_epi32(cols as i32), m);
+                // SAFETY: the CPU has AVX2 (this function's features).
+                let m = unsafe { first8(cols) };
                 let b = Block {
                     lists,
                     kernels: kernels.clone(),

@@ -160,6 +160,35 @@ macro_rules! simd_loops {
 }
 pub(crate) use simd_loops;
 
+/// Masks of the first lanes of a vector, for the loops' partial vectors.
+#[cfg(target_arch = "x86_64")]
+pub(super) mod lanes {
+    use std::arch::x86_64::*;
+
+    /// The first `n` of 16 lanes (all 16 from `n = 16` on).
+    #[inline(always)]
+    pub(in crate::kernels) fn first16(n: usize) -> __mmask16 {
+        if n >= 16 {
+            0xffff
+        } else {
+            (1u16 << n) - 1
+        }
+    }
+
+    /// The first `n` of 8 lanes, each all ones (set) or all zeros.
+    ///
+    /// # Safety
+    /// AVX2 (the caller is compiled for it).
+    #[inline(always)]
+    pub(in crate::kernels) unsafe fn first8(n: usize) -> __m256i {
+        // SAFETY: AVX2 is enabled by the caller.
+        unsafe {
+            let idx = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+            _mm256_cmpgt_epi32(_mm256_set1_epi32(n as i32), idx)
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -300,11 +300,10 @@ pub(super) struct Prepared<T> {
     /// 3x3 only: the forward's and the input gradient's packed kernels, dense ...
     forward: Option<Packed3x3<T>>,
     input_grad: Option<Packed3x3<T>>,
-    /// ... or over the live kernels only (a live 3x3 with enough of them dropped), with the
-    /// forward's packing for the weight gradient.
-    live_forward: Option<LiveLoops<T>>,
-    live_input_grad: Option<LiveLoops<T>>,
-    live_weight_grad: Option<PackedPairs<T>>,
+    /// ... or over the live kernels only (a live 3x3 with enough of them dropped; the
+    /// forward's packing also gives the weight gradient).
+    live_forward: Option<LiveConv<T>>,
+    live_input_grad: Option<LiveConv<T>>,
     /// 1x1 and separable: the pointwise weight gradient is taken by [`dots1x1_t`], so its
     /// partial sums lie transposed (`[input][output]` per group).
     dots_t: bool,
@@ -425,28 +424,26 @@ impl<T: Direct3x3> OneByOne<T> {
 /// plane and the tiles' loads shared by all the kernels of a plane count more.
 const LISTS_MIN_WIDTH: usize = 9;
 
-/// A live 3x3's kernels in the loops that run them.
-enum LiveLoops<T> {
-    Tiles(PackedPairs<T>),
-    Lists(KernelLists<T>),
+/// A live 3x3's kernels: packed for pair3x3's tiles (and the weight gradient), and by output
+/// plane where the lists run them.
+struct LiveConv<T> {
+    pairs: PackedPairs<T>,
+    lists: Option<KernelLists<T>>,
 }
 
-impl<T: Direct3x3> LiveLoops<T> {
-    /// The loops for planes `g`.
+impl<T: Direct3x3> LiveConv<T> {
+    /// The kernels `pairs` for planes `g`.
     fn new(pairs: PackedPairs<T>, g: Plane) -> Self {
-        if g.w >= LISTS_MIN_WIDTH {
-            Self::Lists(KernelLists::by_output(&pairs))
-        } else {
-            Self::Tiles(pairs)
-        }
+        let lists = (g.w >= LISTS_MIN_WIDTH).then(|| KernelLists::by_output(&pairs));
+        Self { pairs, lists }
     }
 
     /// One image's output planes `dst` from the padded planes `src` (the same bits either
     /// way); `tile` is the tiles' scratch ([`pair_scratch_len`]).
     fn run(&self, dst: &mut [MaybeUninit<T>], src: &[T], g: Plane, tile: &mut [T], parallel: bool) {
-        match self {
-            Self::Tiles(pairs) => pair_conv_image(dst, src, pairs, g, tile, parallel),
-            Self::Lists(lists) => kernel_lists_image(dst, src, lists, g, parallel),
+        match &self.lists {
+            Some(lists) => kernel_lists_image(dst, src, lists, g, parallel),
+            None => pair_conv_image(dst, src, &self.pairs, g, tile, parallel),
         }
     }
 }
@@ -519,7 +516,7 @@ impl<T: Direct3x3> Prepared<T> {
         backward: bool,
     ) -> Self {
         let (mut forward, mut input_grad, mut one, mut separable) = (None, None, None, None);
-        let (mut live_forward, mut live_input_grad, mut live_weight_grad) = (None, None, None);
+        let (mut live_forward, mut live_input_grad) = (None, None);
         match conv {
             StageConv::Pointwise { groups } => {
                 one = Some(OneByOne::pointwise(w, (cin, cout), *groups, backward));
@@ -536,12 +533,10 @@ impl<T: Direct3x3> Prepared<T> {
             }
             StageConv::Live3x3(live) if live.skips_dropped(Simd::active()) => {
                 let (shape, is_live) = ((cout, cin, live.groups()), |o, i| live.is_live(o, i));
-                let forward = PackedPairs::forward(w, shape, &is_live);
-                live_forward = Some(LiveLoops::new(forward.clone(), g));
+                live_forward = Some(LiveConv::new(PackedPairs::forward(w, shape, &is_live), g));
                 if backward {
                     let input_grad = PackedPairs::input_grad(w, shape, &is_live);
-                    live_input_grad = Some(LiveLoops::new(input_grad, g));
-                    live_weight_grad = Some(forward);
+                    live_input_grad = Some(LiveConv::new(input_grad, g));
                 }
             }
             StageConv::Live3x3(live) => {
@@ -580,7 +575,6 @@ impl<T: Direct3x3> Prepared<T> {
             input_grad,
             live_forward,
             live_input_grad,
-            live_weight_grad,
             dots_t: rows > 0 && transposed_dots::<T>(rows),
         }
     }
@@ -626,7 +620,11 @@ impl<T: Direct3x3> Prepared<T> {
                     dypad = self.g.padded_buffer_len(self.cout);
                 }
                 tile = scratch_len(self.g);
-                if matches!(self.live_forward, Some(LiveLoops::Tiles(_))) {
+                if self
+                    .live_forward
+                    .as_ref()
+                    .is_some_and(|l| l.lists.is_none())
+                {
                     tile = tile.max(pair_scratch_len(self.cin.max(self.cout)));
                 }
             }
@@ -842,10 +840,10 @@ impl<T: Direct3x3> Prepared<T> {
                     dw[..self.grad_len()].fill(zero);
                 }
                 let shape = (cout, cin, groups);
-                match (&self.live_input_grad, &self.live_weight_grad) {
+                match (&self.live_input_grad, &self.live_forward) {
                     (Some(back), Some(fwd)) => {
                         back.run(dst, &s.dypad, self.g, &mut s.tile, parallel);
-                        pair_weight_grad_image(dw, &s.xpad, &s.dypad, fwd, cin, self.g);
+                        pair_weight_grad_image(dw, &s.xpad, &s.dypad, &fwd.pairs, cin, self.g);
                     }
                     _ => {
                         let packed = self
